@@ -1,0 +1,92 @@
+"""When and how long the FHIR client waits before trying a request again.
+
+The policy only *decides* (with tenacity); the client performs the request. Retried: 429,
+502, 503, 504, connection errors and timeouts, for requests that are safe to repeat (GET,
+HEAD, PUT, DELETE, conditional create, transaction and batch). A plain POST create is
+retried only when the connection was never made, since repeating it could create a
+duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import tenacity
+
+__all__ = ["RETRY_STATUSES", "RetryPolicy", "RetrySignal", "parse_retry_after"]
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now or datetime.now(UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+class RetrySignal(Exception):
+    """Raised inside an attempt to ask for another one; carries the failure to re-raise."""
+
+    def __init__(self, error: Exception, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounds and backoff for retries.
+
+    ``attempts`` counts the first try; ``max_elapsed`` bounds the total time from the first
+    try, counting the next wait; waits grow exponentially from ``initial`` up to
+    ``max_backoff`` with random jitter, and a server's ``Retry-After`` wins when present
+    (capped by ``max_retry_after``).
+    """
+
+    attempts: int = 5
+    initial: float = 0.5
+    max_backoff: float = 30.0
+    max_elapsed: float = 120.0
+    max_retry_after: float = 120.0
+    jitter: float = 1.0
+
+    def _wait(self) -> Callable[[tenacity.RetryCallState], float]:
+        exponential = tenacity.wait_exponential_jitter(
+            initial=self.initial, max=self.max_backoff, jitter=self.jitter
+        )
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            if isinstance(error, RetrySignal) and error.retry_after is not None:
+                return min(error.retry_after, self.max_retry_after)
+            return float(exponential(state))
+
+        return wait
+
+    def controller(
+        self, sleep: Callable[[float], Awaitable[None]]
+    ) -> tenacity.AsyncRetrying:
+        """A tenacity loop for one request, sleeping through ``sleep`` (injected in tests)."""
+        return tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(max(1, self.attempts))
+            | tenacity.stop_before_delay(self.max_elapsed),
+            wait=self._wait(),
+            retry=tenacity.retry_if_exception_type(RetrySignal),
+            sleep=sleep,
+            reraise=True,
+        )

@@ -1,0 +1,280 @@
+"""The plain values that flow between the stages.
+
+sources -> ``ResourceVersion`` -> store -> detect -> ``Transition`` -> rules -> ``Plan`` of
+actions (``CreateTask``, ``CancelTasks``, ``CompleteTasks``) -> writeback.
+
+All are frozen: easy to print, compare, hash and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "ENGINE_SYSTEM",
+    "Action",
+    "CancelTasks",
+    "CompleteTasks",
+    "CreateTask",
+    "Plan",
+    "ResourceVersion",
+    "Transition",
+    "TransitionKind",
+    "parse_instant",
+]
+
+#: Base of every system URI the engine mints (identifiers, tags, code systems).
+ENGINE_SYSTEM = "https://fhirbridge.dev/fhir"
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    """Parse a FHIR instant/dateTime/date into an aware datetime (dates become midnight UTC).
+
+    Returns None for None, an empty string, or a value that is not a FHIR date.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 4:
+            text += "-01-01"
+        elif len(text) == 7:
+            text += "-01"
+        if len(text) == 10:
+            return datetime.fromisoformat(text + "T00:00:00+00:00")
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        from datetime import UTC
+
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceVersion:
+    """One version of one resource, as received from one server.
+
+    ``raw`` keeps the bytes as they arrived; ``resource`` is the parsed JSON (not compared).
+    ``version_id`` is ``meta.versionId``, or ``"h:"`` plus a content hash when the server
+    omits it, so deduplication on ``(server, type, id, version_id)`` always works.
+    """
+
+    server: str
+    resource_type: str
+    id: str
+    version_id: str
+    last_updated: str | None
+    raw: bytes = field(repr=False)
+    resource: Mapping[str, Any] = field(repr=False, compare=False, hash=False)
+
+    @property
+    def reference(self) -> str:
+        """The relative reference, ``Type/id``."""
+        return f"{self.resource_type}/{self.id}"
+
+    @classmethod
+    def from_json(cls, server: str, data: bytes | str | Mapping[str, Any]) -> ResourceVersion:
+        """Build from raw JSON bytes/str or an already parsed dict.
+
+        Raises ValueError when the data is not a FHIR resource with a type and an id.
+        """
+        if isinstance(data, Mapping):
+            resource: Any = data
+            raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        else:
+            raw = data.encode() if isinstance(data, str) else bytes(data)
+            resource = json.loads(raw)
+        if not isinstance(resource, Mapping):
+            raise ValueError("not a JSON object")
+        rtype = resource.get("resourceType")
+        rid = resource.get("id")
+        if not isinstance(rtype, str) or not rtype:
+            raise ValueError("resourceType is missing")
+        if not isinstance(rid, str) or not rid:
+            raise ValueError(f"{rtype} has no id")
+        meta = resource.get("meta") or {}
+        version = meta.get("versionId") if isinstance(meta, Mapping) else None
+        last_updated = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+        if not version:
+            version = "h:" + hashlib.sha256(raw).hexdigest()[:16]
+        return cls(
+            server=server,
+            resource_type=rtype,
+            id=rid,
+            version_id=str(version),
+            last_updated=str(last_updated) if last_updated else None,
+            raw=raw,
+            resource=resource,
+        )
+
+
+class TransitionKind(StrEnum):
+    """The changes of care state the engine recognises."""
+
+    ADMISSION = "admission"
+    ED_VISIT = "ed-visit"
+    ED_DISCHARGE = "ed-discharge"
+    DISCHARGE = "discharge"
+    TRANSFER = "transfer"
+    DEATH = "death"
+    READMISSION = "readmission"
+    ENCOUNTER_CANCELLED = "encounter-cancelled"
+    REFERRAL_PLACED = "referral-placed"
+    REFERRAL_OVERDUE = "referral-overdue"
+    REFERRAL_CLOSED = "referral-closed"
+    TASK_OVERDUE = "task-overdue"
+    TASK_FAILED = "task-failed"
+    TASK_COMPLETED = "task-completed"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of care state, found by ``detect``.
+
+    ``focus`` is the reference of the resource whose change this is (``Encounter/12``);
+    ``discriminator`` tells apart several transitions of one kind on one focus (two
+    transfers of one stay). ``facts`` holds what rules may test: ``encounter_class``,
+    ``disposition_code``, ``disposition_group``, ``service_provider``, ...
+    """
+
+    kind: TransitionKind
+    patient: str
+    focus: str
+    occurred_at: datetime
+    encounter: str | None = None
+    focus_version: str = ""
+    discriminator: str = ""
+    server: str = ""
+    facts: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        """A stable identity: the same change seen twice has the same key."""
+        parts = [self.kind.value, self.focus]
+        if self.discriminator:
+            parts.append(self.discriminator)
+        return "|".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (what ``fhirbridge plan --json`` prints)."""
+        return {
+            "kind": self.kind.value,
+            "key": self.key,
+            "patient": self.patient,
+            "encounter": self.encounter,
+            "focus": self.focus,
+            "focus_version": self.focus_version,
+            "occurred_at": self.occurred_at.isoformat(),
+            "facts": dict(self.facts),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTask:
+    """Write one coordination Task (conditional create on ``identifier``)."""
+
+    rule_id: str
+    action_id: str
+    code: str
+    display: str
+    description: str
+    priority: str
+    due: date
+    patient: str
+    focus: str
+    encounter: str | None
+    owner: str | None
+    owner_source: str
+    identifier: str
+    transition_key: str
+    add_to_careplan: bool = True
+    escalation: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "action": "create-task",
+            "rule": self.rule_id,
+            "id": self.action_id,
+            "code": self.code,
+            "description": self.description,
+            "priority": self.priority,
+            "due": self.due.isoformat(),
+            "patient": self.patient,
+            "focus": self.focus,
+            "encounter": self.encounter,
+            "owner": self.owner,
+            "owner_source": self.owner_source,
+            "identifier": self.identifier,
+            "add_to_careplan": self.add_to_careplan,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTasks:
+    """Set the engine's open Tasks for a patient (or one encounter) to cancelled."""
+
+    rule_id: str
+    patient: str
+    encounter: str | None
+    status: str
+    reason: str
+    transition_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "action": "cancel-tasks",
+            "rule": self.rule_id,
+            "patient": self.patient,
+            "encounter": self.encounter,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteTasks:
+    """Set the engine's open Tasks with the given focus to completed."""
+
+    rule_id: str
+    focus: str
+    reason: str
+    transition_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "action": "complete-tasks",
+            "rule": self.rule_id,
+            "focus": self.focus,
+            "reason": self.reason,
+        }
+
+
+Action = CreateTask | CancelTasks | CompleteTasks
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The actions one transition produces, before anything is written."""
+
+    transition: Transition
+    actions: tuple[Action, ...] = ()
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        out = self.transition.as_dict()
+        out["writes"] = [a.as_dict() for a in self.actions]
+        if self.note:
+            out["note"] = self.note
+        return out
