@@ -18,6 +18,10 @@ from typing import Any
 
 __all__ = [
     "ENGINE_SYSTEM",
+    "ENGINE_TAG_CODE",
+    "ENGINE_TAG_SYSTEM",
+    "IDENTIFIER_SYSTEM",
+    "TASK_CODE_SYSTEM",
     "Action",
     "CancelTasks",
     "CompleteTasks",
@@ -26,6 +30,7 @@ __all__ = [
     "ResourceVersion",
     "Transition",
     "TransitionKind",
+    "is_engine_resource",
     "parse_instant",
 ]
 
@@ -278,3 +283,20 @@ class Plan:
         if self.note:
             out["note"] = self.note
         return out
+
+
+#: The ``meta.tag`` on everything the engine writes.
+ENGINE_TAG_SYSTEM = f"{ENGINE_SYSTEM}/tag"
+ENGINE_TAG_CODE = "fhirbridge"
+#: The system of the deterministic identifiers the engine gives what it writes.
+IDENTIFIER_SYSTEM = f"{ENGINE_SYSTEM}/identifier"
+#: The engine's CodeSystem of coordination task codes.
+TASK_CODE_SYSTEM = f"{ENGINE_SYSTEM}/CodeSystem/task-code"
+
+
+def is_engine_resource(resource: Mapping[str, Any]) -> bool:
+    """Whether a resource carries the engine's tag (so the engine wrote it)."""
+    for tag in (resource.get("meta") or {}).get("tag") or ():
+        if tag.get("system") == ENGINE_TAG_SYSTEM and tag.get("code") == ENGINE_TAG_CODE:
+            return True
+    return False

@@ -205,6 +205,8 @@ class SmartBackendAuth:
             body = response.json()
         except ValueError:
             body = {}
+        if not isinstance(body, dict):
+            body = {}
         if response.status_code != 200 or "access_token" not in body:
             reason = body.get("error_description") or body.get("error") or "no access_token"
             raise AuthError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -128,6 +129,10 @@ class Page:
         return None
 
 
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_HTML_TITLE = re.compile(r"<title[^>]*>([^<]*)</title>", re.IGNORECASE)
+
+
 def _error_text(response: httpx.Response) -> tuple[str, Any]:
     """A short description of an error body, and the parsed JSON if it was JSON."""
     content_type = response.headers.get("content-type", "")
@@ -139,8 +144,15 @@ def _error_text(response: httpx.Response) -> tuple[str, Any]:
             pass
     if not raw:
         return "with an empty body", None
-    kind = content_type.split(";")[0] or "unknown"
-    snippet = " ".join(raw[:300].decode("utf-8", "replace").split())
+    kind = content_type.split(";")[0].strip().lower() or "unknown"
+    text = raw[:4096].decode("utf-8", "replace")
+    if kind in _HTML_TYPES or text.lstrip()[:5].lower() in ("<!doc", "<html"):
+        # an HTML error page: its title at most, never the markup or a traceback in it
+        title = _HTML_TITLE.search(text)
+        if not title:
+            return f"with a {kind} body, not an OperationOutcome", None
+        text = title.group(1)
+    snippet = " ".join(text[:300].split())
     return f"with a {kind} body, not an OperationOutcome: {snippet[:160]!r}", None
 
 
@@ -230,6 +242,8 @@ class FhirClient:
         """An absolute URL for ``path`` (already absolute URLs pass through)."""
         if path.startswith(("http://", "https://")):
             return path
+        if not path.strip("/"):
+            return self.base_url
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def owns(self, url: str) -> bool:
@@ -265,6 +279,22 @@ class FhirClient:
             content = json.dumps(json_body, separators=(",", ":")).encode()
             extra.setdefault("Content-Type", FHIR_JSON)
         resource_type = _resource_type(url, self.base_url)
+        try:
+            return await self._attempts(method, url, params, content, extra, safe, resource_type)
+        except RetrySignal as signal:
+            # the retries are spent: raise the last failure, chained to its httpx cause
+            raise signal.error from signal.__cause__
+
+    async def _attempts(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        content: bytes | None,
+        extra: dict[str, str],
+        safe: bool,
+        resource_type: str,
+    ) -> httpx.Response:
         attempt = 0
         refreshed = False
         controller = self.retry.controller(self._sleep)
@@ -317,10 +347,7 @@ class FhirClient:
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     async def _send(self, *args: Any, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self.request(*args, **kwargs)
-        except RetrySignal as signal:
-            raise signal.error from signal
+        return await self.request(*args, **kwargs)
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = await self._send(method, path, **kwargs)
@@ -333,6 +360,10 @@ class FhirClient:
             if self._capabilities is None:
                 self._capabilities = await self._json("GET", "metadata")
         return self._capabilities
+
+    async def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``GET`` any path under the base (or an absolute URL) and return its JSON body."""
+        return await self._json("GET", path, params=params)
 
     async def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
         """``GET [base]/[type]/[id]``."""
@@ -359,6 +390,15 @@ class FhirClient:
             next_url = page.next_url
             if not next_url:
                 return
+            if next_url.startswith(("http://", "https://")) and not self.owns(next_url):
+                # our credentials go with every request: never send them to another server
+                other = urlsplit(next_url)
+                raise FhirError(
+                    f"refusing to follow a next link to {other.scheme}://{other.netloc}"
+                    f"{other.path}: it is not on {self.base_url}",
+                    method="GET",
+                    url=next_url,
+                )
             response = await self._send("GET", next_url)
 
     async def search(
@@ -401,9 +441,7 @@ class FhirClient:
                     yield entry["resource"]
 
     # -- writes --------------------------------------------------------------------------
-    async def create(
-        self, resource: Any, *, if_none_exist: str | None = None
-    ) -> WriteResult:
+    async def create(self, resource: Any, *, if_none_exist: str | None = None) -> WriteResult:
         """``POST [base]/[type]``; with ``if_none_exist`` a conditional create (safe to retry).
 
         A conditional create that finds one match returns it with ``created`` False; several
@@ -502,7 +540,7 @@ def _body(response: httpx.Response) -> dict[str, Any]:
     except ValueError as exc:
         raise FhirError(
             f"the server sent a non-JSON body for {response.request.method} "
-            f"{_resource_type(str(response.request.url), '')} "
+            f"{response.request.url.path} "
             f"({response.headers.get('content-type', 'no content type')})",
             method=response.request.method,
             url=str(response.request.url),

@@ -9,6 +9,7 @@ duplicate.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,23 +65,27 @@ class RetryPolicy:
     max_retry_after: float = 120.0
     jitter: float = 1.0
 
-    def _wait(self) -> Callable[[tenacity.RetryCallState], float]:
-        exponential = tenacity.wait_exponential_jitter(
-            initial=self.initial, max=self.max_backoff, jitter=self.jitter
-        )
+    def _backoff(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt`` (1-based) when the server gave no
+        ``Retry-After``: ``initial * 2**(attempt-1)`` plus up to ``jitter``, capped."""
+        # computed here, not with tenacity.wait_exponential_jitter: its ``initial`` is
+        # deprecated (a DeprecationWarning, jd/tenacity#629) and the ``multiplier`` that
+        # replaces it is missing from the older tenacity 9 releases we also accept
+        exponent = min(max(attempt - 1, 0), 64)
+        grown = self.initial * 2.0**exponent + random.uniform(0, self.jitter)
+        return max(0.0, min(grown, self.max_backoff))
 
+    def _wait(self) -> Callable[[tenacity.RetryCallState], float]:
         def wait(state: tenacity.RetryCallState) -> float:
             outcome = state.outcome
             error = outcome.exception() if outcome is not None else None
             if isinstance(error, RetrySignal) and error.retry_after is not None:
                 return min(error.retry_after, self.max_retry_after)
-            return float(exponential(state))
+            return self._backoff(state.attempt_number)
 
         return wait
 
-    def controller(
-        self, sleep: Callable[[float], Awaitable[None]]
-    ) -> tenacity.AsyncRetrying:
+    def controller(self, sleep: Callable[[float], Awaitable[None]]) -> tenacity.AsyncRetrying:
         """A tenacity loop for one request, sleeping through ``sleep`` (injected in tests)."""
         return tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(max(1, self.attempts))

@@ -1,0 +1,5 @@
+"""``python -m fhirbridge``."""
+
+from fhirbridge.cli import main
+
+main()

@@ -1,0 +1,262 @@
+"""The ``fhirbridge`` command line: a thin layer over :class:`fhirbridge.Bridge`.
+
+Every option also reads a ``FHIRBRIDGE_*`` environment variable. Errors print one line
+and exit non-zero (2: configuration or rules, 3: FHIR server, 4: journal, 1: other);
+``--verbose`` adds the traceback and debug logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fhirbridge import __version__
+from fhirbridge.clock import Clock, FixedClock, SystemClock
+from fhirbridge.config import Config, load_config
+from fhirbridge.errors import ConfigError, FhirBridgeError, FhirError, StoreError
+from fhirbridge.logs import configure
+from fhirbridge.values import parse_instant
+
+T = TypeVar("T")
+
+EXIT_CODES: tuple[tuple[type[FhirBridgeError], int], ...] = (
+    (ConfigError, 2),
+    (FhirError, 3),
+    (StoreError, 4),
+)
+
+
+class _State:
+    def __init__(self, config_path: Path | None, verbose: bool) -> None:
+        self.config_path = config_path
+        self.verbose = verbose
+
+    def config(self) -> Config:
+        if self.config_path is None:
+            raise ConfigError(
+                "no configuration: pass --config FILE or set FHIRBRIDGE_CONFIG "
+                "(examples/sekmet.yaml is a starting point)"
+            )
+        return load_config(self.config_path)
+
+
+def _run(state: _State, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine, mapping fhirbridge errors to one line and an exit code."""
+    try:
+        return asyncio.run(work())
+    except FhirBridgeError as exc:
+        if state.verbose:
+            traceback.print_exc()
+        code = next((c for kind, c in EXIT_CODES if isinstance(exc, kind)), 1)
+        click.echo(f"fhirbridge: error: {exc}", err=True)
+        raise SystemExit(code) from None
+    except KeyboardInterrupt:
+        click.echo("fhirbridge: interrupted", err=True)
+        raise SystemExit(130) from None
+
+
+def _instant(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    parsed = parse_instant(value)
+    if parsed is None:
+        raise click.BadParameter(f"{value!r} is not a FHIR date or instant", param_hint=option)
+    return parsed
+
+
+def _clock(now: str | None) -> Clock:
+    at = _instant(now, "--now")
+    return FixedClock(at) if at is not None else SystemClock()
+
+
+class _Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, stage: str, stats: Any) -> None:
+        if self.enabled:
+            click.echo(
+                f"\r{stage}: read {stats.read}, processed {stats.processed}, "
+                f"transitions {stats.transitions}, planned writes {stats.planned}   ",
+                err=True,
+                nl=False,
+            )
+
+    def done(self) -> None:
+        if self.enabled:
+            click.echo("", err=True)
+
+
+@click.group(
+    context_settings={"auto_envvar_prefix": "FHIRBRIDGE", "help_option_names": ["-h", "--help"]}
+)
+@click.version_option(__version__, prog_name="fhirbridge")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FHIRBRIDGE_CONFIG",
+    help="The YAML configuration file [env: FHIRBRIDGE_CONFIG].",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Debug logs and tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """fhirbridge: care coordination for transitions of care, inside the EHR."""
+    configure(verbose=verbose)
+    ctx.obj = _State(config_path, verbose)
+
+
+@main.command()
+@click.pass_obj
+def check(state: _State) -> None:
+    """Connect to the configured server and report what the engine needs from it."""
+    from fhirbridge.fhir import client_from_config
+    from fhirbridge.fhir.capabilities import assess
+
+    config = state.config()
+
+    async def work() -> bool:
+        async with client_from_config(config.fhir) as client:
+            statement = await client.capabilities()
+            smart: dict[str, Any] | None = None
+            try:
+                smart = await client.get(".well-known/smart-configuration")
+            except FhirError:
+                smart = None
+            rows = assess(
+                statement,
+                watched=config.engine.watch,
+                smart_configuration=smart,
+                smart_required=config.fhir.auth.type == "smart",
+            )
+        click.echo(f"server: {config.fhir.base_url}")
+        width = max(len(r.name) for r in rows)
+        ok_all = True
+        for row in rows:
+            mark = "yes" if row.ok else ("MISSING" if row.required else "no")
+            need = "required" if row.required else "optional"
+            click.echo(f"  {row.name:<{width}}  {mark:<7}  {need:<8}  {row.detail}")
+            ok_all &= row.ok or not row.required
+        return ok_all
+
+    if not _run(state, work):
+        click.echo("fhirbridge: error: the server lacks something the engine requires", err=True)
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Drain what is new, then exit.")
+@click.option("--since", help="Start a first run from this instant (default: now - max_event_age).")
+@click.option("--now", help="Evaluate timers and ages as of this instant (tests, replays).")
+@click.pass_obj
+def run(state: _State, once: bool, since: str | None, now: str | None) -> None:
+    """Poll the server, detect transitions and write the coordination work back."""
+    from fhirbridge.engine import Bridge
+
+    config = state.config()
+    progress = _Progress()
+    start = _instant(since, "--since")
+
+    async def work() -> None:
+        async with Bridge.from_config(config, clock=_clock(now), progress=progress) as bridge:
+            if once:
+                stats = await bridge.run_once(since=start)
+                progress.done()
+                click.echo(stats.summary())
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await bridge.run_forever(stop)
+
+    _run(state, work)
+
+
+@main.command()
+@click.option("--since", help="Look at changes since this instant (default: now - max_event_age).")
+@click.option("--now", help="Evaluate timers and ages as of this instant.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per transition.")
+@click.pass_obj
+def plan(state: _State, since: str | None, now: str | None, as_json: bool) -> None:
+    """Show the transitions and the exact writes a run would make; write nothing."""
+    from fhirbridge.engine import Bridge
+    from fhirbridge.store import MemoryStore
+
+    config = state.config()
+    start = _instant(since, "--since")
+
+    async def work() -> list[Any]:
+        async with Bridge.from_config(config, clock=_clock(now), store=MemoryStore()) as bridge:
+            return await bridge.plan(since=start)
+
+    plans = _run(state, work)
+    if as_json:
+        for item in plans:
+            click.echo(json.dumps(item.as_dict(), default=str))
+        return
+    if not plans:
+        click.echo("no transitions found")
+    for item in plans:
+        t = item.transition
+        click.echo(f"{t.occurred_at:%Y-%m-%d %H:%M} {t.kind.value:<20} {t.focus}  ({item.note})")
+        for action in item.actions:
+            row = action.as_dict()
+            if row["action"] == "create-task":
+                click.echo(
+                    f"    create Task {row['code']:<22} due {row['due']}  {row['priority']:<7}"
+                    f" owner {row['owner'] or '-'} ({row['owner_source']})"
+                )
+            else:
+                click.echo(f"    {row['action']} ({row.get('reason', '')})")
+
+
+@main.command()
+@click.pass_obj
+def replay(state: _State) -> None:
+    """Retry dead letters (after fixing their cause), then process and write them."""
+    from fhirbridge.engine import Bridge
+
+    config = state.config()
+
+    async def work() -> str:
+        async with Bridge.from_config(config) as bridge:
+            count = bridge.replay()
+            stats = await bridge.process()
+            written = await bridge.drain()
+            return (
+                f"replayed {count}; processed {stats.processed}, "
+                f"tasks created {written.created}, dead again {written.dead}"
+            )
+
+    click.echo(_run(state, work))
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Keep the demo server's data here (default: a temporary folder).",
+)
+@click.pass_obj
+def demo(state: _State, workdir: Path | None) -> None:
+    """Start an embedded FHIR server, discharge a few patients, run the engine, show the work."""
+    from fhirbridge.demo import run_demo
+
+    _run(state, lambda: run_demo(workdir, echo=click.echo))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,130 @@
+"""``fhirbridge demo``: the whole loop on an embedded FHIR server, no set-up needed.
+
+It starts a local ``sekmet`` FHIR R4 server (the ``demo`` extra), plays a few hospital
+stays through its ADT workflows (discharges home, to a skilled nursing facility, against
+advice, with an unknown disposition, an ED visit, a readmission), runs the engine once,
+prints the Tasks and CarePlans now on the server, then runs again to show that nothing is
+written twice.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fhirbridge.config import load_config
+from fhirbridge.engine import Bridge
+from fhirbridge.errors import ConfigError
+from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM
+
+__all__ = ["run_demo"]
+
+Echo = Callable[[str], None]
+
+
+def _story(server: Any, echo: Echo) -> None:
+    """Admit and discharge a handful of patients with different dispositions."""
+    stays = [
+        ("Home after pneumonia", "home"),
+        ("To a skilled nursing facility", "snf"),
+        ("Left against medical advice", "aadvice"),
+        ("Disposition not recorded", "oth"),
+    ]
+    for index, (label, disposition) in enumerate(stays, start=1):
+        patient = server.register_patient(mrn=f"DEMO{index:04d}", seed=index)
+        encounter = server.admit(patient)
+        server.discharge(encounter, disposition)
+        echo(f"  {label:<32} Patient/{patient}  Encounter/{encounter}  ({disposition})")
+    patient = server.register_patient(mrn="DEMO0005", seed=5)
+    visit = server.ed_visit(patient)
+    server.discharge(visit, "home")
+    echo(f"  {'ED visit, sent home':<32} Patient/{patient}  Encounter/{visit}  (home)")
+    patient = server.register_patient(mrn="DEMO0006", seed=6)
+    first = server.admit(patient)
+    server.discharge(first, "home")
+    again = server.admit(patient, bed="bed-401-2")
+    echo(f"  {'Readmitted after going home':<32} Patient/{patient}  Encounter/{again}")
+
+
+def _table(rows: list[list[str]], echo: Echo) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        echo("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+        if n == 0:
+            echo("  " + "  ".join("-" * w for w in widths))
+
+
+async def run_demo(workdir: Path | None = None, *, echo: Echo = print) -> None:
+    """Run the demo in ``workdir`` (default: a temporary folder, removed afterwards)."""
+    try:
+        from fhirbridge.testing.sekmet import SekmetServer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "the demo needs the embedded server: pip install 'fhirbridge[demo]'"
+        ) from exc
+    with tempfile.TemporaryDirectory(prefix="fhirbridge-demo-") as tmp:
+        folder = Path(workdir or tmp).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        echo(f"Starting the embedded FHIR server in {folder} ...")
+        with SekmetServer.start(folder / "server") as server:
+            echo(f"FHIR server ready at {server.base_url}\n\nHospital activity:")
+            _story(server, echo)
+            hospital = server.facility().get("org:hospital", {}).get("id")
+            config = load_config(
+                data={
+                    "fhir": {"base_url": server.base_url, "name": "demo"},
+                    "store": {"url": f"sqlite:///{folder / 'journal.db'}"},
+                    "engine": {
+                        "default_owner": f"Organization/{hospital}" if hospital else None,
+                        "timezone": "UTC",
+                    },
+                }
+            )
+            async with Bridge.from_config(config) as bridge:
+                since = bridge.clock.now() - timedelta(hours=1)
+                stats = await bridge.run_once(since=since)
+                echo(f"\nEngine run: {stats.summary()}\n")
+                await _show(bridge, echo)
+                again = await bridge.run_once()
+                echo(f"\nSecond run (exactly once): {again.summary()}")
+
+
+async def _show(bridge: Bridge, echo: Echo) -> None:
+    client = bridge.client
+    assert client is not None
+    tag = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
+    tasks = await client.search_all("Task", {"_tag": tag, "_count": 200})
+    rows = [["Task", "patient", "code", "due", "priority", "owner", "status"]]
+    for task in sorted(
+        tasks, key=lambda t: (t["for"]["reference"], t["code"]["coding"][0]["code"])
+    ):
+        rows.append(
+            [
+                f"Task/{task['id'][:8]}",
+                task["for"]["reference"][:16],
+                task["code"]["coding"][0]["code"],
+                task.get("restriction", {}).get("period", {}).get("end", "-"),
+                task.get("priority", "-"),
+                (task.get("owner") or {}).get("reference", "-")[:24],
+                task["status"],
+            ]
+        )
+    echo(f"Tasks on the FHIR server ({len(tasks)}):")
+    _table(rows, echo)
+    careplans = await client.search_all("CarePlan", {"_tag": tag, "_count": 200})
+    echo(f"\nTransitional-care CarePlans ({len(careplans)}):")
+    plan_rows = [["CarePlan", "patient", "status", "activities"]]
+    for careplan in careplans:
+        plan_rows.append(
+            [
+                f"CarePlan/{careplan['id'][:8]}",
+                careplan["subject"]["reference"][:16],
+                careplan["status"],
+                str(len(careplan.get("activity") or ())),
+            ]
+        )
+    if len(plan_rows) > 1:
+        _table(plan_rows, echo)

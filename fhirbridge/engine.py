@@ -1,0 +1,405 @@
+"""The engine: poll -> journal -> detect -> rules -> outbox -> write-back, as one object.
+
+:class:`Bridge` is what the CLI and embedding services use::
+
+    async with Bridge.from_config(load_config("fhirbridge.yaml")) as bridge:
+        stats = await bridge.run_once()
+
+The decisions are pure (``detect``, ``rules``); this module gathers their inputs (the
+previous snapshot, the patient's stays, Patient and CareTeam), performs their effects
+through the store and the writer, and never acknowledges or moves a watermark before
+what it covers is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from fhirbridge.clock import Clock, SystemClock
+from fhirbridge.config import Config
+from fhirbridge.detect import DetectContext, EncounterContext, detect, is_newer, local_reference
+from fhirbridge.detect.projection import INPATIENT_CLASSES, EncounterView
+from fhirbridge.errors import FhirError
+from fhirbridge.fhir import client_from_config
+from fhirbridge.fhir.client import FhirClient
+from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
+from fhirbridge.rules.dispositions import DispositionTable, default_table
+from fhirbridge.sources.poll import Poller, PollStats
+from fhirbridge.store import MemoryStore, Store, open_store
+from fhirbridge.store.base import OutboxItem, Stay
+from fhirbridge.values import Plan, ResourceVersion, Transition, parse_instant
+from fhirbridge.writeback.outbox import outbox_item
+from fhirbridge.writeback.writer import Writer, WriteStats
+
+__all__ = ["Bridge", "RunStats"]
+
+log = structlog.get_logger(__name__)
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What one pass of the engine did."""
+
+    read: int = 0
+    new: int = 0
+    processed: int = 0
+    transitions: int = 0
+    planned: int = 0
+    created: int = 0
+    existing: int = 0
+    updated: int = 0
+    dead: int = 0
+    plans: list[Plan] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One human line."""
+        return (
+            f"read {self.read} ({self.new} new), processed {self.processed}, "
+            f"transitions {self.transitions}, planned writes {self.planned}, "
+            f"tasks created {self.created} (already there {self.existing}), "
+            f"status changes {self.updated}, dead letters {self.dead}"
+        )
+
+
+class Bridge:
+    """The coordination engine for one FHIR server.
+
+    ``client`` may be None for offline processing (benchmarks, tests of the pure path):
+    then nothing is fetched on demand and nothing is written.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        client: FhirClient | None = None,
+        store: Store | None = None,
+        rules: RulePack | None = None,
+        clock: Clock | None = None,
+        dispositions: DispositionTable | None = None,
+        progress: Callable[[str, RunStats], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.store = store if store is not None else open_store(config.store.url)
+        self.rules = rules if rules is not None else load_rules(config.rules or None)
+        self.clock = clock or SystemClock()
+        self.dispositions = dispositions or default_table()
+        self.progress = progress
+        self.server = config.fhir.name
+        self.calendar = self._calendar()
+        self._patients: dict[str, Mapping[str, Any] | None] = {}
+        self._care_teams: dict[str, list[tuple[str, str]]] = {}
+        self._server_stays: dict[str, list[Stay]] = {}
+        self.writer = (
+            Writer(
+                client,
+                self.store,
+                clock=self.clock,
+                agent=config.engine.requester,
+                codes=self.rules.codes,
+            )
+            if client is not None
+            else None
+        )
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> Bridge:
+        """A bridge with the client and store the configuration describes."""
+        kwargs.setdefault("client", client_from_config(config.fhir))
+        return cls(config, **kwargs)
+
+    async def __aenter__(self) -> Bridge:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client and the store."""
+        if self.client is not None:
+            await self.client.aclose()
+        self.store.close()
+
+    def _calendar(self) -> BusinessCalendar:
+        engine = self.config.engine
+        pack = self.rules.defaults
+        weekend = (
+            frozenset(_WEEKDAYS[d] for d in engine.weekend)
+            if engine.weekend is not None
+            else frozenset(pack.weekend)
+            if pack.weekend is not None
+            else frozenset({5, 6})
+        )
+        holidays = engine.holidays if engine.holidays is not None else pack.holidays or ()
+        return BusinessCalendar(
+            tz=engine.timezone or pack.timezone or "UTC",
+            weekend=weekend,
+            holidays=frozenset(holidays),
+        )
+
+    # -- ingest ------------------------------------------------------------------------
+    def poller(self, progress: Callable[[PollStats], None] | None = None) -> Poller:
+        """The polling source for the configured server and types."""
+        if self.client is None:
+            raise FhirError("polling needs a FHIR client")
+        return Poller(
+            self.client,
+            self.store,
+            server=self.server,
+            types=self.config.engine.watch,
+            page_size=self.config.fhir.page_size,
+            overlap=self.config.engine.overlap,
+        )
+
+    def ingest(self, resources: Sequence[bytes | Mapping[str, Any]]) -> list[ResourceVersion]:
+        """Journal resources received by push (notifications); returns the new versions."""
+        versions = [ResourceVersion.from_json(self.server, r) for r in resources]
+        return self.store.append(versions)
+
+    # -- process -----------------------------------------------------------------------
+    async def process(self, *, batch: int = 500, stats: RunStats | None = None) -> RunStats:
+        """Detect, plan and enqueue for every pending version, in arrival order."""
+        stats = stats or RunStats()
+        while True:
+            pending = self.store.pending(batch)
+            if not pending:
+                return stats
+            for version in pending:
+                await self.process_version(version, stats)
+            if self.progress is not None:
+                self.progress("process", stats)
+
+    async def process_version(self, version: ResourceVersion, stats: RunStats) -> list[Plan]:
+        """Process one journalled version (atomically in the store)."""
+        before = self.store.snapshot(version.server, version.resource_type, version.id)
+        stats.processed += 1
+        if before is not None and not is_newer(before.resource, version.resource):
+            self.store.complete(version, update_snapshot=False)
+            return []
+        try:
+            context = await self._detect_context(before, version)
+            transitions = detect(
+                before.resource if before is not None else None, version.resource, context
+            )
+            plans = [await self._plan(t) for t in transitions]
+        except FhirError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.store.reject(version, f"cannot process {version.reference}: {exc!r}")
+            stats.dead += 1
+            return []
+        items: list[OutboxItem] = []
+        for plan in plans:
+            items.extend(outbox_item(action, plan.transition) for action in plan.actions)
+        notes = {p.transition.key: p.note for p in plans if p.note}
+        self.store.complete(version, transitions=transitions, outbox=items, notes=notes)
+        stats.transitions += len(transitions)
+        stats.planned += len(items)
+        stats.plans.extend(plans)
+        for transition in transitions:
+            log.info(
+                "transition_detected",
+                kind=transition.kind.value,
+                resource=transition.focus,
+                planned=sum(len(p.actions) for p in plans if p.transition is transition),
+            )
+        return plans
+
+    async def _detect_context(
+        self, before: ResourceVersion | None, version: ResourceVersion
+    ) -> DetectContext:
+        stays: list[Stay] = []
+        resource = version.resource
+        if resource.get("resourceType") == "Encounter":
+            view = EncounterView.of(resource)
+            status_changed = before is None or before.resource.get("status") != view.status
+            if view.patient and view.class_code in INPATIENT_CLASSES and status_changed:
+                stays = self.store.stays(version.server, view.patient)
+                stays += await self._stays_from_server(view)
+        return DetectContext(
+            encounter=EncounterContext(
+                server=version.server,
+                stays=stays,
+                tz=ZoneInfo(self.calendar.tz),
+                readmission_window_days=self.config.engine.readmission_window_days,
+                disposition_group=self.dispositions.group,
+                now=self.clock.now(),
+            )
+        )
+
+    async def _stays_from_server(self, view: EncounterView) -> list[Stay]:
+        """The patient's earlier encounters from the server, for a journal that does not
+        reach back far enough (once per patient per engine)."""
+        if self.client is None or view.patient is None or view.start is None:
+            return []
+        if view.patient in self._server_stays:
+            return self._server_stays[view.patient]
+        window = timedelta(days=self.config.engine.readmission_window_days + 2)
+        since = (view.start - window).date().isoformat()
+        found: list[Stay] = []
+        try:
+            async for enc in self.client.search(
+                "Encounter", {"patient": view.patient, "date": f"ge{since}", "_count": 100}
+            ):
+                other = EncounterView.of(enc)
+                found.append(
+                    Stay(
+                        server=self.server,
+                        encounter=other.reference,
+                        patient=other.patient or "",
+                        encounter_class=other.class_code,
+                        status=other.status,
+                        start=other.start,
+                        end=other.end,
+                    )
+                )
+        except FhirError as exc:
+            log.warning("stays_lookup_failed", error=type(exc).__name__)
+        self._server_stays[view.patient] = found
+        return found
+
+    async def _plan(self, transition: Transition) -> Plan:
+        patient = await self._patient(transition.patient)
+        care_team = await self._care_team(transition.patient)
+        context = PlanContext(
+            now=self.clock.now(),
+            calendar=self.calendar,
+            max_event_age=self.config.engine.max_event_age,
+            patient=patient,
+            care_team=care_team,
+            default_owner=self.config.engine.default_owner,
+            risk={},
+        )
+        return self.rules.plan(transition, context)
+
+    async def _patient(self, reference: str) -> Mapping[str, Any] | None:
+        if reference in self._patients:
+            return self._patients[reference]
+        kind, _, pid = reference.partition("/")
+        snapshot = self.store.snapshot(self.server, kind, pid)
+        found: Mapping[str, Any] | None = snapshot.resource if snapshot is not None else None
+        if found is None and self.client is not None:
+            try:
+                found = await self.client.read(kind, pid)
+            except FhirError as exc:
+                log.warning("patient_lookup_failed", error=type(exc).__name__)
+        self._patients[reference] = found
+        return found
+
+    async def _care_team(self, patient: str) -> list[tuple[str, str]]:
+        if patient in self._care_teams:
+            return self._care_teams[patient]
+        members: list[tuple[str, str]] = []
+        if self.client is not None:
+            try:
+                async for team in self.client.search(
+                    "CareTeam", {"patient": patient, "status": "active"}
+                ):
+                    for participant in team.get("participant") or ():
+                        member = local_reference(participant.get("member"))
+                        for role in participant.get("role") or ():
+                            for coding in role.get("coding") or ():
+                                if member and coding.get("code"):
+                                    members.append((str(coding["code"]), member))
+            except FhirError as exc:
+                log.warning("care_team_lookup_failed", error=type(exc).__name__)
+        self._care_teams[patient] = members
+        return members
+
+    def forget_context(self) -> None:
+        """Drop the per-run caches (patients, care teams, server stays)."""
+        self._patients.clear()
+        self._care_teams.clear()
+        self._server_stays.clear()
+
+    # -- write -------------------------------------------------------------------------
+    async def drain(self) -> WriteStats:
+        """Perform every pending outbox item."""
+        if self.writer is None:
+            raise FhirError("writing needs a FHIR client")
+        return await self.writer.drain()
+
+    # -- whole passes ------------------------------------------------------------------
+    def default_since(self) -> datetime:
+        """Where a first run starts: now minus ``engine.max_event_age``."""
+        return self.clock.now() - self.config.engine.max_event_age
+
+    async def run_once(self, *, since: datetime | None = None) -> RunStats:
+        """Poll, process, write: one pass. Returns what it did."""
+        stats = RunStats()
+        self.forget_context()
+
+        def on_poll(poll: PollStats) -> None:
+            stats.read, stats.new = poll.read, poll.new
+            if self.progress is not None:
+                self.progress("poll", stats)
+
+        # pending work from a previous, interrupted run goes first
+        await self._flush(stats)
+        poll = await self.poller(on_poll).poll(since or self.default_since())
+        stats.read, stats.new = poll.read, poll.new
+        await self._flush(stats)
+        return stats
+
+    async def _flush(self, stats: RunStats) -> None:
+        await self.process(stats=stats)
+        written = await self.drain()
+        stats.created += written.created
+        stats.existing += written.existing
+        stats.updated += written.updated
+        stats.dead += written.dead
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Run passes every ``engine.poll_interval`` seconds until ``stop`` is set."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            stats = await self.run_once()
+            log.info("run_pass", **{k: v for k, v in vars(stats).items() if k != "plans"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.config.engine.poll_interval)
+
+    async def plan(self, *, since: datetime | None = None) -> list[Plan]:
+        """A dry run: what the engine would detect and write for changes since ``since``,
+        as if it had not seen them. Nothing is written, to the server or the journal."""
+        if self.client is None:
+            raise FhirError("planning needs a FHIR client")
+        shadow = Bridge(
+            self.config,
+            client=self.client,
+            store=MemoryStore(),
+            rules=self.rules,
+            clock=self.clock,
+            dispositions=self.dispositions,
+        )
+        shadow.writer = None
+        await shadow.poller().poll(since or self.default_since())
+        stats = await shadow.process()
+        return stats.plans
+
+    def replay(self) -> int:
+        """Put dead outbox items and dead-lettered inputs back to work; returns how many."""
+        count = self.store.requeue_dead_outbox()
+        for letter in self.store.dead_letters():
+            if letter.source in ("poll", "notification", "process"):
+                try:
+                    self.ingest([letter.payload])
+                except ValueError:
+                    continue
+                self.store.mark_replayed(letter.id)
+                count += 1
+        return count
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """A ``--since`` value: a FHIR instant or date."""
+    return parse_instant(text) if text else None

@@ -1,0 +1,185 @@
+"""Build the resources the engine writes: coordination Tasks, the transitional-care CarePlan,
+and Provenance. Each is validated with ``fhir.resources`` (R4B models serve R4) and the
+engine's profile before it is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any
+
+from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.provenance import Provenance
+from fhir.resources.R4B.task import Task
+from pydantic import ValidationError
+
+from fhirbridge.errors import ProfileError
+from fhirbridge.values import (
+    ENGINE_TAG_CODE,
+    ENGINE_TAG_SYSTEM,
+    IDENTIFIER_SYSTEM,
+    TASK_CODE_SYSTEM,
+    CreateTask,
+)
+from fhirbridge.writeback.profile import ensure
+
+__all__ = [
+    "ASSESS_PLAN",
+    "CAREPLAN_CODE",
+    "build_careplan",
+    "build_provenance",
+    "build_task",
+    "careplan_identifier",
+    "engine_tag",
+    "identifier_query",
+]
+
+ASSESS_PLAN = {
+    "system": "http://hl7.org/fhir/us/core/CodeSystem/careplan-category",
+    "code": "assess-plan",
+}
+CAREPLAN_CODE = {
+    "system": TASK_CODE_SYSTEM.replace("task-code", "careplan-category"),
+    "code": "transitional-care",
+    "display": "Transitional care",
+}
+
+
+def engine_tag() -> dict[str, str]:
+    """The ``meta.tag`` coding on everything the engine writes."""
+    return {"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}
+
+
+def identifier_query(value: str) -> str:
+    """The search (for If-None-Exist) that finds the resource with this engine identifier."""
+    return f"identifier={IDENTIFIER_SYSTEM}|{value}"
+
+
+def careplan_identifier(patient: str) -> str:
+    """The deterministic identifier of a patient's transitional-care CarePlan."""
+    return hashlib.sha256(f"careplan|transitional-care|{patient}".encode()).hexdigest()[:32]
+
+
+def _validated(model: Any, data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        instance = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProfileError(
+            f"{data['resourceType']} is not valid FHIR: {where}: {first['msg']}"
+        ) from exc
+    dumped: dict[str, Any] = instance.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return dumped
+
+
+def build_task(
+    action: CreateTask,
+    *,
+    authored_on: datetime,
+    requester: str,
+    careplan: str | None = None,
+    codes: Mapping[str, str] | None = None,
+    status: str = "requested",
+) -> dict[str, Any]:
+    """The coordination Task for ``action``, validated. ``codes`` maps code to display."""
+    display = (codes or {}).get(action.code) or action.display
+    data: dict[str, Any] = {
+        "resourceType": "Task",
+        "meta": {"tag": [engine_tag()]},
+        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": action.identifier}],
+        "status": status,
+        "intent": "order",
+        "priority": action.priority,
+        "code": {
+            "coding": [{"system": TASK_CODE_SYSTEM, "code": action.code, "display": display}],
+            "text": display,
+        },
+        "description": action.description,
+        "focus": {"reference": action.focus},
+        "for": {"reference": action.patient},
+        "authoredOn": authored_on.isoformat(),
+        "lastModified": authored_on.isoformat(),
+        "requester": {"reference": requester},
+        "restriction": {"period": {"end": action.due.isoformat()}},
+        "note": [{"text": f"owner chosen by: {action.owner_source}; rule: {action.rule_id}"}],
+    }
+    if action.encounter:
+        data["encounter"] = {"reference": action.encounter}
+    if careplan:
+        data["basedOn"] = [{"reference": careplan}]
+    if action.owner:
+        data["owner"] = {"reference": action.owner}
+    if action.escalation:
+        data["businessStatus"] = {"text": "escalation"}
+    task = _validated(Task, data)
+    ensure(task, "fhirbridge-coordination-task", extra_codes=_extra(codes))
+    return task
+
+
+def _extra(codes: Mapping[str, str] | None) -> Collection[str]:
+    return tuple(codes or ())
+
+
+def build_careplan(patient: str, *, created: datetime) -> dict[str, Any]:
+    """A new, empty transitional-care CarePlan for ``patient``, validated."""
+    data: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "meta": {"tag": [engine_tag()]},
+        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": careplan_identifier(patient)}],
+        "status": "active",
+        "intent": "plan",
+        "category": [{"coding": [ASSESS_PLAN]}, {"coding": [CAREPLAN_CODE]}],
+        "title": "Transitional care",
+        "description": "Coordination work after transitions of care, kept by fhirbridge.",
+        "subject": {"reference": patient},
+        "created": created.isoformat(),
+    }
+    careplan = _validated(CarePlan, data)
+    ensure(careplan, "fhirbridge-transitional-care-careplan")
+    return careplan
+
+
+def build_provenance(
+    target: str,
+    *,
+    recorded: datetime,
+    agent: str,
+    entities: Collection[str] = (),
+    activity: str = "CREATE",
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A Provenance naming the engine as agent for a write to ``target`` (a versioned ref)."""
+    data: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "meta": {"tag": [engine_tag()]},
+        "target": [{"reference": target}],
+        "recorded": recorded.isoformat(),
+        "activity": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                    "code": activity,
+                }
+            ]
+        },
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "assembler",
+                        }
+                    ]
+                },
+                "who": {"reference": agent, "display": "fhirbridge"},
+            }
+        ],
+        "entity": [{"role": "source", "what": {"reference": ref}} for ref in entities],
+    }
+    if reason:
+        data["reason"] = [{"text": reason}]
+    return _validated(Provenance, data)

@@ -1,0 +1,49 @@
+"""Actions to outbox items and back: what a plan owes the server, durably."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from fhirbridge.store.base import OutboxItem
+from fhirbridge.values import Action, CancelTasks, CompleteTasks, CreateTask, Transition
+
+__all__ = ["action_from_payload", "outbox_item"]
+
+_KINDS: dict[str, type[Any]] = {
+    "create-task": CreateTask,
+    "cancel-tasks": CancelTasks,
+    "complete-tasks": CompleteTasks,
+}
+
+
+def _kind(action: Action) -> str:
+    for name, cls in _KINDS.items():
+        if isinstance(action, cls):
+            return name
+    raise TypeError(f"not an action: {action!r}")  # pragma: no cover
+
+
+def outbox_item(action: Action, transition: Transition) -> OutboxItem:
+    """The outbox item for one planned action; its key makes a second enqueue a no-op."""
+    kind = _kind(action)
+    fields = dataclasses.asdict(action)
+    if isinstance(action, CreateTask):
+        key = f"task:{action.identifier}"
+        fields["due"] = action.due.isoformat()
+    else:
+        key = f"{kind}:{action.rule_id}:{transition.key}"
+    payload = {"action": fields, "transition": transition.as_dict()}
+    return OutboxItem(key=key, kind=kind, payload=payload)
+
+
+def action_from_payload(kind: str, payload: Mapping[str, Any]) -> Action:
+    """Rebuild the action of an outbox item."""
+    fields = dict(payload["action"])
+    if kind == "create-task":
+        fields["due"] = date.fromisoformat(fields["due"])
+    cls = _KINDS[kind]
+    action: Action = cls(**fields)
+    return action

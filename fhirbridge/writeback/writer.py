@@ -1,0 +1,282 @@
+"""Perform the outbox: write Tasks, CarePlan activities and Provenance, exactly once.
+
+Every write is idempotent on the server: Tasks and the CarePlan use conditional create on
+the engine's deterministic identifier; CarePlan activities and Task status changes use
+``If-Match`` and re-read-and-reapply on a version conflict; Provenance uses conditional
+create on its target. So an item performed twice (a crash after the write, before the
+outbox noted it) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from fhirbridge.clock import Clock, SystemClock
+from fhirbridge.errors import (
+    FhirBridgeError,
+    InvalidResource,
+    MultipleMatches,
+    ProfileError,
+    ResourceNotFound,
+    ServerError,
+    VersionConflict,
+)
+from fhirbridge.fhir.client import FhirClient
+from fhirbridge.store.base import OutboxItem, Store
+from fhirbridge.values import (
+    ENGINE_TAG_CODE,
+    ENGINE_TAG_SYSTEM,
+    IDENTIFIER_SYSTEM,
+    CancelTasks,
+    CompleteTasks,
+    CreateTask,
+)
+from fhirbridge.writeback.build import (
+    build_careplan,
+    build_provenance,
+    build_task,
+    careplan_identifier,
+    identifier_query,
+)
+from fhirbridge.writeback.outbox import action_from_payload
+
+__all__ = ["OPEN_TASK_STATUSES", "WriteStats", "Writer"]
+
+log = structlog.get_logger(__name__)
+OPEN_TASK_STATUSES = (
+    "draft",
+    "requested",
+    "received",
+    "accepted",
+    "ready",
+    "in-progress",
+    "on-hold",
+)
+CONFLICT_RETRIES = 5
+
+
+@dataclass(slots=True)
+class WriteStats:
+    """What one drain of the outbox did."""
+
+    created: int = 0
+    existing: int = 0
+    updated: int = 0
+    dead: int = 0
+    written: list[str] = field(default_factory=list)
+
+
+class Writer:
+    """Performs outbox items against one FHIR server."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        agent: str = "Device/fhirbridge",
+        codes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.agent = agent
+        self.codes = dict(codes or {})
+        self._careplans: dict[str, str] = {}
+
+    async def drain(self, *, batch: int = 50) -> WriteStats:
+        """Perform every pending item. A failure a retry may fix (transport, 5xx, 429 after
+        the client's retries) stops the drain and propagates, leaving the item pending."""
+        stats = WriteStats()
+        while True:
+            items = self.store.claim_outbox(batch)
+            if not items:
+                return stats
+            for item in items:
+                await self.perform(item, stats)
+
+    async def perform(self, item: OutboxItem, stats: WriteStats | None = None) -> None:
+        """Perform one item and record the outcome in the store."""
+        stats = stats if stats is not None else WriteStats()
+        try:
+            action = action_from_payload(item.kind, item.payload)
+            transition = item.payload.get("transition", {})
+            if isinstance(action, CreateTask):
+                result = await self._create_task(action, transition, stats)
+            elif isinstance(action, CancelTasks):
+                result = await self._set_status(
+                    await self._engine_tasks(
+                        {"patient": action.patient}, encounter=action.encounter
+                    ),
+                    action.status,
+                    action.reason,
+                    stats,
+                )
+            elif isinstance(action, CompleteTasks):
+                result = await self._set_status(
+                    await self._engine_tasks({"focus": action.focus}),
+                    "completed",
+                    action.reason,
+                    stats,
+                )
+            else:  # pragma: no cover - the outbox only holds the kinds above
+                raise TypeError(item.kind)
+        except (InvalidResource, MultipleMatches, ProfileError, ResourceNotFound) as exc:
+            stats.dead += 1
+            self.store.fail_outbox(item.id, str(exc), dead=True)
+            log.warning(
+                "write_dead_lettered", kind=item.kind, key=item.key, error=type(exc).__name__
+            )
+            return
+        except ServerError as exc:
+            if 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 409, 412, 429):
+                stats.dead += 1
+                self.store.fail_outbox(item.id, str(exc), dead=True)
+                return
+            self.store.fail_outbox(item.id, str(exc), dead=False)
+            raise
+        except FhirBridgeError as exc:
+            self.store.fail_outbox(item.id, str(exc), dead=False)
+            raise
+        self.store.finish_outbox(item.id, result)
+
+    # -- create a Task ---------------------------------------------------------------------
+    async def _careplan(self, patient: str) -> dict[str, Any]:
+        identifier = careplan_identifier(patient)
+        careplan = build_careplan(patient, created=self.clock.now())
+        written = await self.client.create(careplan, if_none_exist=identifier_query(identifier))
+        if written.resource.get("id"):
+            return written.resource
+        found = await self.client.search_all(
+            "CarePlan", {"identifier": f"{IDENTIFIER_SYSTEM}|{identifier}"}
+        )
+        if not found:
+            raise ResourceNotFound("the CarePlan just written cannot be found", status=404)
+        return found[0]
+
+    async def _create_task(
+        self, action: CreateTask, transition: Mapping[str, Any], stats: WriteStats
+    ) -> dict[str, Any]:
+        careplan_ref: str | None = None
+        if action.add_to_careplan:
+            careplan = await self._careplan(action.patient)
+            careplan_ref = f"CarePlan/{careplan['id']}"
+        task = build_task(
+            action,
+            authored_on=self.clock.now(),
+            requester=self.agent,
+            careplan=careplan_ref,
+            codes=self.codes,
+        )
+        written = await self.client.create(task, if_none_exist=identifier_query(action.identifier))
+        task_id = written.id
+        if not task_id:
+            found = await self.client.search_all(
+                "Task", {"identifier": f"{IDENTIFIER_SYSTEM}|{action.identifier}"}
+            )
+            task_id = found[0]["id"] if found else None
+        if not task_id:
+            raise ResourceNotFound("the Task just written cannot be found", status=404)
+        task_ref = f"Task/{task_id}"
+        if written.created:
+            stats.created += 1
+            stats.written.append(task_ref)
+            log.info("task_written", rule_id=action.rule_id, code=action.code, resource=task_ref)
+        else:
+            stats.existing += 1
+        if careplan_ref:
+            await self._add_activity(careplan_ref, task_ref)
+        version = written.version_id or "1"
+        entity = transition.get("focus")
+        if entity and transition.get("focus_version"):
+            entity = f"{entity}/_history/{transition['focus_version']}"
+        await self._provenance(
+            f"{task_ref}/_history/{version}",
+            [e for e in (entity,) if e],
+            "CREATE",
+            f"rule {action.rule_id} on {transition.get('kind', 'transition')}",
+        )
+        self.store.audit(
+            "create-task",
+            task_ref,
+            {"rule": action.rule_id, "created": written.created, "identifier": action.identifier},
+        )
+        return {"task": task_ref, "created": written.created, "careplan": careplan_ref}
+
+    async def _add_activity(self, careplan_ref: str, task_ref: str) -> None:
+        kind, cid = careplan_ref.split("/", 1)
+        for _ in range(CONFLICT_RETRIES):
+            careplan = await self.client.read(kind, cid)
+            activities = careplan.setdefault("activity", [])
+            if any((a.get("reference") or {}).get("reference") == task_ref for a in activities):
+                return
+            activities.append({"reference": {"reference": task_ref}})
+            try:
+                await self.client.update(careplan, if_match=careplan["meta"]["versionId"])
+                return
+            except VersionConflict:
+                continue
+        raise VersionConflict(
+            f"{careplan_ref} kept changing under us ({CONFLICT_RETRIES} tries)", status=412
+        )
+
+    async def _provenance(
+        self, target: str, entities: list[str], activity: str, reason: str
+    ) -> None:
+        provenance = build_provenance(
+            target,
+            recorded=self.clock.now(),
+            agent=self.agent,
+            entities=entities,
+            activity=activity,
+            reason=reason,
+        )
+        await self.client.create(provenance, if_none_exist=f"target={target}")
+
+    # -- change Task status ----------------------------------------------------------------
+    async def _engine_tasks(
+        self, params: Mapping[str, str], *, encounter: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {**params, "_tag": f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"}
+        tasks = await self.client.search_all("Task", query)
+        return [
+            t
+            for t in tasks
+            if t.get("status") in OPEN_TASK_STATUSES
+            and (encounter is None or (t.get("encounter") or {}).get("reference") == encounter)
+        ]
+
+    async def _set_status(
+        self, tasks: list[dict[str, Any]], status: str, reason: str, stats: WriteStats
+    ) -> dict[str, Any]:
+        changed: list[str] = []
+        for task in tasks:
+            ref = f"Task/{task['id']}"
+            for _ in range(CONFLICT_RETRIES):
+                if task.get("status") not in OPEN_TASK_STATUSES:
+                    break
+                task["status"] = status
+                task["statusReason"] = {"text": reason}
+                task["lastModified"] = self.clock.now().isoformat()
+                try:
+                    written = await self.client.update(task, if_match=task["meta"]["versionId"])
+                except VersionConflict:
+                    task = await self.client.read("Task", task["id"])
+                    continue
+                changed.append(ref)
+                stats.updated += 1
+                await self._provenance(
+                    f"{ref}/_history/{written.version_id}" if written.version_id else ref,
+                    [],
+                    "UPDATE",
+                    reason,
+                )
+                self.store.audit(f"task-{status}", ref, {"reason": reason})
+                log.info("task_status_changed", resource=ref, status=status)
+                break
+        return {"tasks": changed, "status": status}
