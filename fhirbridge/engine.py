@@ -305,6 +305,11 @@ class Bridge:
                 async for team in self.client.search(
                     "CareTeam", {"patient": patient, "status": "active"}
                 ):
+                    # servers that ignore unknown search parameters return every team
+                    if team.get("status") != "active":
+                        continue
+                    if local_reference(team.get("subject")) != patient:
+                        continue
                     for participant in team.get("participant") or ():
                         member = local_reference(participant.get("member"))
                         for role in participant.get("role") or ():

@@ -142,7 +142,9 @@ class ServerError(FhirError):
         self.outcome = outcome
         base = message or (type(self).__doc__ or "").strip().splitlines()[0]
         detail = "; ".join(str(i) for i in self.issues)
-        text = f"{base} (HTTP {status} on {method} {url})" if method else f"{base} (HTTP {status})"
+        # the query may carry search values (PHI): the message names the path only
+        where = url.split("?", 1)[0]
+        text = f"{base} (HTTP {status} on {method} {where})" if method else f"{base} (HTTP {status})"
         super().__init__(f"{text}: {detail}" if detail else text, method=method, url=url)
 
 
@@ -167,4 +169,4 @@ class InvalidResource(ServerError):
 
 
 class RateLimited(ServerError):
-    """The FHIR server kept throttling us after every retry: lower the load or raise fhir.retry."""
+    """The FHIR server is throttling us or unavailable: lower the load or raise fhir.retry."""
