@@ -144,7 +144,8 @@ class ServerError(FhirError):
         detail = "; ".join(str(i) for i in self.issues)
         # the query may carry search values (PHI): the message names the path only
         where = url.split("?", 1)[0]
-        text = f"{base} (HTTP {status} on {method} {where})" if method else f"{base} (HTTP {status})"
+        text = f"{base} (HTTP {status}"
+        text += f" on {method} {where})" if method else ")"
         super().__init__(f"{text}: {detail}" if detail else text, method=method, url=url)
 
 

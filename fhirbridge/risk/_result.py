@@ -1,0 +1,57 @@
+"""The value every risk score returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ScoreResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """One score for one index encounter, with what it was computed from.
+
+    ``components`` maps each item of the score to its points, in the score's own order
+    (LACE: L, A, C, E; HOSPITAL: H, O, S, P, IT, A, L). ``found`` and ``missing`` name the
+    inputs that were and were not present: a missing input counts as absent (0 points) and is
+    reported here so that a reader can tell "no risk" from "no data". ``inputs`` lists the
+    ``Type/id`` references of the resources the points came from (for ``derivedFrom`` and
+    ``basis``), the index Encounter first.
+    """
+
+    score_name: str
+    total: int
+    tier: str
+    components: Mapping[str, int] = field(hash=False)
+    found: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    charlson_categories: tuple[str, ...] = ()
+    acuity_signals: tuple[str, ...] = ()
+    length_of_stay: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "score": self.score_name,
+            "total": self.total,
+            "tier": self.tier,
+            "components": dict(self.components),
+            "found": list(self.found),
+            "missing": list(self.missing),
+            "inputs": list(self.inputs),
+            "charlson_categories": list(self.charlson_categories),
+            "acuity_signals": list(self.acuity_signals),
+            "length_of_stay": self.length_of_stay,
+        }
+
+
+def tier_for(total: int, bands: tuple[tuple[int, str], ...]) -> str:
+    """The name of the last band whose lower bound ``total`` reaches (bands in ascending order)."""
+    name = bands[0][1]
+    for low, band in bands:
+        if total >= low:
+            name = band
+    return name

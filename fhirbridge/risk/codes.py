@@ -1,0 +1,326 @@
+"""The code tables behind the risk scores, loaded from ``mappings/`` and cached.
+
+``charlson-icd10.yaml`` holds the Charlson categories (ICD-10 prefixes after Quan 2005, some
+SNOMED CT codes), their weights in the original Charlson table and in LACE's table, and the
+hierarchy between categories. ``risk-inputs.yaml`` holds what LACE and HOSPITAL look for in
+Encounters and Observations: classes, acuity signals, laboratory codes and units, oncology
+services. Both are data that integration engineers may edit; a file that does not validate
+raises :class:`~fhirbridge.errors.ConfigError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fhirbridge.errors import ConfigError
+
+__all__ = [
+    "CHARLSON_FILE",
+    "RISK_INPUTS_FILE",
+    "WEIGHT_TABLES",
+    "CharlsonCategory",
+    "CharlsonTable",
+    "LabTable",
+    "RiskInputs",
+    "charlson_table",
+    "mappings_dir",
+    "normalise_icd10",
+    "risk_inputs",
+]
+
+CHARLSON_FILE = "charlson-icd10.yaml"
+RISK_INPUTS_FILE = "risk-inputs.yaml"
+
+#: The weight tables every category must give: original Charlson, and LACE's own.
+WEIGHT_TABLES = ("charlson", "lace")
+
+_RANGE = re.compile(r"([A-Z]+)(\d+)")
+
+
+def mappings_dir() -> Path:
+    """The ``mappings/`` folder: installed (``fhirbridge/_data/mappings``) or the source checkout.
+
+    Raises ConfigError when neither holds the Charlson table.
+    """
+    here = Path(__file__).resolve()
+    candidates = (here.parents[1] / "_data" / "mappings", here.parents[2] / "mappings")
+    for candidate in candidates:
+        if (candidate / CHARLSON_FILE).is_file():
+            return candidate
+    raise ConfigError(
+        f"mappings/{CHARLSON_FILE} not found (looked in {', '.join(map(str, candidates))})"
+    )
+
+
+def normalise_icd10(code: str) -> str:
+    """Upper case without dots or spaces: ``"e11.65"`` -> ``"E1165"``."""
+    return re.sub(r"[\s.]", "", code).upper()
+
+
+@dataclass(frozen=True, slots=True)
+class CharlsonCategory:
+    """One Charlson category: its codes and its weight in each table."""
+
+    key: str
+    label: str
+    weights: Mapping[str, int] = field(hash=False)
+    icd10_prefixes: tuple[str, ...]
+    snomed: frozenset[str]
+
+    def matches_icd10(self, code: str) -> bool:
+        """True when the (dotted or undotted) ICD-10 code starts with one of the prefixes."""
+        norm = normalise_icd10(code)
+        return any(norm.startswith(prefix) for prefix in self.icd10_prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class CharlsonTable:
+    """All Charlson categories, the systems they are coded in, hierarchy and age points."""
+
+    categories: tuple[CharlsonCategory, ...]
+    icd10_systems: frozenset[str]
+    snomed_system: str
+    supersedes: Mapping[str, tuple[str, ...]] = field(hash=False)
+    age_points: tuple[tuple[int, int | None, int], ...]
+
+    def category(self, key: str) -> CharlsonCategory:
+        """The category with this key (KeyError when there is none)."""
+        for category in self.categories:
+            if category.key == key:
+                return category
+        raise KeyError(key)
+
+    def categories_of(self, system: str | None, code: str) -> tuple[str, ...]:
+        """The keys of the categories one coding belongs to (no hierarchy applied)."""
+        if system in self.icd10_systems:
+            return tuple(c.key for c in self.categories if c.matches_icd10(code))
+        if system == self.snomed_system:
+            return tuple(c.key for c in self.categories if code in c.snomed)
+        return ()
+
+    def apply_hierarchy(self, keys: set[str]) -> tuple[str, ...]:
+        """Drop the categories a present category supersedes; table order."""
+        dropped = {low for high in keys for low in self.supersedes.get(high, ())}
+        return tuple(c.key for c in self.categories if c.key in keys and c.key not in dropped)
+
+    def points_for_age(self, age: int) -> int:
+        """The age points of the original index (0 below the first band)."""
+        for low, high, points in self.age_points:
+            if age >= low and (high is None or age <= high):
+                return points
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class LabTable:
+    """One laboratory input: LOINC codes, the score's unit, threshold and unit factors."""
+
+    name: str
+    system: str
+    codes: frozenset[str]
+    unit: str
+    threshold: float
+    factors: Mapping[str, float] = field(hash=False)
+
+    def convert(self, value: float, unit: str | None) -> float | None:
+        """``value`` in the score's unit, or None when the unit is missing or unknown."""
+        if unit is None:
+            return None
+        factor = self.factors.get(unit)
+        if factor is None:
+            folded = {k.casefold(): v for k, v in self.factors.items()}
+            factor = folded.get(unit.casefold())
+        return None if factor is None else value * factor
+
+
+@dataclass(frozen=True, slots=True)
+class RiskInputs:
+    """What LACE and HOSPITAL look for in Encounters, Observations and service codes."""
+
+    class_system: str
+    emergency_classes: frozenset[str]
+    inpatient_classes: frozenset[str]
+    void_status: frozenset[str]
+    admit_sources: tuple[tuple[str, str], ...]
+    priorities: tuple[tuple[str, str], ...]
+    ed_link_window: timedelta
+    haemoglobin: LabTable
+    sodium: LabTable
+    oncology_codes: tuple[tuple[str, str], ...]
+    oncology_keywords: tuple[str, ...]
+
+
+class _Reader:
+    """Typed access to a parsed YAML file that fails with the file and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        self.data: Mapping[str, Any] = data
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {reason}")
+
+    def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, "expected a mapping")
+        return value
+
+    def strings(self, value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, "expected a non-empty list")
+        return tuple(str(item) for item in value)
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "expected a non-empty string")
+        return value
+
+    def number(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, "expected a number")
+        return float(value)
+
+    def integer(self, value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "expected an integer")
+        return value
+
+    def code_pairs(self, value: Any, key: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, "expected a non-empty list of {system, code}")
+        pairs = []
+        for i, item in enumerate(value):
+            entry = self.mapping(item, f"{key}[{i}]")
+            pairs.append(
+                (
+                    self.string(entry.get("system"), f"{key}[{i}].system"),
+                    self.string(str(entry.get("code", "")), f"{key}[{i}].code"),
+                )
+            )
+        return tuple(pairs)
+
+    def icd10_prefixes(self, value: Any, key: str) -> tuple[str, ...]:
+        prefixes: list[str] = []
+        for item in self.strings(value, key):
+            low, sep, high = item.partition("-")
+            if not sep:
+                prefixes.append(normalise_icd10(low))
+                continue
+            a = _RANGE.fullmatch(normalise_icd10(low))
+            b = _RANGE.fullmatch(normalise_icd10(high))
+            if not a or not b or a[1] != b[1] or len(a[2]) != len(b[2]) or a[2] > b[2]:
+                raise self.fail(key, f"{item!r} is not a range like K70.0-K70.3")
+            width = len(a[2])
+            prefixes.extend(f"{a[1]}{n:0{width}d}" for n in range(int(a[2]), int(b[2]) + 1))
+        return tuple(prefixes)
+
+
+@cache
+def charlson_table() -> CharlsonTable:
+    """The Charlson categories from ``mappings/charlson-icd10.yaml`` (read once)."""
+    r = _Reader(mappings_dir() / CHARLSON_FILE)
+    categories = []
+    for key, raw in r.mapping(r.data.get("categories"), "categories").items():
+        where = f"categories.{key}"
+        entry = r.mapping(raw, where)
+        weights_raw = r.mapping(entry.get("weights"), f"{where}.weights")
+        weights = {
+            table: r.integer(weights_raw.get(table), f"{where}.weights.{table}")
+            for table in WEIGHT_TABLES
+        }
+        snomed = r.mapping(entry.get("snomed") or {}, f"{where}.snomed")
+        categories.append(
+            CharlsonCategory(
+                key=str(key),
+                label=r.string(entry.get("label"), f"{where}.label"),
+                weights=weights,
+                icd10_prefixes=r.icd10_prefixes(entry.get("icd10"), f"{where}.icd10"),
+                snomed=frozenset(str(code) for code in snomed),
+            )
+        )
+    known = {c.key for c in categories}
+    supersedes: dict[str, tuple[str, ...]] = {}
+    for high, lows in r.mapping(r.data.get("supersedes") or {}, "supersedes").items():
+        names = r.strings(lows, f"supersedes.{high}")
+        for name in (str(high), *names):
+            if name not in known:
+                raise r.fail(f"supersedes.{high}", f"unknown category {name!r}")
+        supersedes[str(high)] = names
+    bands = []
+    for i, raw in enumerate(r.data.get("age_points") or ()):
+        band = r.mapping(raw, f"age_points[{i}]")
+        upper = band.get("max")
+        bands.append(
+            (
+                r.integer(band.get("min"), f"age_points[{i}].min"),
+                None if upper is None else r.integer(upper, f"age_points[{i}].max"),
+                r.integer(band.get("points"), f"age_points[{i}].points"),
+            )
+        )
+    return CharlsonTable(
+        categories=tuple(categories),
+        icd10_systems=frozenset(r.strings(r.data.get("icd10_systems"), "icd10_systems")),
+        snomed_system=r.string(r.data.get("snomed_system"), "snomed_system"),
+        supersedes=supersedes,
+        age_points=tuple(bands),
+    )
+
+
+def _lab(r: _Reader, lab: Mapping[str, Any], name: str) -> LabTable:
+    where = f"laboratory.{name}"
+    entry = r.mapping(lab.get(name), where)
+    factors = r.mapping(entry.get("factors"), f"{where}.factors")
+    return LabTable(
+        name=name,
+        system=r.string(lab.get("system"), "laboratory.system"),
+        codes=frozenset(r.strings(entry.get("codes"), f"{where}.codes")),
+        unit=r.string(entry.get("unit"), f"{where}.unit"),
+        threshold=r.number(entry.get("threshold"), f"{where}.threshold"),
+        factors={str(u): r.number(f, f"{where}.factors.{u}") for u, f in factors.items()},
+    )
+
+
+@cache
+def risk_inputs() -> RiskInputs:
+    """What the scores look for, from ``mappings/risk-inputs.yaml`` (read once)."""
+    r = _Reader(mappings_dir() / RISK_INPUTS_FILE)
+    classes = r.mapping(r.data.get("encounter_class"), "encounter_class")
+    acuity = r.mapping(r.data.get("acuity"), "acuity")
+    lab = r.mapping(r.data.get("laboratory"), "laboratory")
+    oncology = r.mapping(r.data.get("oncology"), "oncology")
+    hours = r.number(acuity.get("ed_link_window_hours"), "acuity.ed_link_window_hours")
+    return RiskInputs(
+        class_system=r.string(classes.get("system"), "encounter_class.system"),
+        emergency_classes=frozenset(
+            r.strings(classes.get("emergency"), "encounter_class.emergency")
+        ),
+        inpatient_classes=frozenset(
+            r.strings(classes.get("inpatient"), "encounter_class.inpatient")
+        ),
+        void_status=frozenset(
+            r.strings(r.data.get("void_encounter_status"), "void_encounter_status")
+        ),
+        admit_sources=r.code_pairs(acuity.get("admit_source"), "acuity.admit_source"),
+        priorities=r.code_pairs(acuity.get("priority"), "acuity.priority"),
+        ed_link_window=timedelta(hours=hours),
+        haemoglobin=_lab(r, lab, "haemoglobin"),
+        sodium=_lab(r, lab, "sodium"),
+        oncology_codes=r.code_pairs(oncology.get("codes"), "oncology.codes"),
+        oncology_keywords=tuple(
+            k.casefold() for k in r.strings(oncology.get("keywords"), "oncology.keywords")
+        ),
+    )
