@@ -1,0 +1,370 @@
+"""Rule evaluation: a transition and its context in, a :class:`~fhirbridge.values.Plan` out.
+
+Pure: nothing here reads the clock, the network or a file. Every rule whose ``when`` holds
+contributes its actions, in file order; an action planned twice (same Task identifier, or the
+same cancel/complete) is kept once. Each Task's identifier is a hash of the rule id, the
+action id and the transition's key, so the same transition plans the same Tasks forever and
+the writeback's conditional create never makes a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fhirbridge.rules.calendar import BusinessCalendar
+from fhirbridge.rules.dispositions import DispositionTable, default_table
+from fhirbridge.rules.model import Defaults, Due, Rule, TaskSpec, ThenItem, When
+from fhirbridge.values import (
+    ENGINE_SYSTEM,
+    Action,
+    CancelTasks,
+    CompleteTasks,
+    CreateTask,
+    Plan,
+    Transition,
+    TransitionKind,
+    parse_instant,
+)
+
+__all__ = [
+    "TASK_CODE_SYSTEM",
+    "TIMER_KINDS",
+    "PlanContext",
+    "RulePack",
+    "task_identifier",
+]
+
+#: The CodeSystem of the engine's Task codes (``codes:`` in a rule pack).
+TASK_CODE_SYSTEM = f"{ENGINE_SYSTEM}/CodeSystem/task-code"
+
+#: Transitions the engine's own timers raise: they always act, however old.
+TIMER_KINDS: frozenset[TransitionKind] = frozenset(
+    {
+        TransitionKind.TASK_OVERDUE,
+        TransitionKind.TASK_FAILED,
+        TransitionKind.TASK_COMPLETED,
+        TransitionKind.REFERRAL_OVERDUE,
+        TransitionKind.REFERRAL_CLOSED,
+    }
+)
+
+
+def task_identifier(rule_id: str, action_id: str, transition_key: str) -> str:
+    """The deterministic identifier value of a planned Task (32 hex characters)."""
+    text = f"{rule_id}|{action_id}|{transition_key}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """What rules may know beyond the transition itself, gathered by the caller.
+
+    - ``now``: the engine's clock reading, for ``max_event_age``.
+    - ``calendar``: business days and time zone; None takes the pack's ``defaults``.
+    - ``max_event_age``: older non-timer transitions are journalled but create no work;
+      None means no limit.
+    - ``patient``: the Patient JSON (``birthDate``, ``generalPractitioner``).
+    - ``care_team``: ``(role code, member reference)`` from the patient's active CareTeams,
+      in the order owners are preferred.
+    - ``default_owner``: None takes the pack's ``defaults.default_owner``.
+    - ``risk``: score name to tier, e.g. ``{"lace": "high"}``.
+    """
+
+    now: datetime
+    calendar: BusinessCalendar | None = None
+    max_event_age: timedelta | None = timedelta(days=7)
+    patient: Mapping[str, Any] | None = None
+    care_team: Sequence[tuple[str, str]] = ()
+    default_owner: str | None = None
+    risk: Mapping[str, str] = field(default_factory=dict)
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _format_age(age: timedelta) -> str:
+    seconds = int(age.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [
+        f"{days}d" if days else "",
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+    ]
+    return "".join(parts) or f"{seconds}s"
+
+
+def _birth_date(patient: Mapping[str, Any] | None) -> date | None:
+    raw = patient.get("birthDate") if patient else None
+    if not isinstance(raw, str):
+        return None
+    parsed = parse_instant(raw)  # "1950" and "1950-03" become the first of the period
+    return parsed.date() if parsed else None
+
+
+def _age_on(born: date | None, day: date) -> int | None:
+    if born is None:
+        return None
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the conditions of one evaluation read, worked out once."""
+
+    transition: Transition
+    day: date
+    age: int | None
+    disposition_group: str
+    risk: Mapping[str, str]
+
+    def fact(self, name: str) -> Any:
+        return self.transition.facts.get(name)
+
+
+def _holds(when: When, facts: _Facts) -> bool:
+    checks: list[tuple[Any, Any]] = [
+        (when.kind, facts.transition.kind.value),
+        (when.encounter_class, facts.fact("encounter_class")),
+        (when.disposition_group, facts.disposition_group),
+        (when.disposition, facts.fact("disposition_code")),
+        (when.service_provider, facts.fact("service_provider")),
+    ]
+    for match, value in checks:
+        if match is not None and not match.test(value):
+            return False
+    if when.age is not None and not when.age.test(facts.age):
+        return False
+    for score, match in when.risk.items():
+        if not match.test(facts.risk.get(score.lower(), "unknown")):
+            return False
+    return all(match.test(facts.fact(name)) for name, match in when.facts.items())
+
+
+def _fact_date(value: Any, calendar: BusinessCalendar) -> date | None:
+    if isinstance(value, datetime):
+        return calendar.local_date(value)
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10:
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                return None
+        parsed = parse_instant(text)
+        return calendar.local_date(parsed) if parsed else None
+    return None
+
+
+def _due(due: Due, facts: _Facts, calendar: BusinessCalendar) -> date:
+    if due.business_days is not None:
+        return calendar.add_business_days(facts.day, due.business_days)
+    if due.days is not None:
+        return calendar.add_days(facts.day, due.days)
+    assert due.fact is not None  # Due's validator allows exactly one of the three
+    found = _fact_date(facts.fact(due.fact), calendar)
+    if found is not None:
+        return found
+    if due.default_business_days is not None:
+        return calendar.add_business_days(facts.day, due.default_business_days)
+    return calendar.add_days(facts.day, due.default_days or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RulePack:
+    """Loaded, validated rules with their Task codes and defaults (see :func:`load_rules`).
+
+    ``codes`` maps each engine Task code to its display; ``sources`` names the files.
+    """
+
+    rules: tuple[Rule, ...] = ()
+    codes: Mapping[str, str] = field(default_factory=dict)
+    defaults: Defaults = field(default_factory=Defaults)
+    sources: tuple[Path, ...] = ()
+    dispositions: DispositionTable | None = None
+
+    def rule(self, rule_id: str) -> Rule:
+        """The rule with ``rule_id``; KeyError when there is none."""
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    def calendar(self) -> BusinessCalendar:
+        """The business calendar of the pack's defaults."""
+        return self.defaults.calendar()
+
+    def plan(self, transition: Transition, ctx: PlanContext) -> Plan:
+        """The actions the pack plans for ``transition``, in rule order, without duplicates."""
+        calendar = ctx.calendar if ctx.calendar is not None else self.calendar()
+        if transition.kind not in TIMER_KINDS and ctx.max_event_age is not None:
+            age = _aware(ctx.now) - _aware(transition.occurred_at)
+            if age > ctx.max_event_age:
+                limit = _format_age(ctx.max_event_age)
+                note = f"older than engine.max_event_age ({limit}): journalled, no work created"
+                return Plan(transition=transition, note=note)
+        facts = self._facts(transition, ctx, calendar)
+        default_owner = ctx.default_owner or self.defaults.default_owner
+        actions: list[Action] = []
+        seen: set[object] = set()
+        matched: list[str] = []
+        skipped: list[str] = []
+        for rule in self.rules:
+            if not _holds(rule.when, facts):
+                continue
+            matched.append(rule.id)
+            for item in rule.then:
+                action = self._action(rule, item, facts, ctx, calendar, default_owner)
+                if action is None:
+                    skipped.append(f"{rule.id}: cancel-tasks scope encounter, but no encounter")
+                    continue
+                key = _dedupe_key(action)
+                if key not in seen:
+                    seen.add(key)
+                    actions.append(action)
+        note = f"rules: {', '.join(matched)}" if matched else "no rule matched"
+        if skipped:
+            note += "; skipped " + "; ".join(skipped)
+        return Plan(transition=transition, actions=tuple(actions), note=note)
+
+    def _facts(
+        self, transition: Transition, ctx: PlanContext, calendar: BusinessCalendar
+    ) -> _Facts:
+        day = calendar.local_date(transition.occurred_at)
+        group = transition.facts.get("disposition_group")
+        if not isinstance(group, str) or group in ("", "unknown"):
+            # Not grouped by the detector (or grouped with no table): group it here.
+            table = self.dispositions if self.dispositions is not None else default_table()
+            group = table.group(
+                transition.facts.get("disposition_system"),
+                transition.facts.get("disposition_code"),
+            )
+        risk = {str(k).lower(): str(v).lower() for k, v in ctx.risk.items()}
+        return _Facts(
+            transition=transition,
+            day=day,
+            age=_age_on(_birth_date(ctx.patient), day),
+            disposition_group=group,
+            risk=risk,
+        )
+
+    def _action(
+        self,
+        rule: Rule,
+        item: ThenItem,
+        facts: _Facts,
+        ctx: PlanContext,
+        calendar: BusinessCalendar,
+        default_owner: str | None,
+    ) -> Action | None:
+        """The action ``item`` plans; None for an encounter-scoped cancel without encounter.
+
+        (An encounter scope must never widen to the whole patient.)
+        """
+        transition = facts.transition
+        if item.cancel_tasks is not None:
+            spec = item.cancel_tasks
+            encounter = None
+            if spec.scope == "encounter":
+                encounter = transition.encounter or (
+                    transition.focus if transition.focus.startswith("Encounter/") else None
+                )
+                if encounter is None:
+                    return None
+            return CancelTasks(
+                rule_id=rule.id,
+                patient=transition.patient,
+                encounter=encounter,
+                status=spec.status,
+                reason=spec.reason,
+                transition_key=transition.key,
+            )
+        if item.complete_tasks is not None:
+            return CompleteTasks(
+                rule_id=rule.id,
+                focus=transition.focus,
+                reason=item.complete_tasks.reason,
+                transition_key=transition.key,
+            )
+        task = item.task
+        assert task is not None  # ThenItem holds exactly one action
+        return self._task(
+            rule, task, facts, ctx, calendar, default_owner, item.escalate is not None
+        )
+
+    def _task(
+        self,
+        rule: Rule,
+        task: TaskSpec,
+        facts: _Facts,
+        ctx: PlanContext,
+        calendar: BusinessCalendar,
+        default_owner: str | None,
+        escalation: bool,
+    ) -> CreateTask:
+        transition = facts.transition
+        display = self.codes.get(task.code, task.code)
+        owner, source = _resolve_owner(task, ctx, default_owner)
+        return CreateTask(
+            rule_id=rule.id,
+            action_id=task.id,
+            code=task.code,
+            display=display,
+            description=task.description or display,
+            priority=task.priority or ("urgent" if escalation else "routine"),
+            due=_due(task.due, facts, calendar),
+            patient=transition.patient,
+            focus=transition.focus,
+            encounter=transition.encounter,
+            owner=owner,
+            owner_source=source,
+            identifier=task_identifier(rule.id, task.id, transition.key),
+            transition_key=transition.key,
+            add_to_careplan=task.careplan,
+            escalation=escalation,
+        )
+
+
+def _general_practitioner(patient: Mapping[str, Any] | None) -> str | None:
+    for ref in (patient or {}).get("generalPractitioner") or ():
+        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str) and ref["reference"]:
+            return str(ref["reference"])
+    return None
+
+
+def _resolve_owner(
+    task: TaskSpec, ctx: PlanContext, default_owner: str | None
+) -> tuple[str | None, str]:
+    """The first owner source that yields a reference, and which one it was."""
+    for source in task.owner:
+        if source.kind == "care-team":
+            for role, member in ctx.care_team:
+                if role == source.value and member:
+                    return member, f"care-team:{role}"
+        elif source.kind == "general-practitioner":
+            gp = _general_practitioner(ctx.patient)
+            if gp:
+                return gp, "general-practitioner"
+        elif source.kind == "default":
+            if default_owner:
+                return default_owner, "default"
+        else:
+            return source.value, "reference"
+    return None, "none"
+
+
+def _dedupe_key(action: Action) -> object:
+    if isinstance(action, CreateTask):
+        return ("create", action.identifier)
+    if isinstance(action, CancelTasks):
+        return ("cancel", action.patient, action.encounter, action.status)
+    return ("complete", action.focus)

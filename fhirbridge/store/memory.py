@@ -1,0 +1,331 @@
+"""``MemoryStore``: the journal in dicts, for fast unit tests and for users' own tests.
+
+It passes the same contract tests as the SQLite and PostgreSQL stores, and goes through the
+same codec, so what comes back (facts, payloads, timestamps in UTC) looks the same. It keeps
+nothing after ``close``; using it afterwards raises :class:`~fhirbridge.errors.StoreError`
+as a closed database would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from fhirbridge.errors import StoreError
+from fhirbridge.store import _codec
+from fhirbridge.store.base import DeadLetter, OutboxItem, Stay, StoredTransition
+from fhirbridge.values import ResourceVersion, Transition
+
+__all__ = ["MemoryStore"]
+
+_VersionKey = tuple[str, str, str, str]
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class _Outbox:
+    """An outbox row: the same columns as the SQL tables (payload and result as JSON text)."""
+
+    id: int
+    key: str
+    kind: str
+    payload: str
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str = ""
+    result: str = "{}"
+
+    def item(self) -> OutboxItem:
+        return _codec.outbox_from_row(
+            (
+                self.id,
+                self.key,
+                self.kind,
+                self.payload,
+                self.state,
+                self.attempts,
+                self.last_error,
+                self.result,
+            )
+        )
+
+
+class MemoryStore:
+    """The :class:`~fhirbridge.store.base.Store` port held in memory (nothing is durable)."""
+
+    def __init__(self, *, clock: _codec.Clock = _codec.system_clock) -> None:
+        self._clock = clock
+        self._closed = False
+        self._clear()
+
+    def _clear(self) -> None:
+        self._versions: dict[_VersionKey, ResourceVersion] = {}
+        self._pending: dict[_VersionKey, ResourceVersion] = {}  # insertion order = arrival
+        self._snapshots: dict[tuple[str, str, str], ResourceVersion] = {}
+        self._encounters: dict[tuple[str, str], dict[str, Any]] = {}
+        self._transitions: dict[str, tuple[str, datetime, str, str]] = {}
+        self._watermarks: dict[tuple[str, str], str] = {}
+        self._outbox: dict[int, _Outbox] = {}
+        self._outbox_keys: dict[str, int] = {}
+        self._dead: dict[int, DeadLetter] = {}
+        self._audit: list[tuple[int, datetime, str, str, str]] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(versions={len(self._versions)}, pending={len(self._pending)})"
+
+    def _now(self) -> datetime:
+        if self._closed:
+            raise StoreError("the journal is closed")
+        return _codec.utc(self._clock())
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Nothing to create; only checks that the store is open."""
+        self._now()
+
+    def close(self) -> None:
+        """Forget everything; later calls raise StoreError."""
+        self._closed = True
+        self._clear()
+
+    # -- resource versions -----------------------------------------------------------------
+    @staticmethod
+    def _key(version: ResourceVersion) -> _VersionKey:
+        return (version.server, version.resource_type, version.id, version.version_id)
+
+    def append(self, versions: Iterable[ResourceVersion]) -> list[ResourceVersion]:
+        """Journal versions; return those that were new (duplicates are dropped)."""
+        self._now()
+        new: list[ResourceVersion] = []
+        for version in versions:
+            key = self._key(version)
+            if key not in self._versions:
+                self._versions[key] = self._pending[key] = version
+                new.append(version)
+        return new
+
+    def pending(self, limit: int = 500) -> list[ResourceVersion]:
+        """Versions journalled but not yet processed, oldest arrival first."""
+        self._now()
+        limit = max(0, limit)
+        out: list[ResourceVersion] = []
+        for version in self._pending.values():
+            if len(out) >= limit:
+                break
+            out.append(version)
+        return out
+
+    def snapshot(self, server: str, resource_type: str, resource_id: str) -> ResourceVersion | None:
+        """The latest processed version of a resource, if any."""
+        self._now()
+        return self._snapshots.get((server, resource_type, resource_id))
+
+    def _processed(self, version: ResourceVersion) -> None:
+        key = self._key(version)
+        self._versions.setdefault(key, version)
+        self._pending.pop(key, None)
+
+    def complete(
+        self,
+        version: ResourceVersion,
+        *,
+        transitions: Sequence[Transition] = (),
+        outbox: Sequence[OutboxItem] = (),
+        notes: Mapping[str, str] | None = None,
+        update_snapshot: bool = True,
+    ) -> None:
+        """Mark ``version`` processed, with its transitions, outbox items and snapshot."""
+        now = self._now()
+        notes = notes or {}
+        bodies = [(t.key, _codec.transition_body(t)) for t in transitions]
+        self._processed(version)
+        for key, body in bodies:
+            if key not in self._transitions:
+                self._transitions[key] = (key, now, notes.get(key, ""), body)
+        self._add_outbox(outbox)
+        if update_snapshot:
+            stored = self._versions[self._key(version)]
+            self._snapshots[(version.server, version.resource_type, version.id)] = stored
+            if version.resource_type == "Encounter":
+                self._index_encounter(stored)
+
+    def _index_encounter(self, version: ResourceVersion) -> None:
+        row = _codec.encounter_row(version)
+        key = (version.server, f"Encounter/{version.id}")
+        if row is None:
+            self._encounters.pop(key, None)
+        else:
+            self._encounters[key] = row
+
+    def reject(self, version: ResourceVersion, reason: str) -> None:
+        """Mark ``version`` processed without effect and put it in the dead letters."""
+        self._now()
+        self._processed(version)
+        self.dead_letter("journal", _codec.rejected_reference(version), reason, version.raw)
+
+    def stays(self, server: str, patient: str) -> list[Stay]:
+        """Every encounter snapshot of the patient (any class or status), for look-backs."""
+        self._now()
+        wanted = _codec.relative_reference(patient)
+        rows = [
+            row
+            for row in self._encounters.values()
+            if row["server"] == server and row["patient"] == wanted
+        ]
+        rows.sort(key=lambda r: (r["start_at"] is None, r["start_at"] or _EARLIEST, r["encounter"]))
+        return [
+            _codec.stay_from_row(
+                (
+                    r["server"],
+                    r["encounter"],
+                    r["patient"],
+                    r["encounter_class"],
+                    r["status"],
+                    r["start_at"],
+                    r["end_at"],
+                )
+            )
+            for r in rows
+        ]
+
+    def transitions(
+        self, *, kind: str | None = None, since: datetime | None = None
+    ) -> list[StoredTransition]:
+        """Journalled transitions, oldest first, filtered by kind and detection time."""
+        self._now()
+        floor = _codec.utc(since) if since is not None else None
+        out: list[StoredTransition] = []
+        for row in self._transitions.values():
+            stored = _codec.stored_transition_from_row(row)
+            if kind is not None and stored.transition.kind.value != kind:
+                continue
+            if floor is not None and stored.detected_at < floor:
+                continue
+            out.append(stored)
+        return out
+
+    # -- watermarks ------------------------------------------------------------------------
+    def watermark(self, server: str, resource_type: str) -> str | None:
+        """The instant the next poll of this type starts from, if set."""
+        self._now()
+        return self._watermarks.get((server, resource_type))
+
+    def set_watermark(self, server: str, resource_type: str, instant: str) -> None:
+        """Move the watermark (only after what it covers is journalled)."""
+        self._now()
+        self._watermarks[(server, resource_type)] = instant
+
+    # -- outbox ----------------------------------------------------------------------------
+    def _add_outbox(self, items: Sequence[OutboxItem]) -> int:
+        added = 0
+        for item in items:
+            if item.key in self._outbox_keys:
+                continue
+            item_id = len(self._outbox) + 1
+            self._outbox[item_id] = _Outbox(
+                item_id, item.key, item.kind, _codec.dumps(dict(item.payload))
+            )
+            self._outbox_keys[item.key] = item_id
+            added += 1
+        return added
+
+    def enqueue(self, items: Sequence[OutboxItem]) -> int:
+        """Add items outside a version's processing (sweeps); returns how many were new."""
+        self._now()
+        return self._add_outbox(items)
+
+    def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
+        """Pending items, oldest first."""
+        self._now()
+        limit = max(0, limit)
+        out: list[OutboxItem] = []
+        for row in self._outbox.values():
+            if len(out) >= limit:
+                break
+            if row.state == "pending":
+                out.append(row.item())
+        return out
+
+    def _row(self, item_id: int) -> _Outbox:
+        row = self._outbox.get(item_id)
+        if row is None:
+            raise StoreError(f"no outbox item has id {item_id}")
+        return row
+
+    def finish_outbox(self, item_id: int, result: Mapping[str, Any]) -> None:
+        """Mark an item done, recording what the server answered (ids, status)."""
+        self._now()
+        row = self._row(item_id)
+        row.state, row.attempts, row.result = "done", row.attempts + 1, _codec.dumps(dict(result))
+
+    def fail_outbox(self, item_id: int, error: str, *, dead: bool) -> None:
+        """Count a failed attempt; ``dead`` moves it to the dead letters for good."""
+        self._now()
+        row = self._row(item_id)
+        row.attempts += 1
+        row.last_error = error
+        if dead:
+            row.state = "dead"
+            payload = _codec.outbox_letter_payload(row.item())
+            self.dead_letter("outbox", row.key, error, payload)
+
+    def outbox_depth(self) -> int:
+        """How many items are pending."""
+        self._now()
+        return sum(1 for row in self._outbox.values() if row.state == "pending")
+
+    def outbox_items(self, state: str | None = None) -> list[OutboxItem]:
+        """Items, optionally of one state, oldest first."""
+        self._now()
+        return [r.item() for r in self._outbox.values() if state is None or r.state == state]
+
+    # -- dead letters and audit ------------------------------------------------------------
+    def dead_letter(self, source: str, reference: str, reason: str, payload: bytes) -> int:
+        """Keep an input that could not be processed; returns its id."""
+        now = self._now()
+        letter_id = len(self._dead) + 1
+        self._dead[letter_id] = DeadLetter(
+            letter_id, source, reference, reason, bytes(payload), now, False
+        )
+        return letter_id
+
+    def dead_letters(self, *, include_replayed: bool = False) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        self._now()
+        return [d for d in self._dead.values() if include_replayed or not d.replayed]
+
+    def mark_replayed(self, dead_letter_id: int) -> None:
+        """Note that a dead letter was replayed successfully."""
+        self._now()
+        letter = self._dead.get(dead_letter_id)
+        if letter is None:
+            raise StoreError(f"no dead letter has id {dead_letter_id}")
+        self._dead[dead_letter_id] = replace(letter, replayed=True)
+
+    def requeue_dead_outbox(self) -> int:
+        """Put dead outbox items back to pending, with no attempts; returns how many.
+
+        Their dead letters are marked replayed: if an item dies again, it gets a new one.
+        """
+        self._now()
+        dead = {row.key: row for row in self._outbox.values() if row.state == "dead"}
+        for letter in list(self._dead.values()):
+            if letter.source == "outbox" and not letter.replayed and letter.reference in dead:
+                self._dead[letter.id] = replace(letter, replayed=True)
+        for row in dead.values():
+            row.state, row.attempts = "pending", 0
+        return len(dead)
+
+    def audit(self, action: str, reference: str, detail: Mapping[str, Any]) -> None:
+        """Record a write the engine made (or attempted) on a server."""
+        now = self._now()
+        record = (len(self._audit) + 1, now, action, reference, _codec.dumps(dict(detail)))
+        self._audit.append(record)
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest audit records, newest first."""
+        self._now()
+        latest = self._audit[-limit:] if limit > 0 else []
+        return [_codec.audit_from_row(row) for row in reversed(latest)]

@@ -1,0 +1,166 @@
+-- Named queries of the PostgreSQL store. Each starts at a "-- name:" line; parameters are
+-- bound by name (%(server)s), never formatted in. Text that is sorted uses COLLATE "C" so the
+-- order is the same as SQLite's and Python's (code point order).
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(hashtext('fhirbridge.migrate'));
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER     PRIMARY KEY,
+    name       TEXT        NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL
+);
+
+-- name: schema_versions
+SELECT version FROM schema_version ORDER BY version;
+
+-- name: record_migration
+INSERT INTO schema_version (version, name, applied_at) VALUES (%(version)s, %(name)s, %(now)s);
+
+-- name: insert_version
+INSERT INTO resource_version
+    (server, resource_type, resource_id, version_id, last_updated, raw, received_at)
+VALUES (%(server)s, %(resource_type)s, %(resource_id)s, %(version_id)s, %(last_updated)s,
+        %(raw)s, %(now)s)
+ON CONFLICT DO NOTHING
+RETURNING seq;
+
+-- name: mark_processed
+INSERT INTO resource_version
+    (server, resource_type, resource_id, version_id, last_updated, raw, received_at, processed_at)
+VALUES (%(server)s, %(resource_type)s, %(resource_id)s, %(version_id)s, %(last_updated)s,
+        %(raw)s, %(now)s, %(now)s)
+ON CONFLICT (server, resource_type, resource_id, version_id) DO UPDATE
+SET processed_at = coalesce(resource_version.processed_at, excluded.processed_at);
+
+-- name: pending
+SELECT server, resource_type, resource_id, version_id, last_updated, raw
+FROM resource_version
+WHERE processed_at IS NULL
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: snapshot
+SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
+FROM snapshot AS s
+JOIN resource_version AS v
+  ON v.server = s.server AND v.resource_type = s.resource_type
+ AND v.resource_id = s.resource_id AND v.version_id = s.version_id
+WHERE s.server = %(server)s AND s.resource_type = %(resource_type)s
+  AND s.resource_id = %(resource_id)s;
+
+-- name: upsert_snapshot
+INSERT INTO snapshot (server, resource_type, resource_id, version_id)
+VALUES (%(server)s, %(resource_type)s, %(resource_id)s, %(version_id)s)
+ON CONFLICT (server, resource_type, resource_id) DO UPDATE SET version_id = excluded.version_id;
+
+-- name: upsert_encounter
+INSERT INTO encounter_index (server, encounter, patient, encounter_class, status, start_at, end_at)
+VALUES (%(server)s, %(encounter)s, %(patient)s, %(encounter_class)s, %(status)s,
+        %(start_at)s, %(end_at)s)
+ON CONFLICT (server, encounter) DO UPDATE SET
+    patient = excluded.patient,
+    encounter_class = excluded.encounter_class,
+    status = excluded.status,
+    start_at = excluded.start_at,
+    end_at = excluded.end_at;
+
+-- name: delete_encounter
+DELETE FROM encounter_index WHERE server = %(server)s AND encounter = %(encounter)s;
+
+-- name: stays
+SELECT server, encounter, patient, encounter_class, status, start_at, end_at
+FROM encounter_index
+WHERE server = %(server)s AND patient = %(patient)s
+ORDER BY start_at ASC NULLS LAST, encounter COLLATE "C";
+
+-- name: insert_transition
+INSERT INTO transition (key, kind, detected_at, note, body)
+VALUES (%(key)s, %(kind)s, %(detected_at)s, %(note)s, %(body)s::jsonb)
+ON CONFLICT (key) DO NOTHING;
+
+-- name: transitions
+SELECT key, detected_at, note, body
+FROM transition
+WHERE (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(since)s::timestamptz IS NULL OR detected_at >= %(since)s::timestamptz)
+ORDER BY id;
+
+-- name: watermark
+SELECT instant FROM watermark WHERE server = %(server)s AND resource_type = %(resource_type)s;
+
+-- name: set_watermark
+INSERT INTO watermark (server, resource_type, instant, updated_at)
+VALUES (%(server)s, %(resource_type)s, %(instant)s, %(now)s)
+ON CONFLICT (server, resource_type) DO UPDATE SET
+    instant = excluded.instant,
+    updated_at = excluded.updated_at;
+
+-- name: insert_outbox
+INSERT INTO outbox (key, kind, payload, created_at, updated_at)
+VALUES (%(key)s, %(kind)s, %(payload)s::jsonb, %(now)s, %(now)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING id;
+
+-- name: claim_outbox
+SELECT id, key, kind, payload, state, attempts, last_error, result
+FROM outbox
+WHERE state = 'pending'
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: outbox_item
+SELECT id, key, kind, payload, state, attempts, last_error, result
+FROM outbox
+WHERE id = %(id)s;
+
+-- name: finish_outbox
+UPDATE outbox
+SET state = 'done', attempts = attempts + 1, result = %(result)s::jsonb, updated_at = %(now)s
+WHERE id = %(id)s;
+
+-- name: fail_outbox
+UPDATE outbox
+SET state = %(state)s, attempts = attempts + 1, last_error = %(error)s, updated_at = %(now)s
+WHERE id = %(id)s;
+
+-- name: outbox_depth
+SELECT count(*) FROM outbox WHERE state = 'pending';
+
+-- name: outbox_items
+SELECT id, key, kind, payload, state, attempts, last_error, result
+FROM outbox
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+ORDER BY id;
+
+-- name: release_outbox_dead_letters
+UPDATE dead_letter
+SET replayed = true
+WHERE source = 'outbox' AND NOT replayed
+  AND reference IN (SELECT key FROM outbox WHERE state = 'dead');
+
+-- name: requeue_dead_outbox
+UPDATE outbox SET state = 'pending', attempts = 0, updated_at = %(now)s WHERE state = 'dead';
+
+-- name: insert_dead_letter
+INSERT INTO dead_letter (source, reference, reason, payload, created_at)
+VALUES (%(source)s, %(reference)s, %(reason)s, %(payload)s, %(now)s)
+RETURNING id;
+
+-- name: dead_letters
+SELECT id, source, reference, reason, payload, created_at, replayed
+FROM dead_letter
+WHERE (%(include_replayed)s OR NOT replayed)
+ORDER BY id;
+
+-- name: mark_replayed
+UPDATE dead_letter SET replayed = true WHERE id = %(id)s;
+
+-- name: insert_audit
+INSERT INTO audit_log (at, action, reference, detail)
+VALUES (%(now)s, %(action)s, %(reference)s, %(detail)s::jsonb);
+
+-- name: audit_log
+SELECT id, at, action, reference, detail FROM audit_log ORDER BY id DESC LIMIT %(limit)s;
