@@ -225,7 +225,8 @@ class CreateTask:
 
 @dataclass(frozen=True, slots=True)
 class CancelTasks:
-    """Set the engine's open Tasks for a patient (or one encounter) to cancelled."""
+    """Set the engine's open Tasks for a patient to cancelled: all of them, or only those of
+    one ``encounter``, or only those whose ``focus`` is the given resource."""
 
     rule_id: str
     patient: str
@@ -233,6 +234,7 @@ class CancelTasks:
     status: str
     reason: str
     transition_key: str
+    focus: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -241,6 +243,7 @@ class CancelTasks:
             "rule": self.rule_id,
             "patient": self.patient,
             "encounter": self.encounter,
+            "focus": self.focus,
             "status": self.status,
             "reason": self.reason,
         }

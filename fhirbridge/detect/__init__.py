@@ -24,10 +24,10 @@ from fhirbridge.detect.workflow import (
 from fhirbridge.values import Transition
 
 __all__ = [
-    "REFERRAL_CODES",
     "DetectContext",
     "EncounterContext",
     "EncounterView",
+    "REFERRAL_CODES",
     "ReferralMatcher",
     "detect",
     "detect_encounter",

@@ -287,6 +287,7 @@ class RulePack:
                 status=spec.status,
                 reason=spec.reason,
                 transition_key=transition.key,
+                focus=transition.focus if spec.scope == "focus" else None,
             )
         if item.complete_tasks is not None:
             return CompleteTasks(
@@ -366,5 +367,5 @@ def _dedupe_key(action: Action) -> object:
     if isinstance(action, CreateTask):
         return ("create", action.identifier)
     if isinstance(action, CancelTasks):
-        return ("cancel", action.patient, action.encounter, action.status)
+        return ("cancel", action.patient, action.encounter, action.focus, action.status)
     return ("complete", action.focus)

@@ -51,7 +51,8 @@ Reference::
           - escalate: {...}                 # a create-task marked as an escalation;
                                             #   priority defaults to urgent
           - cancel-tasks:                   # cancel the engine's open Tasks
-              scope: patient                #   patient | encounter (required)
+              scope: patient                #   patient | encounter | focus (required;
+                                            #   focus: Tasks whose focus is the transition's)
               status: cancelled             #   cancelled | entered-in-error (default cancelled)
               reason: patient deceased      #   required
           - complete-tasks:                 # complete the engine's open Tasks whose focus is
@@ -356,7 +357,7 @@ class TaskSpec(_Strict):
 class CancelSpec(_Strict):
     """Cancel the engine's open Tasks of the patient or of the transition's encounter."""
 
-    scope: Literal["patient", "encounter"]
+    scope: Literal["patient", "encounter", "focus"]
     status: Literal["cancelled", "entered-in-error"] = "cancelled"
     reason: Annotated[str, Field(min_length=1)]
 

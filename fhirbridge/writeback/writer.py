@@ -109,10 +109,11 @@ class Writer:
             if isinstance(action, CreateTask):
                 result = await self._create_task(action, transition, stats)
             elif isinstance(action, CancelTasks):
+                query = {"patient": action.patient}
+                if action.focus:
+                    query["focus"] = action.focus
                 result = await self._set_status(
-                    await self._engine_tasks(
-                        {"patient": action.patient}, encounter=action.encounter
-                    ),
+                    await self._engine_tasks(query, encounter=action.encounter),
                     action.status,
                     action.reason,
                     stats,

@@ -34,10 +34,11 @@ def engine_config(server: SekmetServer, tmp_path: Path, **engine: Any) -> Config
 
 
 @pytest.fixture
-def make_bridge(
+async def make_bridge(
     sekmet: SekmetServer, tmp_path: Path
-) -> Iterator[Callable[..., Bridge]]:
-    """Build engines on the test's server and journal (call it again to 'restart')."""
+) -> AsyncIterator[Callable[..., Bridge]]:
+    """Build engines on the test's server and journal (call it again to 'restart');
+    each is closed at the end of the test."""
     made: list[Bridge] = []
 
     def build(clock: Clock | None = None, **engine: Any) -> Bridge:
@@ -46,6 +47,8 @@ def make_bridge(
         return bridge
 
     yield build
+    for engine in made:
+        await engine.aclose()
 
 
 @pytest.fixture

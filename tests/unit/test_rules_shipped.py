@@ -340,11 +340,13 @@ def test_referral_closed_completed_completes_the_tracking_task(pack: RulePack) -
 
 
 def test_referral_closed_cancelled_closes_only_the_tracking_task(pack: RulePack) -> None:
-    """A revoked referral closes its tracking Task (by focus), not the encounter's work."""
+    """A revoked referral cancels its tracking Task (by focus), not the encounter's work."""
     (action,) = _plan(pack, _referral(K.REFERRAL_CLOSED, outcome="cancelled")).actions
-    assert isinstance(action, CompleteTasks)
+    assert isinstance(action, CancelTasks)
     assert action.focus == "ServiceRequest/sr1"
-    assert "cancelled" in action.reason
+    assert action.encounter is None
+    assert action.status == "cancelled"
+    assert "revoked" in action.reason
 
 
 def test_referral_closed_with_another_outcome_does_nothing(pack: RulePack) -> None:

@@ -1,0 +1,74 @@
+"""Promises the project makes about itself: its public API, its README and its CI."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+import fhirbridge
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """`__all__` is sorted, every name in it exists, and every public re-export is in it."""
+    names = fhirbridge.__all__
+    assert list(names) == sorted(names)
+    for name in names:
+        assert hasattr(fhirbridge, name), name
+    public = {
+        n
+        for n, v in vars(fhirbridge).items()
+        if not n.startswith("_") and not isinstance(v, type(fhirbridge)) and n != "annotations"
+    }
+    assert public <= set(names)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fhirbridge.fhir",
+        "fhirbridge.store",
+        "fhirbridge.detect",
+        "fhirbridge.rules",
+        "fhirbridge.risk",
+    ],
+)
+def test_subpackage_all_is_sorted_and_resolves(module: str) -> None:
+    """Each stage package exports a sorted `__all__` whose names all exist."""
+    mod = importlib.import_module(module)
+    names = list(mod.__all__)
+    assert names == sorted(names)
+    for name in names:
+        assert hasattr(mod, name), f"{module}.{name}"
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block is not None
+    return [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    """The README's first block is the demo command and the test command, both self-contained."""
+    demo, tests = _readme_commands()
+    assert demo.startswith("python3 -m venv .venv && ") and demo.endswith("fhirbridge demo")
+    assert tests.startswith("python3 -m venv .venv && ") and "pytest" in tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    """`.ci/run` runs exactly the README's set-up and test command."""
+    _, tests = _readme_commands()
+    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_errors_share_one_root() -> None:
+    """Every exception class fhirbridge exports derives from FhirBridgeError."""
+    for name in fhirbridge.__all__:
+        value = getattr(fhirbridge, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, fhirbridge.FhirBridgeError), name
