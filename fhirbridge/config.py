@@ -156,6 +156,7 @@ class EngineConfig(_Section):
     requester: str = "Device/fhirbridge"
     readmission_window_days: int = Field(30, ge=1, le=365)
     sweep_interval: float = Field(3600.0, gt=0)
+    risk: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

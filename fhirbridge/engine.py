@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,18 +30,30 @@ from fhirbridge.detect.projection import INPATIENT_CLASSES, EncounterView
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
+from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
 from fhirbridge.sources.poll import Poller, PollStats
 from fhirbridge.store import MemoryStore, Store, open_store
 from fhirbridge.store.base import OutboxItem, Stay
-from fhirbridge.values import Plan, ResourceVersion, Transition, parse_instant
+from fhirbridge.values import (
+    ENGINE_TAG_CODE,
+    ENGINE_TAG_SYSTEM,
+    Action,
+    CloseActivity,
+    Plan,
+    ResourceVersion,
+    Transition,
+    TransitionKind,
+    parse_instant,
+)
 from fhirbridge.writeback.outbox import outbox_item
-from fhirbridge.writeback.writer import Writer, WriteStats
+from fhirbridge.writeback.writer import OPEN_TASK_STATUSES, Writer, WriteStats
 
 __all__ = ["Bridge", "RunStats"]
 
 log = structlog.get_logger(__name__)
+SWEEP_MARK = "timers:sweep"
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
 
@@ -191,7 +203,7 @@ class Bridge:
             transitions = detect(
                 before.resource if before is not None else None, version.resource, context
             )
-            plans = [await self._plan(t) for t in transitions]
+            plans = [await self._plan(t, version) for t in transitions]
         except FhirError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -268,19 +280,89 @@ class Bridge:
         self._server_stays[view.patient] = found
         return found
 
-    async def _plan(self, transition: Transition) -> Plan:
+    async def _plan(self, transition: Transition, version: ResourceVersion | None = None) -> Plan:
         patient = await self._patient(transition.patient)
         care_team = await self._care_team(transition.patient)
+        now = self.clock.now()
+        tiers: dict[str, str] = {}
+        extra: list[Action] = []
+        recent = now - transition.occurred_at <= self.config.engine.max_event_age
+        if (
+            transition.kind is TransitionKind.DISCHARGE
+            and version is not None
+            and self.config.engine.risk
+            and self.client is not None
+            and recent
+        ):
+            inputs = await fetch_inputs(self.client, transition.patient)
+            results = score(version.resource, inputs, ZoneInfo(self.calendar.tz))
+            tiers = {name: result.tier for name, result in results.items()}
+            extra.extend(score_actions(results, transition, now))
+        if transition.kind is TransitionKind.TASK_COMPLETED:
+            extra.append(
+                CloseActivity(
+                    task=transition.focus,
+                    patient=transition.patient,
+                    outcome="completed",
+                    transition_key=transition.key,
+                )
+            )
         context = PlanContext(
-            now=self.clock.now(),
+            now=now,
             calendar=self.calendar,
             max_event_age=self.config.engine.max_event_age,
             patient=patient,
             care_team=care_team,
             default_owner=self.config.engine.default_owner,
-            risk={},
+            risk=tiers,
         )
-        return self.rules.plan(transition, context)
+        plan = self.rules.plan(transition, context)
+        if extra:
+            plan = Plan(transition=plan.transition, actions=(*plan.actions, *extra), note=plan.note)
+        return plan
+
+    # -- timers --------------------------------------------------------------------------
+    async def sweep(self, stats: RunStats | None = None) -> RunStats:
+        """Find the engine's open Tasks past their due date and plan their escalation:
+        ``referral-overdue`` for a referral's tracking Task, ``task-overdue`` otherwise.
+
+        Escalations have deterministic identifiers, so sweeping again (or late) escalates
+        each overdue Task exactly once. Timers ignore ``engine.max_event_age``.
+        """
+        stats = stats or RunStats()
+        if self.client is None:
+            return stats
+        now = self.clock.now()
+        today = self.calendar.local_date(now)
+        tasks = await self.client.search_all(
+            "Task",
+            {
+                "_tag": f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}",
+                "status": ",".join(OPEN_TASK_STATUSES),
+                "_count": 200,
+            },
+        )
+        items: list[OutboxItem] = []
+        for task in tasks:
+            transition = overdue_transition(task, today, server=self.server)
+            if transition is None:
+                continue
+            plan = await self._plan(transition)
+            stats.transitions += 1
+            stats.plans.append(plan)
+            items.extend(outbox_item(action, transition) for action in plan.actions)
+        stats.planned += self.store.enqueue(items)
+        self.store.set_watermark(self.server, SWEEP_MARK, now.isoformat())
+        log.info("sweep_done", open_tasks=len(tasks), overdue=stats.transitions)
+        return stats
+
+    def sweep_due(self) -> bool:
+        """Whether ``engine.sweep_interval`` has passed since the last sweep (by the clock)."""
+        last = parse_instant(self.store.watermark(self.server, SWEEP_MARK))
+        if last is None:
+            return True
+        elapsed = abs((self.clock.now() - last).total_seconds())
+        return elapsed >= self.config.engine.sweep_interval
 
     async def _patient(self, reference: str) -> Mapping[str, Any] | None:
         if reference in self._patients:
@@ -354,6 +436,9 @@ class Bridge:
         poll = await self.poller(on_poll).poll(since or self.default_since())
         stats.read, stats.new = poll.read, poll.new
         await self._flush(stats)
+        if self.sweep_due():
+            await self.sweep(stats)
+            await self._flush(stats)
         return stats
 
     async def _flush(self, stats: RunStats) -> None:
@@ -403,6 +488,51 @@ class Bridge:
                 self.store.mark_replayed(letter.id)
                 count += 1
         return count
+
+
+def overdue_transition(
+    task: Mapping[str, Any], today: date, *, server: str = ""
+) -> Transition | None:
+    """The timer transition of one of the engine's open Tasks, if it is past due (pure)."""
+    due_text = ((task.get("restriction") or {}).get("period") or {}).get("end")
+    due = parse_instant(due_text)
+    patient = local_reference(task.get("for"))
+    if due is None or patient is None or due.date() >= today:
+        return None
+    code = next(
+        (c.get("code") for c in (task.get("code") or {}).get("coding") or () if c.get("code")),
+        None,
+    )
+    ref = f"Task/{task['id']}"
+    focus = local_reference(task.get("focus"))
+    facts = {
+        "code": code,
+        "due": due_text,
+        "status": task.get("status"),
+        "owner": local_reference(task.get("owner")),
+        "overdue_task": ref,
+        "priority": task.get("priority"),
+    }
+    occurred = datetime.combine(due.date() + timedelta(days=1), time.min, tzinfo=UTC)
+    if code == "referral-tracking" and focus and focus.startswith("ServiceRequest/"):
+        return Transition(
+            kind=TransitionKind.REFERRAL_OVERDUE,
+            patient=patient,
+            focus=focus,
+            occurred_at=occurred,
+            encounter=local_reference(task.get("encounter")),
+            server=server,
+            facts=facts,
+        )
+    return Transition(
+        kind=TransitionKind.TASK_OVERDUE,
+        patient=patient,
+        focus=ref,
+        occurred_at=occurred,
+        encounter=local_reference(task.get("encounter")),
+        server=server,
+        facts=facts,
+    )
 
 
 def parse_since(text: str | None) -> datetime | None:

@@ -24,9 +24,11 @@ __all__ = [
     "TASK_CODE_SYSTEM",
     "Action",
     "CancelTasks",
+    "CloseActivity",
     "CompleteTasks",
     "CreateTask",
     "Plan",
+    "RecordRisk",
     "ResourceVersion",
     "Transition",
     "TransitionKind",
@@ -268,7 +270,51 @@ class CompleteTasks:
         }
 
 
-Action = CreateTask | CancelTasks | CompleteTasks
+@dataclass(frozen=True, slots=True)
+class RecordRisk:
+    """Write a readmission risk score: its Observation, then a RiskAssessment whose basis
+    names it (both by conditional create on their identifiers)."""
+
+    score: str
+    tier: str
+    total: int
+    patient: str
+    encounter: str
+    identifier: str
+    observation: Mapping[str, Any] = field(repr=False)
+    risk_assessment: Mapping[str, Any] = field(repr=False)
+    transition_key: str = ""
+    rule_id: str = "risk"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "action": "record-risk",
+            "score": self.score,
+            "total": self.total,
+            "tier": self.tier,
+            "patient": self.patient,
+            "encounter": self.encounter,
+            "identifier": self.identifier,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CloseActivity:
+    """Mark the CarePlan activity that references ``task`` as done (the EHR completed it)."""
+
+    task: str
+    patient: str
+    outcome: str
+    transition_key: str = ""
+    rule_id: str = "careplan"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {"action": "close-activity", "task": self.task, "outcome": self.outcome}
+
+
+Action = CreateTask | CancelTasks | CompleteTasks | RecordRisk | CloseActivity
 
 
 @dataclass(frozen=True, slots=True)

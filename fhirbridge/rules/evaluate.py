@@ -368,4 +368,6 @@ def _dedupe_key(action: Action) -> object:
         return ("create", action.identifier)
     if isinstance(action, CancelTasks):
         return ("cancel", action.patient, action.encounter, action.focus, action.status)
-    return ("complete", action.focus)
+    if isinstance(action, CompleteTasks):
+        return ("complete", action.focus)
+    return (type(action).__name__, action)

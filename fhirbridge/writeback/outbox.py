@@ -8,7 +8,15 @@ from datetime import date
 from typing import Any
 
 from fhirbridge.store.base import OutboxItem
-from fhirbridge.values import Action, CancelTasks, CompleteTasks, CreateTask, Transition
+from fhirbridge.values import (
+    Action,
+    CancelTasks,
+    CloseActivity,
+    CompleteTasks,
+    CreateTask,
+    RecordRisk,
+    Transition,
+)
 
 __all__ = ["action_from_payload", "outbox_item"]
 
@@ -16,6 +24,8 @@ _KINDS: dict[str, type[Any]] = {
     "create-task": CreateTask,
     "cancel-tasks": CancelTasks,
     "complete-tasks": CompleteTasks,
+    "record-risk": RecordRisk,
+    "close-activity": CloseActivity,
 }
 
 
@@ -33,6 +43,10 @@ def outbox_item(action: Action, transition: Transition) -> OutboxItem:
     if isinstance(action, CreateTask):
         key = f"task:{action.identifier}"
         fields["due"] = action.due.isoformat()
+    elif isinstance(action, RecordRisk):
+        key = f"risk:{action.identifier}"
+    elif isinstance(action, CloseActivity):
+        key = f"close-activity:{action.task}"
     else:
         key = f"{kind}:{action.rule_id}:{transition.key}"
     payload = {"action": fields, "transition": transition.as_dict()}

@@ -9,11 +9,15 @@ outbox noted it) changes nothing the second time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.riskassessment import RiskAssessment
+from pydantic import ValidationError
 
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.errors import (
@@ -32,8 +36,10 @@ from fhirbridge.values import (
     ENGINE_TAG_SYSTEM,
     IDENTIFIER_SYSTEM,
     CancelTasks,
+    CloseActivity,
     CompleteTasks,
     CreateTask,
+    RecordRisk,
 )
 from fhirbridge.writeback.build import (
     build_careplan,
@@ -44,7 +50,19 @@ from fhirbridge.writeback.build import (
 )
 from fhirbridge.writeback.outbox import action_from_payload
 
-__all__ = ["OPEN_TASK_STATUSES", "WriteStats", "Writer"]
+__all__ = ["OBSERVATION_PLACEHOLDER", "OPEN_TASK_STATUSES", "WriteStats", "Writer"]
+
+#: Stands for the score Observation in a planned RiskAssessment until it has an id.
+OBSERVATION_PLACEHOLDER = "urn:fhirbridge:score-observation"
+
+
+def _validate_as(resource: Mapping[str, Any]) -> None:
+    model = Observation if resource.get("resourceType") == "Observation" else RiskAssessment
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        raise ProfileError(f"{resource.get('resourceType')} is not valid FHIR: {exc}") from exc
+
 
 log = structlog.get_logger(__name__)
 OPEN_TASK_STATUSES = (
@@ -125,6 +143,10 @@ class Writer:
                     action.reason,
                     stats,
                 )
+            elif isinstance(action, RecordRisk):
+                result = await self._record_risk(action, transition, stats)
+            elif isinstance(action, CloseActivity):
+                result = await self._close_activity(action)
             else:  # pragma: no cover - the outbox only holds the kinds above
                 raise TypeError(item.kind)
         except (InvalidResource, MultipleMatches, ProfileError, ResourceNotFound) as exc:
@@ -238,6 +260,72 @@ class Writer:
             reason=reason,
         )
         await self.client.create(provenance, if_none_exist=f"target={target}")
+
+    # -- risk scores -----------------------------------------------------------------------
+    async def _record_risk(
+        self, action: RecordRisk, transition: Mapping[str, Any], stats: WriteStats
+    ) -> dict[str, Any]:
+        observation = dict(action.observation)
+        _validate_as(observation)
+        written = await self.client.create(
+            observation, if_none_exist=identifier_query(f"{action.identifier}-observation")
+        )
+        observation_ref = f"Observation/{written.id}"
+        assessment = json.loads(
+            json.dumps(action.risk_assessment).replace(OBSERVATION_PLACEHOLDER, observation_ref)
+        )
+        _validate_as(assessment)
+        assessed = await self.client.create(
+            assessment, if_none_exist=identifier_query(action.identifier)
+        )
+        entity = transition.get("focus")
+        if entity and transition.get("focus_version"):
+            entity = f"{entity}/_history/{transition['focus_version']}"
+        for result, ref in (
+            (written, observation_ref),
+            (assessed, f"RiskAssessment/{assessed.id}"),
+        ):
+            target = f"{ref}/_history/{result.version_id}" if result.version_id else ref
+            await self._provenance(
+                target, [e for e in (entity,) if e], "CREATE", f"{action.score} score"
+            )
+        if assessed.created:
+            stats.written.append(f"RiskAssessment/{assessed.id}")
+        self.store.audit(
+            "record-risk",
+            f"RiskAssessment/{assessed.id}",
+            {"score": action.score, "total": action.total, "tier": action.tier},
+        )
+        log.info("risk_written", score=action.score, tier=action.tier, resource=observation_ref)
+        return {"observation": observation_ref, "risk_assessment": f"RiskAssessment/{assessed.id}"}
+
+    # -- CarePlan activity ------------------------------------------------------------------
+    async def _close_activity(self, action: CloseActivity) -> dict[str, Any]:
+        found = await self.client.search_all(
+            "CarePlan",
+            {"identifier": f"{IDENTIFIER_SYSTEM}|{careplan_identifier(action.patient)}"},
+        )
+        if not found:
+            return {"careplan": None}
+        careplan = found[0]
+        for _ in range(CONFLICT_RETRIES):
+            activities = careplan.get("activity") or []
+            match = [
+                a for a in activities if (a.get("reference") or {}).get("reference") == action.task
+            ]
+            if not match or match[0].get("outcomeCodeableConcept"):
+                return {"careplan": f"CarePlan/{careplan['id']}", "changed": False}
+            match[0]["outcomeCodeableConcept"] = [{"text": action.outcome}]
+            match[0]["progress"] = [
+                {"time": self.clock.now().isoformat(), "text": f"{action.task} {action.outcome}"}
+            ]
+            try:
+                await self.client.update(careplan, if_match=careplan["meta"]["versionId"])
+            except VersionConflict:
+                careplan = await self.client.read("CarePlan", careplan["id"])
+                continue
+            return {"careplan": f"CarePlan/{careplan['id']}", "changed": True}
+        raise VersionConflict("the CarePlan kept changing under us", status=412)
 
     # -- change Task status ----------------------------------------------------------------
     async def _engine_tasks(

@@ -16,7 +16,13 @@ import yaml
 
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
+from fhirbridge.values import (
+    ENGINE_TAG_CODE,
+    ENGINE_TAG_SYSTEM,
+    IDENTIFIER_SYSTEM,
+    CreateTask,
+    RecordRisk,
+)
 from tests.e2e.conftest import fixed, recent
 
 pytestmark = pytest.mark.e2e
@@ -203,8 +209,10 @@ async def test_plan_shows_the_writes_without_making_them(
     plans = await bridge.plan(since=recent())
     discharge = [p for p in plans if p.transition.kind.value == "discharge"]
     assert len(discharge) == 1
-    planned = {a.identifier for a in discharge[0].actions}  # type: ignore[union-attr]
+    planned = {a.identifier for a in discharge[0].actions if isinstance(a, CreateTask)}
     assert len(planned) == 2
+    scores = {a.score for a in discharge[0].actions if isinstance(a, RecordRisk)}
+    assert scores == {"lace", "hospital"}
     assert engine_tasks(sekmet, patient) == []
     assert bridge.store.outbox_depth() == 0
     await bridge.run_once(since=recent())
@@ -236,7 +244,8 @@ def test_cli_plan_json_and_run_once(sekmet: SekmetServer, tmp_path: Path) -> Non
     discharge = next(r for r in rows if r["kind"] == "discharge")
     assert discharge["encounter"] == f"Encounter/{encounter}"
     assert discharge["facts"]["disposition_group"] == "community"
-    assert {w["code"] for w in discharge["writes"]} == {"tcm-contact", "tcm-visit"}
+    tasks = [w for w in discharge["writes"] if w["action"] == "create-task"]
+    assert {w["code"] for w in tasks} == {"tcm-contact", "tcm-visit"}
     ran = subprocess.run(
         [*command, "run", "--once"], capture_output=True, text=True, env=env, check=True
     )

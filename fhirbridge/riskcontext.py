@@ -1,0 +1,109 @@
+"""Gather what the risk scores need from the server and turn scores into planned writes.
+
+The scores themselves are pure (:mod:`fhirbridge.risk`); this module performs the reads
+(the patient's Conditions, Encounters, laboratory Observations and Procedures) and builds
+the :class:`~fhirbridge.values.RecordRisk` actions for the score Observation and the
+RiskAssessment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
+from typing import Any
+
+import structlog
+
+from fhirbridge.errors import FhirError
+from fhirbridge.fhir.client import FhirClient
+from fhirbridge.risk import ScoreResult, hospital, lace, risk_assessment, score_observation
+from fhirbridge.values import RecordRisk, Transition
+from fhirbridge.writeback.writer import OBSERVATION_PLACEHOLDER
+
+__all__ = ["RiskInputs", "fetch_inputs", "score", "score_actions"]
+
+log = structlog.get_logger(__name__)
+LAB_CODES = "http://loinc.org|718-7,http://loinc.org|2951-2,http://loinc.org|2947-0"
+
+RiskInputs = dict[str, list[dict[str, Any]]]
+
+
+async def _search(client: FhirClient, kind: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    try:
+        return await client.search_all(kind, {**params, "_count": 200})
+    except FhirError as exc:
+        log.warning("risk_input_unavailable", resource_type=kind, error=type(exc).__name__)
+        return []
+
+
+async def fetch_inputs(client: FhirClient, patient: str) -> RiskInputs:
+    """The patient's Conditions, Encounters, laboratory Observations and Procedures."""
+    conditions, encounters, observations, procedures = await asyncio.gather(
+        _search(client, "Condition", {"patient": patient}),
+        _search(client, "Encounter", {"patient": patient}),
+        _search(client, "Observation", {"patient": patient, "code": LAB_CODES}),
+        _search(client, "Procedure", {"patient": patient}),
+    )
+    return {
+        "conditions": conditions,
+        "encounters": encounters,
+        "observations": observations,
+        "procedures": procedures,
+    }
+
+
+def score(encounter: Mapping[str, Any], inputs: RiskInputs, tz: tzinfo) -> dict[str, ScoreResult]:
+    """LACE and HOSPITAL for one index stay (pure)."""
+    own = encounter.get("id")
+    others = [e for e in inputs["encounters"] if e.get("id") != own]
+    return {
+        "lace": lace(encounter, conditions=inputs["conditions"], encounters=others, tz=tz),
+        "hospital": hospital(
+            encounter,
+            observations=inputs["observations"],
+            procedures=inputs["procedures"],
+            encounters=others,
+            tz=tz,
+        ),
+    }
+
+
+def score_actions(
+    results: Mapping[str, ScoreResult], transition: Transition, when: datetime
+) -> list[RecordRisk]:
+    """The planned writes of the scores of one discharge (deterministic identifiers)."""
+    actions: list[RecordRisk] = []
+    encounter = transition.encounter or transition.focus
+    for name, result in results.items():
+        identifier = hashlib.sha256(f"risk|{name}|{transition.key}".encode()).hexdigest()[:32]
+        observation = score_observation(
+            result,
+            patient=transition.patient,
+            encounter=encounter,
+            effective=when,
+            identifier=f"{identifier}-observation",
+        )
+        assessment = risk_assessment(
+            result,
+            patient=transition.patient,
+            encounter=encounter,
+            observation_ref=OBSERVATION_PLACEHOLDER,
+            occurrence=when,
+            identifier=identifier,
+        )
+        actions.append(
+            RecordRisk(
+                score=name,
+                tier=result.tier,
+                total=result.total,
+                patient=transition.patient,
+                encounter=encounter,
+                identifier=identifier,
+                observation=observation,
+                risk_assessment=assessment,
+                transition_key=transition.key,
+            )
+        )
+    return actions
