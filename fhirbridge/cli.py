@@ -219,8 +219,10 @@ def plan(state: _State, since: str | None, now: str | None, as_json: bool) -> No
                     f"    create Task {row['code']:<22} due {row['due']}  {row['priority']:<7}"
                     f" owner {row['owner'] or '-'} ({row['owner_source']})"
                 )
+            elif row["action"] == "record-risk":
+                click.echo(f"    record {row['score']} score {row['total']} ({row['tier']})")
             else:
-                click.echo(f"    {row['action']} ({row.get('reason', '')})")
+                click.echo(f"    {row['action']} ({row.get('reason') or row.get('outcome', '')})")
 
 
 @main.command()

@@ -106,6 +106,12 @@ def build_task(
         "restriction": {"period": {"end": action.due.isoformat()}},
         "note": [{"text": f"owner chosen by: {action.owner_source}; rule: {action.rule_id}"}],
     }
+    if action.focus.startswith("ServiceRequest/"):
+        # a Task about a request seeks its fulfilment (R4 task-code, as in Gravity's
+        # referral management Task)
+        data["code"]["coding"].append(
+            {"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}
+        )
     if action.encounter:
         data["encounter"] = {"reference": action.encounter}
     if careplan:

@@ -139,11 +139,12 @@ def check(
                 system_ok = value_set.replace("/ValueSet/", "/CodeSystem/")
                 allowed = _code_system(system_ok) | frozenset(extra_codes)
             for value in values:
-                for system, code in _codes(value):
-                    if system_ok and system != system_ok:
-                        problems.append(f"{path}: system must be {system_ok}, got {system}")
-                    elif code not in allowed:
-                        problems.append(f"{path}: {code!r} is not in {value_set}")
+                # a CodeableConcept conforms when one of its codings is in the value set
+                pairs = list(_codes(value))
+                if any((not system_ok or s == system_ok) and c in allowed for s, c in pairs):
+                    continue
+                shown = ", ".join(f"{s}|{c}" if s else c for s, c in pairs) or "nothing"
+                problems.append(f"{path}: {shown} is not in {value_set}")
     return problems
 
 
