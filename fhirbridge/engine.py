@@ -499,6 +499,8 @@ def overdue_transition(
     patient = local_reference(task.get("for"))
     if due is None or patient is None or due.date() >= today:
         return None
+    if (task.get("businessStatus") or {}).get("text") == "escalation":
+        return None  # an escalation is already the last step: it does not cascade
     code = next(
         (c.get("code") for c in (task.get("code") or {}).get("coding") or () if c.get("code")),
         None,

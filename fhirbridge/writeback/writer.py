@@ -29,7 +29,7 @@ from fhirbridge.errors import (
     ServerError,
     VersionConflict,
 )
-from fhirbridge.fhir.client import FhirClient
+from fhirbridge.fhir.client import FhirClient, WriteResult
 from fhirbridge.store.base import OutboxItem, Store
 from fhirbridge.values import (
     ENGINE_TAG_CODE,
@@ -105,7 +105,7 @@ class Writer:
         self.clock = clock or SystemClock()
         self.agent = agent
         self.codes = dict(codes or {})
-        self._careplans: dict[str, str] = {}
+        self._identifier_search: dict[str, bool] = {}
 
     async def drain(self, *, batch: int = 50) -> WriteStats:
         """Perform every pending item. A failure a retry may fix (transport, 5xx, 429 after
@@ -267,17 +267,13 @@ class Writer:
     ) -> dict[str, Any]:
         observation = dict(action.observation)
         _validate_as(observation)
-        written = await self.client.create(
-            observation, if_none_exist=identifier_query(f"{action.identifier}-observation")
-        )
+        written = await self._create_once(observation, f"{action.identifier}-observation")
         observation_ref = f"Observation/{written.id}"
         assessment = json.loads(
             json.dumps(action.risk_assessment).replace(OBSERVATION_PLACEHOLDER, observation_ref)
         )
         _validate_as(assessment)
-        assessed = await self.client.create(
-            assessment, if_none_exist=identifier_query(action.identifier)
-        )
+        assessed = await self._create_once(assessment, action.identifier)
         entity = transition.get("focus")
         if entity and transition.get("focus_version"):
             entity = f"{entity}/_history/{transition['focus_version']}"
@@ -298,6 +294,31 @@ class Writer:
         )
         log.info("risk_written", score=action.score, tier=action.tier, resource=observation_ref)
         return {"observation": observation_ref, "risk_assessment": f"RiskAssessment/{assessed.id}"}
+
+    async def _create_once(self, resource: dict[str, Any], identifier: str) -> WriteResult:
+        """Create ``resource`` unless it exists: by conditional create on its identifier where
+        the server can search that type by identifier, else by a read-then-PUT of the
+        deterministic id (``updateCreate``)."""
+        kind = resource["resourceType"]
+        if await self._searchable_by_identifier(kind):
+            return await self.client.create(resource, if_none_exist=identifier_query(identifier))
+        try:
+            existing = await self.client.read(kind, identifier)
+        except ResourceNotFound:
+            return await self.client.update({**resource, "id": identifier})
+        version = (existing.get("meta") or {}).get("versionId")
+        return WriteResult(200, existing, None, str(version) if version else None)
+
+    async def _searchable_by_identifier(self, kind: str) -> bool:
+        if kind not in self._identifier_search:
+            statement = await self.client.capabilities()
+            listed = {
+                str(r.get("type")): {str(p.get("name")) for p in r.get("searchParam") or ()}
+                for rest in statement.get("rest") or ()
+                for r in rest.get("resource") or ()
+            }
+            self._identifier_search[kind] = "identifier" in listed.get(kind, set())
+        return self._identifier_search[kind]
 
     # -- CarePlan activity ------------------------------------------------------------------
     async def _close_activity(self, action: CloseActivity) -> dict[str, Any]:
