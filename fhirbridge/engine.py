@@ -30,6 +30,7 @@ from fhirbridge.detect.projection import INPATIENT_CLASSES, EncounterView
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
+from fhirbridge.report import Report, build_report
 from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
@@ -475,6 +476,15 @@ class Bridge:
         await shadow.poller().poll(since or self.default_since())
         stats = await shadow.process()
         return stats.plans
+
+    async def report(self) -> Report:
+        """Coordination KPIs of the engine's Tasks, read from the server, as of the clock."""
+        if self.client is None:
+            raise FhirError("a report needs a FHIR client")
+        tasks = await self.client.search_all(
+            "Task", {"_tag": f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}", "_count": 500}
+        )
+        return build_report(tasks, self.calendar.local_date(self.clock.now()))
 
     def replay(self) -> int:
         """Put dead outbox items and dead-lettered inputs back to work; returns how many."""
