@@ -235,8 +235,13 @@ class Bridge:
         resource = version.resource
         if resource.get("resourceType") == "Encounter":
             view = EncounterView.of(resource)
-            status_changed = before is None or before.resource.get("status") != view.status
-            if view.patient and view.class_code in INPATIENT_CLASSES and status_changed:
+            previous = before.resource if before is not None else {}
+            changed = (
+                before is None
+                or previous.get("status") != view.status
+                or (previous.get("class") or {}).get("code") != view.class_code
+            )
+            if view.patient and view.class_code in INPATIENT_CLASSES and changed:
                 stays = self.store.stays(version.server, view.patient)
                 stays += await self._stays_from_server(view)
         return DetectContext(

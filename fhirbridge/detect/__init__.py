@@ -61,6 +61,9 @@ def is_newer(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool
         return new_time > old_time
     if isinstance(old_version, int) and isinstance(new_version, int):
         return new_version > old_version
+    if not old_version and not new_version:
+        # nothing to order by (pushed without meta): process a changed resource, never drop it
+        return before != after
     return old_version != new_version
 
 

@@ -50,6 +50,24 @@ def _when(*candidates: datetime | None) -> datetime:
     return datetime.now(UTC)
 
 
+_ADMITTED = ("in-progress", "onleave")
+
+
+def _ended_now(old: EncounterView | None, new: EncounterView) -> bool:
+    """``new`` becomes finished or gains a ``period.end`` (or is first seen ended).
+
+    Comparing ``ended`` alone misses a stay whose in-progress versions already carried a
+    period.end (the Da Vinci examples do) and that becomes finished later.
+    """
+    if not new.ended:
+        return False
+    if old is None or not old.ended:
+        return True
+    became_finished = new.status == "finished" and old.status != "finished"
+    gained_end = new.end is not None and old.end is None
+    return became_finished or gained_end
+
+
 def _disposition_facts(view: EncounterView, context: EncounterContext) -> dict[str, Any]:
     return {
         "disposition_code": view.disposition_code,
@@ -88,6 +106,10 @@ def detect_encounter(
     found: list[Transition] = []
     facts = _base_facts(new)
 
+    def when(*candidates: datetime | None) -> datetime:
+        # the context's clock, not the wall clock, when the resource has no date at all
+        return _when(*candidates, ctx.now)
+
     def emit(
         kind: TransitionKind,
         occurred_at: datetime,
@@ -108,12 +130,28 @@ def detect_encounter(
             )
         )
 
+    def discharged(kind: TransitionKind) -> None:
+        # a discharge (inpatient or ED), and what its disposition adds: a death, or a
+        # transfer to another facility
+        at = when(new.end, new.last_updated)
+        disposition = _disposition_facts(new, ctx)
+        emit(kind, at, disposition)
+        if disposition["disposition_group"] == "death":
+            emit(TransitionKind.DEATH, at, disposition)
+        elif disposition["disposition_group"] == "transfer":
+            emit(
+                TransitionKind.TRANSFER,
+                at,
+                {**disposition, "transfer": "other-facility"},
+                discriminator="other-facility",
+            )
+
     # cancelled or entered in error, after we knew it as a real encounter
     if new.voided:
         if old is not None and not old.voided:
             emit(
                 TransitionKind.ENCOUNTER_CANCELLED,
-                _when(new.last_updated),
+                when(new.last_updated),
                 {"previous_status": old.status},
             )
         return found
@@ -123,56 +161,56 @@ def detect_encounter(
         if new.status in ED_ACTIVE and (
             old is None or not old.emergency or old.status not in ED_ACTIVE
         ):
-            emit(TransitionKind.ED_VISIT, _when(new.start, new.last_updated))
-        if new.ended and (old is None or not old.ended):
-            emit(
-                TransitionKind.ED_DISCHARGE,
-                _when(new.end, new.last_updated),
-                _disposition_facts(new, ctx),
-            )
+            emit(TransitionKind.ED_VISIT, when(new.start, new.last_updated))
+        if _ended_now(old, new):
+            discharged(TransitionKind.ED_DISCHARGE)
 
     if new.inpatient:
-        admitted_now = new.status in ("in-progress", "onleave") and (
-            old is None or not old.inpatient or old.status not in ("in-progress", "onleave")
+        admitted_now = new.status in _ADMITTED and (
+            old is None or not old.inpatient or old.status not in _ADMITTED
         )
-        first_seen_finished = old is None and new.ended
+        # a stay never seen admitted (first seen finished, or planned then finished between
+        # two polls) is dated by its period.start for the readmission look-back
+        was_admitted = old is not None and old.inpatient and (old.status in _ADMITTED or old.ended)
+        first_seen_finished = new.ended and not was_admitted
         if admitted_now:
-            emit(TransitionKind.ADMISSION, _when(new.start, new.last_updated))
+            emit(TransitionKind.ADMISSION, when(new.start, new.last_updated))
         if admitted_now or first_seen_finished:
             found.extend(_readmission(new, ctx, facts))
-        if new.ended and (old is None or not old.ended):
-            disposition = _disposition_facts(new, ctx)
-            emit(TransitionKind.DISCHARGE, _when(new.end, new.last_updated), disposition)
-            if disposition["disposition_group"] == "death":
-                emit(TransitionKind.DEATH, _when(new.end, new.last_updated), disposition)
-            elif disposition["disposition_group"] == "transfer":
-                emit(
-                    TransitionKind.TRANSFER,
-                    _when(new.end, new.last_updated),
-                    {**disposition, "transfer": "other-facility"},
-                    discriminator="other-facility",
-                )
+        if _ended_now(old, new):
+            discharged(TransitionKind.DISCHARGE)
+
+    # class change within one encounter (ED to inpatient is often the same Encounter); first
+    # seen, the classHistory tells of it
+    from_class = old.class_code if old is not None else _previous_class(new)
+    if from_class and new.class_code and from_class != new.class_code:
+        emit(
+            TransitionKind.TRANSFER,
+            when(new.class_since, new.last_updated),
+            {"transfer": "class", "from_class": from_class, "to_class": new.class_code},
+            discriminator=f"class:{from_class}>{new.class_code}",
+        )
 
     if old is not None:
-        # class change within one encounter (ED to inpatient is often the same Encounter)
-        if old.class_code and new.class_code and old.class_code != new.class_code:
-            emit(
-                TransitionKind.TRANSFER,
-                _when(new.last_updated),
-                {"transfer": "class", "from_class": old.class_code, "to_class": new.class_code},
-                discriminator=f"class:{old.class_code}>{new.class_code}",
-            )
         # a move to another unit or bed
         was, now = old.current_location, new.current_location
         if was and now and was != now and not new.ended:
             moved_at = next((s.start for s in new.locations if s.location == now and s.start), None)
             emit(
                 TransitionKind.TRANSFER,
-                _when(moved_at, new.last_updated),
+                when(moved_at, new.last_updated),
                 {"transfer": "location", "from_location": was, "to_location": now},
                 discriminator=f"location:{was}>{now}@{new.version_id}",
             )
     return found
+
+
+def _previous_class(view: EncounterView) -> str | None:
+    """The class before the current one, from a first-seen encounter's classHistory."""
+    history = view.class_history
+    if len(history) >= 2 and history[-1] == view.class_code:
+        return history[-2]
+    return None
 
 
 def _readmission(

@@ -70,6 +70,7 @@ class EncounterView:
     status: str
     class_code: str
     class_history: tuple[str, ...]
+    class_since: datetime | None
     patient: str | None
     start: datetime | None
     end: datetime | None
@@ -99,6 +100,10 @@ class EncounterView:
                     (parse_instant((item.get("period") or {}).get("start")), str(entry["code"]))
                 )
         history.sort(key=lambda pair: (pair[0] is None, pair[0] or datetime.min))
+        # when the current class began: the start of the last classHistory entry of that class
+        class_since = next(
+            (start for start, code in reversed(history) if code == class_code and start), None
+        )
         locations = tuple(
             LocationStay(
                 location=local_reference(item.get("location")) or "",
@@ -115,6 +120,7 @@ class EncounterView:
             status=str(resource.get("status") or "unknown"),
             class_code=class_code,
             class_history=tuple(code for _, code in history),
+            class_since=class_since,
             patient=local_reference(resource.get("subject")),
             start=parse_instant(period.get("start")),
             end=parse_instant(period.get("end")),
