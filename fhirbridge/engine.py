@@ -466,7 +466,8 @@ class Bridge:
 
     async def plan(self, *, since: datetime | None = None) -> list[Plan]:
         """A dry run: what the engine would detect and write for changes since ``since``,
-        as if it had not seen them. Nothing is written, to the server or the journal."""
+        as if it had not seen them, and which open Tasks its timers would escalate as of the
+        clock. Nothing is written, to the server or the journal."""
         if self.client is None:
             raise FhirError("planning needs a FHIR client")
         shadow = Bridge(
@@ -480,6 +481,7 @@ class Bridge:
         shadow.writer = None
         await shadow.poller().poll(since or self.default_since())
         stats = await shadow.process()
+        await shadow.sweep(stats)
         return stats.plans
 
     async def report(self) -> Report:

@@ -198,3 +198,19 @@ async def test_a_task_completed_in_the_ehr_closes_its_careplan_activity(
     assert done["outcomeCodeableConcept"] == [{"text": "completed"}]
     others = [a for ref, a in activity.items() if ref != f"Task/{contact['id']}"]
     assert all("outcomeCodeableConcept" not in a for a in others)
+
+
+async def test_plan_now_shows_timer_escalations_without_writing(
+    sekmet: SekmetServer, make_bridge: Callable[..., Bridge]
+) -> None:
+    """`plan --now T` evaluates timers as of T: the overdue contact's escalation is listed,
+    and nothing is written."""
+    patient = sekmet.register_patient()
+    sekmet.discharge(sekmet.admit(patient), "home")
+    await make_bridge().run_once(since=recent())
+    later = make_bridge(clock=fixed("2027-02-01T12:00:00+00:00"))
+    plans = await later.plan(since=recent())
+    overdue = [p for p in plans if p.transition.kind.value == "task-overdue"]
+    assert {p.transition.facts["code"] for p in overdue} >= {"tcm-contact", "tcm-visit"}
+    assert all(p.actions for p in overdue)
+    assert len(engine_tasks(sekmet, patient)) == 2
