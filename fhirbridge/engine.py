@@ -533,20 +533,12 @@ def overdue_transition(
         "priority": task.get("priority"),
     }
     occurred = datetime.combine(due.date() + timedelta(days=1), time.min, tzinfo=UTC)
-    if code == "referral-tracking" and focus and focus.startswith("ServiceRequest/"):
-        return Transition(
-            kind=TransitionKind.REFERRAL_OVERDUE,
-            patient=patient,
-            focus=focus,
-            occurred_at=occurred,
-            encounter=local_reference(task.get("encounter")),
-            server=server,
-            facts=facts,
-        )
+    # a referral's tracking Task past due means the referral is overdue
+    referral = code == "referral-tracking" and focus and focus.startswith("ServiceRequest/")
     return Transition(
-        kind=TransitionKind.TASK_OVERDUE,
+        kind=TransitionKind.REFERRAL_OVERDUE if referral else TransitionKind.TASK_OVERDUE,
         patient=patient,
-        focus=ref,
+        focus=focus if referral and focus else ref,
         occurred_at=occurred,
         encounter=local_reference(task.get("encounter")),
         server=server,
