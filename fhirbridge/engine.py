@@ -34,6 +34,7 @@ from fhirbridge.report import Report, build_report
 from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
+from fhirbridge.sources.bulk import BulkExport
 from fhirbridge.sources.poll import Poller, PollStats
 from fhirbridge.store import MemoryStore, Store, open_store
 from fhirbridge.store.base import OutboxItem, Stay
@@ -426,6 +427,26 @@ class Bridge:
     def default_since(self) -> datetime:
         """Where a first run starts: now minus ``engine.max_event_age``."""
         return self.clock.now() - self.config.engine.max_event_age
+
+    async def backfill(
+        self, *, since: datetime | None = None, progress: Callable[[str], None] | None = None
+    ) -> RunStats:
+        """Journal the server's history by bulk ``$export`` (watched types, changed since
+        ``since``), then process and write it. Transitions older than
+        ``engine.max_event_age`` are journalled (readmission look-backs see them) but create
+        no work. Polling then carries on from the export's ``transactionTime``."""
+        if self.client is None:
+            raise FhirError("a backfill needs a FHIR client")
+        exported = await BulkExport(
+            self.client,
+            self.store,
+            server=self.server,
+            types=self.config.engine.watch,
+            progress=progress,
+        ).run(since)
+        stats = RunStats(read=exported.read, new=exported.new, dead=exported.rejected)
+        await self._flush(stats)
+        return stats
 
     async def run_once(self, *, since: datetime | None = None) -> RunStats:
         """Poll, process, write: one pass. Returns what it did."""

@@ -130,6 +130,9 @@ class _Facts:
 
 
 def _holds(when: When, facts: _Facts) -> bool:
+    # most rules are for another kind: answer those before gathering the other facts
+    if when.kind is not None and not when.kind.test(facts.transition.kind.value):
+        return False
     checks: list[tuple[Any, Any]] = [
         (when.kind, facts.transition.kind.value),
         (when.encounter_class, facts.fact("encounter_class")),

@@ -1,0 +1,339 @@
+"""Ingest benchmark: Encounter versions through journal, detection and rules, offline.
+
+Generates realistic R4B Encounter versions (``benchmarks/_data.py``: about 2.5 KB each,
+10,000 patients for 50,000 versions, stays from planned to discharge, emergency visits,
+readmissions), then measures, on the same bytes:
+
+1. the engine: ``Bridge.ingest`` (journal in a SQLite file) then ``Bridge.process``
+   (snapshot, detection, rules, outbox enqueue), in batches of 1,000 as a poll reads pages,
+   with no FHIR client (no network);
+2. plain ``json.loads`` of every version;
+3. ``fhir.resources`` R4B ``Encounter.model_validate`` on a sample (5,000 by default), with
+   the rate extrapolated to the whole run.
+
+It prints the rates, the ratios (engine / json.loads, engine / model_validate), the growth of
+resident memory over the engine run, and what the engine found (transitions by kind, planned
+writes), and says whether the targets hold: at least 5,000 events/s, at least a quarter of
+the json.loads rate, less than 100 MB of RSS growth.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/ingest.py            # 50,000 versions
+    .venv/bin/python benchmarks/ingest.py --quick    # 5,000 (CI smoke)
+    .venv/bin/python benchmarks/ingest.py --profile  # also cProfile the engine run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import ctypes
+import gc
+import io
+import json
+import os
+import pstats
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _data import encounter_versions, patients_for
+
+from fhirbridge.clock import FixedClock
+from fhirbridge.config import load_config
+from fhirbridge.engine import Bridge, RunStats
+from fhirbridge.logs import configure as configure_logging
+from fhirbridge.store import SqliteStore
+
+#: The engine's clock: every generated version lies before it (and within max_event_age).
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+TARGET_RATE = 5_000.0
+TARGET_JSON_SHARE = 0.25
+TARGET_RSS_GROWTH_MB = 100.0
+
+
+def rss_mb() -> float:
+    """Current resident set size in MB (``/proc/self/statm``; peak RSS where it is missing)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand freed heap back to the system (glibc ``malloc_trim``), so
+    that memory the generator freed does not hide the engine's growth."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the baseline is looser
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@dataclass
+class EngineResult:
+    """What the engine run measured and found."""
+
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    ingest_seconds: float = 0.0
+    process_seconds: float = 0.0
+    journalled: int = 0
+    processed: int = 0
+    transitions: int = 0
+    planned: int = 0
+    dead: int = 0
+    rss_before: float = 0.0
+    rss_after: float = 0.0
+    rss_max: float = 0.0
+    kinds: Counter[str] = field(default_factory=Counter)
+    outbox: int = 0
+    journal_bytes: int = 0
+
+
+async def _drive(bridge: Bridge, data: Sequence[bytes], batch: int, result: EngineResult) -> None:
+    for start in range(0, len(data), batch):
+        t0 = time.perf_counter()
+        result.journalled += len(bridge.ingest(data[start : start + batch]))
+        t1 = time.perf_counter()
+        # a fresh RunStats per page, as each polling pass has (RunStats keeps its plans)
+        stats = await bridge.process(stats=RunStats())
+        t2 = time.perf_counter()
+        result.ingest_seconds += t1 - t0
+        result.process_seconds += t2 - t1
+        result.processed += stats.processed
+        result.transitions += stats.transitions
+        result.planned += stats.planned
+        result.dead += stats.dead
+        result.rss_max = max(result.rss_max, rss_mb())  # after each page
+
+
+def run_engine(
+    data: Sequence[bytes],
+    batch: int,
+    profile: cProfile.Profile | None = None,
+    journal_dir: str | None = None,
+) -> EngineResult:
+    """Journal, detect and plan every version; the SQLite file lives in a temporary folder
+    (under ``journal_dir`` if given, else the system's temporary directory)."""
+    result = EngineResult()
+    with tempfile.TemporaryDirectory(prefix="fhirbridge-bench-", dir=journal_dir) as tmp:
+        path = Path(tmp) / "journal.db"
+        config = load_config(
+            data={
+                "fhir": {"base_url": "http://bench.invalid/fhir"},
+                "store": {"url": f"sqlite:///{path}"},
+                "engine": {"max_event_age": "P3650D"},
+            }
+        )
+        store = SqliteStore(path)
+        store.migrate()
+        bridge = Bridge(config, client=None, store=store, clock=FixedClock(NOW))
+        release_free_memory()
+        result.rss_before = rss_mb()
+        start, cpu = time.perf_counter(), time.process_time()
+        if profile is not None:
+            profile.enable()
+        asyncio.run(_drive(bridge, data, batch, result))
+        if profile is not None:
+            profile.disable()
+        result.seconds = time.perf_counter() - start
+        result.cpu_seconds = time.process_time() - cpu
+        gc.collect()
+        result.rss_after = rss_mb()
+        # what the engine found, read back through the store (not timed)
+        result.kinds = Counter(t.transition.kind.value for t in store.transitions())
+        result.outbox = store.outbox_depth()
+        bridge.store.close()
+        result.journal_bytes = sum(f.stat().st_size for f in Path(tmp).iterdir())
+    return result
+
+
+def time_json(data: Sequence[bytes]) -> float:
+    """Seconds for ``json.loads`` of every version."""
+    loads = json.loads
+    start = time.perf_counter()
+    for raw in data:
+        loads(raw)
+    return time.perf_counter() - start
+
+
+def time_model_validate(sample: Sequence[bytes]) -> tuple[float, float]:
+    """Seconds for R4B ``Encounter.model_validate(json.loads(raw))`` and for
+    ``Encounter.model_validate_json(raw)`` over the sample."""
+    from fhir.resources.R4B.encounter import Encounter
+
+    Encounter.model_validate(json.loads(sample[0]))  # build the validators before timing
+    start = time.perf_counter()
+    for raw in sample:
+        Encounter.model_validate(json.loads(raw))
+    from_dict = time.perf_counter() - start
+    start = time.perf_counter()
+    for raw in sample:
+        Encounter.model_validate_json(raw)
+    from_json = time.perf_counter() - start
+    return from_dict, from_json
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -> int:
+    """Run the benchmark; returns the exit status (1 only with --check and a missed target)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50_000, help="versions (default 50000)")
+    parser.add_argument("--quick", action="store_true", help="5,000 versions (CI smoke)")
+    parser.add_argument("--batch", type=int, default=1_000, help="versions per ingest call")
+    parser.add_argument(
+        "--sample", type=int, default=5_000, help="versions for model_validate (default 5000)"
+    )
+    parser.add_argument("--seed", type=int, default=20261123, help="generator seed")
+    parser.add_argument(
+        "--journal-dir",
+        help="where the SQLite journal's temporary folder goes (default: the system's temp "
+        "directory; /dev/shm takes the disk's fsyncs out of the measurement)",
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile the engine run")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    count = 5_000 if args.quick else args.count
+    if count < 1 or args.batch < 1 or args.sample < 1:
+        parser.error("--count, --batch and --sample must be positive")
+
+    configure_logging()  # warnings only, as the CLI does: no per-transition log lines
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    out(f"fhirbridge ingest benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    out(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load}")
+    start = time.perf_counter()
+    data = list(encounter_versions(count, patients=patients_for(count), seed=args.seed))
+    generated = time.perf_counter() - start
+    count = len(data)
+    total_bytes = sum(len(raw) for raw in data)
+    out(
+        f"generated {count:,} Encounter versions for {patients_for(count):,} patients "
+        f"in {generated:.1f} s (not timed): {total_bytes / 1e6:.1f} MB, "
+        f"{total_bytes / count:,.0f} B per version on average"
+    )
+
+    profile = cProfile.Profile() if args.profile else None
+    engine = run_engine(data, args.batch, profile, args.journal_dir)
+    json_seconds = time_json(data)
+    step = max(1, count // min(args.sample, count))
+    sample = data[::step][: args.sample]
+    validate_seconds, validate_json_seconds = time_model_validate(sample)
+    scale = count / len(sample)  # seconds on the sample, extrapolated to the whole run
+
+    engine_rate = _rate(count, engine.seconds)
+    json_rate = _rate(count, json_seconds)
+    validate_rate = _rate(len(sample), validate_seconds)
+    growth = engine.rss_after - engine.rss_before
+    star = " *" if len(sample) < count else ""
+    rows: list[tuple[str, float, float | None]] = [
+        (
+            f"engine: ingest + detect + rules + outbox, pages of {args.batch:,}",
+            engine.seconds,
+            engine_rate,
+        ),
+        ("  ingest (parse, journal)", engine.ingest_seconds, None),
+        ("  process (snapshot, detect, rules, outbox)", engine.process_seconds, None),
+        ("json.loads only", json_seconds, json_rate),
+        (
+            f"R4B Encounter.model_validate(json.loads(raw)){star}",
+            validate_seconds * scale,
+            validate_rate,
+        ),
+        (
+            f"R4B Encounter.model_validate_json(raw){star}",
+            validate_json_seconds * scale,
+            _rate(len(sample), validate_json_seconds),
+        ),
+    ]
+    out("")
+    out(f"{'path':<62} {'seconds':>8} {'events/s':>9}")
+    for label, seconds, rate in rows:
+        shown = f"{rate:>9,.0f}" if rate is not None else ""
+        out(f"{label:<62} {seconds:>8.2f} {shown}")
+    if star:
+        out(
+            f"* fhir.resources timed on {len(sample):,} versions sampled evenly from the run; "
+            f"seconds extrapolated to {count:,}"
+        )
+    out(
+        f"engine CPU time {engine.cpu_seconds:.2f} s ({_rate(count, engine.cpu_seconds):,.0f} "
+        "events per CPU second; wall time also waits on the disk and on busy cores)"
+    )
+    out("")
+    share = engine_rate / json_rate
+    out(f"engine / json.loads       {share:6.3f}  (target >= {TARGET_JSON_SHARE:.2f})")
+    out(f"engine / model_validate   {engine_rate / validate_rate:6.3f}")
+    out(
+        f"resident memory (RSS) over the engine run: {engine.rss_before:.0f} MB before, "
+        f"{engine.rss_after:.0f} MB after, growth {growth:+.1f} MB "
+        f"(target < {TARGET_RSS_GROWTH_MB:.0f} MB); highest after a page "
+        f"{engine.rss_max:.0f} MB ({engine.rss_max - engine.rss_before:+.1f} MB)"
+    )
+    out(
+        f"peak RSS of the process {peak_rss_mb():.0f} MB (the generated bytes included); "
+        f"journal {engine.journal_bytes / 1e6:.0f} MB (SQLite file and WAL) "
+        f"in {args.journal_dir or tempfile.gettempdir()}"
+    )
+    out("")
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(engine.kinds.items()))
+    out(
+        f"journalled {engine.journalled:,}, processed {engine.processed:,}, "
+        f"dead letters {engine.dead:,}"
+    )
+    out(f"transitions {engine.transitions:,}: {kinds}")
+    out(f"planned writes (outbox items) {engine.planned:,}; outbox depth {engine.outbox:,}")
+
+    checks = [
+        (f"engine >= {TARGET_RATE:,.0f} events/s", engine_rate >= TARGET_RATE),
+        (f"engine >= {TARGET_JSON_SHARE:.2f} x the json.loads rate", share >= TARGET_JSON_SHARE),
+        (
+            f"RSS growth < {TARGET_RSS_GROWTH_MB:.0f} MB (at the end, and at its highest)",
+            max(growth, engine.rss_max - engine.rss_before) < TARGET_RSS_GROWTH_MB,
+        ),
+        (
+            "sanity: discharges and readmissions found, nothing dead-lettered",
+            engine.kinds["discharge"] > 0 and engine.kinds["readmission"] > 0 and not engine.dead,
+        ),
+    ]
+    out("")
+    for label, ok in checks:
+        out(f"[{_verdict(ok)}] {label}")
+
+    if profile is not None:
+        for order in ("tottime", "cumulative"):
+            buffer = io.StringIO()
+            pstats.Stats(profile, stream=buffer).sort_stats(order).print_stats(25)
+            out("")
+            out(f"cProfile of the engine run, top 25 by {order} (timings above include it):")
+            out(buffer.getvalue().strip())
+    return 1 if args.check and not all(ok for _, ok in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
