@@ -111,10 +111,11 @@ class EngineResult:
 async def _drive(bridge: Bridge, data: Sequence[bytes], batch: int, result: EngineResult) -> None:
     for start in range(0, len(data), batch):
         t0 = time.perf_counter()
-        result.journalled += len(bridge.ingest(data[start : start + batch]))
+        fresh = bridge.ingest(data[start : start + batch])
+        result.journalled += len(fresh)
         t1 = time.perf_counter()
-        # a fresh RunStats per page, as each polling pass has (RunStats keeps its plans)
-        stats = await bridge.process(stats=RunStats())
+        # the page just journalled is processed from memory, as a poll hands it over
+        stats = await bridge.process(stats=RunStats(), fresh=fresh)
         t2 = time.perf_counter()
         result.ingest_seconds += t1 - t0
         result.process_seconds += t2 - t1

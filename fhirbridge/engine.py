@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -26,7 +27,8 @@ import structlog
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.config import Config
 from fhirbridge.detect import DetectContext, EncounterContext, detect, is_newer, local_reference
-from fhirbridge.detect.projection import INPATIENT_CLASSES, EncounterView
+from fhirbridge.detect.encounter import detect_encounter_views
+from fhirbridge.detect.projection import EncounterView
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
@@ -36,7 +38,7 @@ from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
 from fhirbridge.sources.bulk import BulkExport
 from fhirbridge.sources.poll import Poller, PollStats
-from fhirbridge.store import MemoryStore, Store, open_store
+from fhirbridge.store import MemoryStore, PostgresStore, Store, open_store
 from fhirbridge.store.base import OutboxItem, Stay
 from fhirbridge.values import (
     ENGINE_TAG_CODE,
@@ -56,6 +58,7 @@ __all__ = ["Bridge", "RunStats"]
 
 log = structlog.get_logger(__name__)
 SWEEP_MARK = "timers:sweep"
+VIEW_CACHE_SIZE = 50_000
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
 
@@ -72,6 +75,7 @@ class RunStats:
     existing: int = 0
     updated: int = 0
     dead: int = 0
+    keep_plans: bool = False
     plans: list[Plan] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -114,6 +118,11 @@ class Bridge:
         self._patients: dict[str, Mapping[str, Any] | None] = {}
         self._care_teams: dict[str, list[tuple[str, str]]] = {}
         self._server_stays: dict[str, list[Stay]] = {}
+        self._tz = ZoneInfo(self.calendar.tz)
+        # projections of the newest Encounter snapshots: a single writer may trust them; with
+        # several workers sharing PostgreSQL, another worker may have moved a snapshot on
+        self._views: OrderedDict[tuple[str, str], EncounterView] = OrderedDict()
+        self._cache_views = not isinstance(self.store, PostgresStore)
         self.writer = (
             Writer(
                 client,
@@ -162,8 +171,13 @@ class Bridge:
         )
 
     # -- ingest ------------------------------------------------------------------------
-    def poller(self, progress: Callable[[PollStats], None] | None = None) -> Poller:
-        """The polling source for the configured server and types."""
+    def poller(
+        self,
+        progress: Callable[[PollStats], None] | None = None,
+        sink: Callable[[list[ResourceVersion]], Awaitable[None]] | None = None,
+    ) -> Poller:
+        """The polling source for the configured server and types; ``sink`` receives each
+        page's new versions once they are journalled."""
         if self.client is None:
             raise FhirError("polling needs a FHIR client")
         return Poller(
@@ -173,6 +187,8 @@ class Bridge:
             types=self.config.engine.watch,
             page_size=self.config.fhir.page_size,
             overlap=self.config.engine.overlap,
+            progress=progress,
+            sink=sink,
         )
 
     def ingest(self, resources: Sequence[bytes | Mapping[str, Any]]) -> list[ResourceVersion]:
@@ -181,9 +197,21 @@ class Bridge:
         return self.store.append(versions)
 
     # -- process -----------------------------------------------------------------------
-    async def process(self, *, batch: int = 500, stats: RunStats | None = None) -> RunStats:
-        """Detect, plan and enqueue for every pending version, in arrival order."""
+    async def process(
+        self,
+        *,
+        batch: int = 500,
+        stats: RunStats | None = None,
+        fresh: Sequence[ResourceVersion] = (),
+    ) -> RunStats:
+        """Detect, plan and enqueue for pending versions, in arrival order.
+
+        ``fresh`` are versions just journalled (and still parsed in memory): they are
+        processed first without reading them back; then whatever else is pending.
+        """
         stats = stats or RunStats()
+        for version in fresh:
+            await self.process_version(version, stats)
         while True:
             pending = self.store.pending(batch)
             if not pending:
@@ -195,16 +223,23 @@ class Bridge:
 
     async def process_version(self, version: ResourceVersion, stats: RunStats) -> list[Plan]:
         """Process one journalled version (atomically in the store)."""
-        before = self.store.snapshot(version.server, version.resource_type, version.id)
         stats.processed += 1
-        if before is not None and not is_newer(before.resource, version.resource):
-            self.store.complete(version, update_snapshot=False)
-            return []
+        view: EncounterView | None = None
         try:
-            context = await self._detect_context(before, version)
-            transitions = detect(
-                before.resource if before is not None else None, version.resource, context
-            )
+            if version.resource_type == "Encounter":
+                found = await self._encounter_transitions(version)
+                if found is None:  # a late, older version: journalled, ignored
+                    self.store.complete(version, update_snapshot=False)
+                    return []
+                transitions, view = found
+            else:
+                before = self.store.snapshot(version.server, version.resource_type, version.id)
+                if before is not None and not is_newer(before.resource, version.resource):
+                    self.store.complete(version, update_snapshot=False)
+                    return []
+                context = DetectContext(encounter=self._encounter_context(version.server, ()))
+                previous = before.resource if before is not None else None
+                transitions = detect(previous, version.resource, context)
             plans = [await self._plan(t, version) for t in transitions]
         except FhirError:
             raise
@@ -216,10 +251,17 @@ class Bridge:
         for plan in plans:
             items.extend(outbox_item(action, plan.transition) for action in plan.actions)
         notes = {p.transition.key: p.note for p in plans if p.note}
-        self.store.complete(version, transitions=transitions, outbox=items, notes=notes)
+        try:
+            self.store.complete(version, transitions=transitions, outbox=items, notes=notes)
+        except Exception:
+            self._views.clear()
+            raise
+        if view is not None:
+            self._remember(version.server, view)
         stats.transitions += len(transitions)
         stats.planned += len(items)
-        stats.plans.extend(plans)
+        if stats.keep_plans:
+            stats.plans.extend(plans)
         for transition in transitions:
             log.info(
                 "transition_detected",
@@ -229,31 +271,42 @@ class Bridge:
             )
         return plans
 
-    async def _detect_context(
-        self, before: ResourceVersion | None, version: ResourceVersion
-    ) -> DetectContext:
+    def _remember(self, server: str, view: EncounterView) -> None:
+        """Keep the projection of the newest Encounter snapshot (bounded, oldest out)."""
+        key = (server, view.id)
+        self._views[key] = view
+        self._views.move_to_end(key)
+        if len(self._views) > VIEW_CACHE_SIZE:
+            self._views.popitem(last=False)
+
+    async def _encounter_transitions(
+        self, version: ResourceVersion
+    ) -> tuple[list[Transition], EncounterView] | None:
+        """Transitions of an Encounter version, from cached projections where possible;
+        None for a version older than the snapshot."""
+        new = EncounterView.of(version.resource)
+        old = self._views.get((version.server, version.id)) if self._cache_views else None
+        if old is None:
+            before = self.store.snapshot(version.server, "Encounter", version.id)
+            old = EncounterView.of(before.resource) if before is not None else None
+        if old is not None and not _view_is_newer(old, new):
+            return None
         stays: list[Stay] = []
-        resource = version.resource
-        if resource.get("resourceType") == "Encounter":
-            view = EncounterView.of(resource)
-            previous = before.resource if before is not None else {}
-            changed = (
-                before is None
-                or previous.get("status") != view.status
-                or (previous.get("class") or {}).get("code") != view.class_code
-            )
-            if view.patient and view.class_code in INPATIENT_CLASSES and changed:
-                stays = self.store.stays(version.server, view.patient)
-                stays += await self._stays_from_server(view)
-        return DetectContext(
-            encounter=EncounterContext(
-                server=version.server,
-                stays=stays,
-                tz=ZoneInfo(self.calendar.tz),
-                readmission_window_days=self.config.engine.readmission_window_days,
-                disposition_group=self.dispositions.group,
-                now=self.clock.now(),
-            )
+        changed = old is None or old.status != new.status or old.class_code != new.class_code
+        if new.patient and new.inpatient and changed:
+            stays = self.store.stays(version.server, new.patient)
+            stays += await self._stays_from_server(new)
+        context = self._encounter_context(version.server, stays)
+        return detect_encounter_views(old, new, context), new
+
+    def _encounter_context(self, server: str, stays: Sequence[Stay]) -> EncounterContext:
+        return EncounterContext(
+            server=server,
+            stays=stays,
+            tz=self._tz,
+            readmission_window_days=self.config.engine.readmission_window_days,
+            disposition_group=self.dispositions.group,
+            now=self.clock.now(),
         )
 
     async def _stays_from_server(self, view: EncounterView) -> list[Stay]:
@@ -356,7 +409,8 @@ class Bridge:
                 continue
             plan = await self._plan(transition)
             stats.transitions += 1
-            stats.plans.append(plan)
+            if stats.keep_plans:
+                stats.plans.append(plan)
             items.extend(outbox_item(action, transition) for action in plan.actions)
         stats.planned += self.store.enqueue(items)
         self.store.set_watermark(self.server, SWEEP_MARK, now.isoformat())
@@ -460,7 +514,10 @@ class Bridge:
 
         # pending work from a previous, interrupted run goes first
         await self._flush(stats)
-        poll = await self.poller(on_poll).poll(since or self.default_since())
+        async def on_page(fresh: list[ResourceVersion]) -> None:
+            await self.process(stats=stats, fresh=fresh)
+
+        poll = await self.poller(on_poll, on_page).poll(since or self.default_since())
         stats.read, stats.new = poll.read, poll.new
         await self._flush(stats)
         if self.sweep_due():
@@ -501,7 +558,7 @@ class Bridge:
         )
         shadow.writer = None
         await shadow.poller().poll(since or self.default_since())
-        stats = await shadow.process()
+        stats = await shadow.process(stats=RunStats(keep_plans=True))
         await shadow.sweep(stats)
         return stats.plans
 
@@ -526,6 +583,16 @@ class Bridge:
                 self.store.mark_replayed(letter.id)
                 count += 1
         return count
+
+
+def _view_is_newer(old: EncounterView, new: EncounterView) -> bool:
+    """:func:`fhirbridge.detect.is_newer` on projections."""
+    old_time, new_time = old.last_updated, new.last_updated
+    if old_time is not None and new_time is not None and old_time != new_time:
+        return new_time > old_time
+    if old.version_id.isdigit() and new.version_id.isdigit():
+        return int(new.version_id) > int(old.version_id)
+    return old.version_id != new.version_id or old != new
 
 
 def overdue_transition(

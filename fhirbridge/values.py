@@ -12,8 +12,9 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -45,8 +46,20 @@ def parse_instant(value: str | None) -> datetime | None:
 
     Returns None for None, an empty string, or a value that is not a FHIR date.
     """
-    if not value:
+    if not value or not isinstance(value, str):
         return None
+    return _parse_instant(value)
+
+
+@lru_cache(maxsize=8192)
+def _parse_instant(value: str) -> datetime | None:
+    if len(value) > 10 and value[10] == "T":
+        try:  # the common case: a full instant (Python 3.11 reads the trailing Z)
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     text = value.strip()
     try:
         if len(text) == 4:
@@ -59,8 +72,6 @@ def parse_instant(value: str | None) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        from datetime import UTC
-
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
 

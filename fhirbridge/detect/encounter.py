@@ -18,7 +18,7 @@ from fhirbridge.detect.projection import ED_ACTIVE, EncounterView
 from fhirbridge.store.base import Stay
 from fhirbridge.values import Transition, TransitionKind
 
-__all__ = ["EncounterContext", "detect_encounter"]
+__all__ = ["EncounterContext", "detect_encounter", "detect_encounter_views"]
 
 DispositionGrouper = Callable[[str | None, str | None], str]
 
@@ -98,9 +98,15 @@ def detect_encounter(
 
     The caller has already dropped duplicates and versions older than the snapshot.
     """
-    ctx = context or EncounterContext()
-    new = EncounterView.of(after)
     old = EncounterView.of(before) if before is not None else None
+    return detect_encounter_views(old, EncounterView.of(after), context)
+
+
+def detect_encounter_views(
+    old: EncounterView | None, new: EncounterView, context: EncounterContext | None = None
+) -> list[Transition]:
+    """:func:`detect_encounter` on projections already made (the engine caches them)."""
+    ctx = context or EncounterContext()
     if new.patient is None or not new.id:
         return []
     found: list[Transition] = []

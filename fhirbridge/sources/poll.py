@@ -10,7 +10,7 @@ we already read. The watermark moves only after every page is durable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -70,6 +70,7 @@ class Poller:
         overlap: timedelta = timedelta(minutes=5),
         sort: bool = True,
         progress: Callable[[PollStats], None] | None = None,
+        sink: Callable[[list[ResourceVersion]], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -79,6 +80,7 @@ class Poller:
         self.overlap = overlap
         self.sort = sort
         self.progress = progress
+        self.sink = sink
 
     async def poll(self, default_since: datetime, stats: PollStats | None = None) -> PollStats:
         """Poll every watched type once."""
@@ -129,6 +131,8 @@ class Poller:
             stats.by_type[resource_type] = stats.by_type.get(resource_type, 0) + len(new)
             if self.progress is not None:
                 self.progress(stats)
+            if self.sink is not None and new:
+                await self.sink(new)
         # every page is journalled: the mark may move
         mark_to = next_mark or newest_seen
         if mark_to is not None:

@@ -16,6 +16,7 @@ from fhirbridge.store.base import DeadLetter, OutboxItem, Stay, StoredTransition
 from fhirbridge.values import ResourceVersion, Transition, TransitionKind, parse_instant
 
 __all__ = [
+    "REJECTED_SOURCE",
     "Clock",
     "audit_from_row",
     "dead_letter_from_row",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
+
+#: The source of the dead letter ``reject`` writes: the process stage could not use the version.
+REJECTED_SOURCE = "process"
 
 #: ``Type/id`` at the end of a reference, after an optional base URL, before ``/_history/n``.
 _REFERENCE = re.compile(

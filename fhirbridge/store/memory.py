@@ -8,7 +8,9 @@ as a closed database would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import copy
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,19 @@ __all__ = ["MemoryStore"]
 
 _VersionKey = tuple[str, str, str, str]
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+#: The attributes that hold the journal (what a failed batch puts back).
+_STATE = (
+    "_versions",
+    "_pending",
+    "_snapshots",
+    "_encounters",
+    "_transitions",
+    "_watermarks",
+    "_outbox",
+    "_outbox_keys",
+    "_dead",
+    "_audit",
+)
 
 
 @dataclass(slots=True)
@@ -58,6 +73,7 @@ class MemoryStore:
     def __init__(self, *, clock: _codec.Clock = _codec.system_clock) -> None:
         self._clock = clock
         self._closed = False
+        self._in_batch = False
         self._clear()
 
     def _clear(self) -> None:
@@ -72,18 +88,50 @@ class MemoryStore:
         self._dead: dict[int, DeadLetter] = {}
         self._audit: list[tuple[int, datetime, str, str, str]] = []
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the calls inside the block all-or-nothing, as the SQL stores' transaction does.
+
+        An exception out of the block restores the store as it was when the block began; a
+        nested ``batch`` joins the outer one.
+        """
+        if self._in_batch:
+            yield
+            return
+        saved = self._save()
+        self._in_batch = True
+        try:
+            yield
+        except BaseException:
+            self._restore(saved)
+            raise
+        finally:
+            self._in_batch = False
+
+    def _save(self) -> dict[str, Any]:
+        state = {name: copy.copy(getattr(self, name)) for name in _STATE}
+        state["_outbox"] = {i: replace(row) for i, row in self._outbox.items()}
+        return state
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        for name, value in saved.items():
+            setattr(self, name, value)
+
     def __repr__(self) -> str:
         return f"MemoryStore(versions={len(self._versions)}, pending={len(self._pending)})"
 
-    def _now(self) -> datetime:
+    def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the journal is closed")
+
+    def _now(self) -> datetime:
+        self._check_open()
         return _codec.utc(self._clock())
 
     # -- lifecycle -------------------------------------------------------------------------
     def migrate(self) -> None:
         """Nothing to create; only checks that the store is open."""
-        self._now()
+        self._check_open()
 
     def close(self) -> None:
         """Forget everything; later calls raise StoreError."""
@@ -97,7 +145,7 @@ class MemoryStore:
 
     def append(self, versions: Iterable[ResourceVersion]) -> list[ResourceVersion]:
         """Journal versions; return those that were new (duplicates are dropped)."""
-        self._now()
+        self._check_open()
         new: list[ResourceVersion] = []
         for version in versions:
             key = self._key(version)
@@ -108,7 +156,7 @@ class MemoryStore:
 
     def pending(self, limit: int = 500) -> list[ResourceVersion]:
         """Versions journalled but not yet processed, oldest arrival first."""
-        self._now()
+        self._check_open()
         limit = max(0, limit)
         out: list[ResourceVersion] = []
         for version in self._pending.values():
@@ -119,7 +167,7 @@ class MemoryStore:
 
     def snapshot(self, server: str, resource_type: str, resource_id: str) -> ResourceVersion | None:
         """The latest processed version of a resource, if any."""
-        self._now()
+        self._check_open()
         return self._snapshots.get((server, resource_type, resource_id))
 
     def _processed(self, version: ResourceVersion) -> None:
@@ -160,14 +208,20 @@ class MemoryStore:
             self._encounters[key] = row
 
     def reject(self, version: ResourceVersion, reason: str) -> None:
-        """Mark ``version`` processed without effect and put it in the dead letters."""
-        self._now()
+        """Mark ``version`` processed without effect and put it in the dead letters.
+
+        The dead letter's source is ``process``, its reference ``server|Type/id/_history/vid``
+        and its payload the raw bytes.
+        """
+        self._check_open()
         self._processed(version)
-        self.dead_letter("journal", _codec.rejected_reference(version), reason, version.raw)
+        self.dead_letter(
+            _codec.REJECTED_SOURCE, _codec.rejected_reference(version), reason, version.raw
+        )
 
     def stays(self, server: str, patient: str) -> list[Stay]:
         """Every encounter snapshot of the patient (any class or status), for look-backs."""
-        self._now()
+        self._check_open()
         wanted = _codec.relative_reference(patient)
         rows = [
             row
@@ -194,7 +248,7 @@ class MemoryStore:
         self, *, kind: str | None = None, since: datetime | None = None
     ) -> list[StoredTransition]:
         """Journalled transitions, oldest first, filtered by kind and detection time."""
-        self._now()
+        self._check_open()
         floor = _codec.utc(since) if since is not None else None
         out: list[StoredTransition] = []
         for row in self._transitions.values():
@@ -209,12 +263,12 @@ class MemoryStore:
     # -- watermarks ------------------------------------------------------------------------
     def watermark(self, server: str, resource_type: str) -> str | None:
         """The instant the next poll of this type starts from, if set."""
-        self._now()
+        self._check_open()
         return self._watermarks.get((server, resource_type))
 
     def set_watermark(self, server: str, resource_type: str, instant: str) -> None:
         """Move the watermark (only after what it covers is journalled)."""
-        self._now()
+        self._check_open()
         self._watermarks[(server, resource_type)] = instant
 
     # -- outbox ----------------------------------------------------------------------------
@@ -233,12 +287,12 @@ class MemoryStore:
 
     def enqueue(self, items: Sequence[OutboxItem]) -> int:
         """Add items outside a version's processing (sweeps); returns how many were new."""
-        self._now()
+        self._check_open()
         return self._add_outbox(items)
 
     def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
         """Pending items, oldest first."""
-        self._now()
+        self._check_open()
         limit = max(0, limit)
         out: list[OutboxItem] = []
         for row in self._outbox.values():
@@ -256,13 +310,13 @@ class MemoryStore:
 
     def finish_outbox(self, item_id: int, result: Mapping[str, Any]) -> None:
         """Mark an item done, recording what the server answered (ids, status)."""
-        self._now()
+        self._check_open()
         row = self._row(item_id)
         row.state, row.attempts, row.result = "done", row.attempts + 1, _codec.dumps(dict(result))
 
     def fail_outbox(self, item_id: int, error: str, *, dead: bool) -> None:
         """Count a failed attempt; ``dead`` moves it to the dead letters for good."""
-        self._now()
+        self._check_open()
         row = self._row(item_id)
         row.attempts += 1
         row.last_error = error
@@ -273,12 +327,12 @@ class MemoryStore:
 
     def outbox_depth(self) -> int:
         """How many items are pending."""
-        self._now()
+        self._check_open()
         return sum(1 for row in self._outbox.values() if row.state == "pending")
 
     def outbox_items(self, state: str | None = None) -> list[OutboxItem]:
         """Items, optionally of one state, oldest first."""
-        self._now()
+        self._check_open()
         return [r.item() for r in self._outbox.values() if state is None or r.state == state]
 
     # -- dead letters and audit ------------------------------------------------------------
@@ -293,12 +347,12 @@ class MemoryStore:
 
     def dead_letters(self, *, include_replayed: bool = False) -> list[DeadLetter]:
         """Dead letters, oldest first."""
-        self._now()
+        self._check_open()
         return [d for d in self._dead.values() if include_replayed or not d.replayed]
 
     def mark_replayed(self, dead_letter_id: int) -> None:
         """Note that a dead letter was replayed successfully."""
-        self._now()
+        self._check_open()
         letter = self._dead.get(dead_letter_id)
         if letter is None:
             raise StoreError(f"no dead letter has id {dead_letter_id}")
@@ -309,7 +363,7 @@ class MemoryStore:
 
         Their dead letters are marked replayed: if an item dies again, it gets a new one.
         """
-        self._now()
+        self._check_open()
         dead = {row.key: row for row in self._outbox.values() if row.state == "dead"}
         for letter in list(self._dead.values()):
             if letter.source == "outbox" and not letter.replayed and letter.reference in dead:
@@ -326,6 +380,6 @@ class MemoryStore:
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest audit records, newest first."""
-        self._now()
+        self._check_open()
         latest = self._audit[-limit:] if limit > 0 else []
         return [_codec.audit_from_row(row) for row in reversed(latest)]

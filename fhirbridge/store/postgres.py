@@ -64,9 +64,11 @@ class PostgresStore:
     (created by ``migrate``) instead of the connection's default; tests use a throwaway one.
     ``clock`` stamps arrivals, detections, dead letters and audit records.
 
-    ``claim_outbox`` selects with ``FOR UPDATE SKIP LOCKED``, so two workers claiming at the
-    same moment get different items; the claim ends with the call (items stay ``pending``
-    until finished or failed), so a worker that stops mid-write leaves them claimable.
+    ``claim_outbox`` selects with ``FOR UPDATE SKIP LOCKED``: it skips rows that another
+    transaction holds instead of waiting for them. The rows are locked only while the call
+    runs, and a claimed item stays ``pending`` until it is finished or failed, so a worker
+    that dies mid-write leaves it claimable, and a worker that claims later may get an item
+    another is still writing: the writes are idempotent (conditional create, ``If-Match``).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class PostgresStore:
         self._driver_error: type[Exception] = psycopg_module.Error
         self.schema = schema
         self._clock = clock
+        self._in_batch = False
         try:
             conn: psycopg.Connection[tuple[Any, ...]] = psycopg_module.connect(
                 dsn, autocommit=True, connect_timeout=connect_timeout
@@ -109,6 +112,30 @@ class PostgresStore:
         """One transaction (committed when the block ends, rolled back if it raises)."""
         with self._conn.transaction(), self._conn.cursor() as cur:
             yield cur
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the writes inside the block one transaction, committed when the block ends.
+
+        For the engine's loop: ``with store.batch():`` around the ``complete`` calls of one
+        ``pending`` batch turns hundreds of commits into one. A crash inside the block leaves
+        every version of it pending, to be processed again (transitions and outbox items are
+        deduplicated by key, so nothing is doubled); an exception out of the block undoes it
+        all, while a call that fails inside it undoes only its own writes (a savepoint). Don't
+        claim or finish outbox items inside a batch. A nested ``batch`` joins the outer one.
+        """
+        if self._in_batch:
+            yield
+            return
+        try:
+            with self._conn.transaction():
+                self._in_batch = True
+                try:
+                    yield
+                finally:
+                    self._in_batch = False
+        except self._driver_error as exc:
+            raise StoreError(f"the PostgreSQL journal failed: {exc}") from exc
 
     def _read(self, name: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self._conn.cursor() as cur:
@@ -149,6 +176,7 @@ class PostgresStore:
             return []
         now = self._now()
         new: list[ResourceVersion] = []
+        seqs: list[dict[str, int]] = []
         with self._write() as cur:
             cur.executemany(
                 _Q["insert_version"],
@@ -156,9 +184,13 @@ class PostgresStore:
                 returning=True,
             )
             for version in batch:
-                if cur.fetchone() is not None:
+                row = cur.fetchone()
+                if row is not None:
+                    seqs.append({"seq": row[0]})
                     new.append(version)
                 cur.nextset()
+            if seqs:
+                cur.executemany(_Q["insert_pending"], seqs)
         return new
 
     @_translated
@@ -174,6 +206,15 @@ class PostgresStore:
         rows = self._read("snapshot", params)
         return _codec.version_from_row(rows[0]) if rows else None
 
+    @staticmethod
+    def _mark_processed(
+        cur: psycopg.Cursor[tuple[Any, ...]], version: ResourceVersion, now: datetime
+    ) -> None:
+        params = _codec.version_params(version, now)
+        cur.execute(_Q["mark_processed"], params)
+        if cur.rowcount == 0:  # processed already, or never appended: journal it, not pending
+            cur.execute(_Q["insert_version"], params)
+
     @_translated
     def complete(
         self,
@@ -188,7 +229,7 @@ class PostgresStore:
         now = self._now()
         notes = notes or {}
         with self._write() as cur:
-            cur.execute(_Q["mark_processed"], _codec.version_params(version, now))
+            self._mark_processed(cur, version, now)
             if transitions:
                 cur.executemany(
                     _Q["insert_transition"],
@@ -230,14 +271,14 @@ class PostgresStore:
     def reject(self, version: ResourceVersion, reason: str) -> None:
         """Mark ``version`` processed without effect and put it in the dead letters.
 
-        The dead letter's source is ``journal``, its reference ``server|Type/id/_history/vid``
+        The dead letter's source is ``process``, its reference ``server|Type/id/_history/vid``
         and its payload the raw bytes.
         """
         now = self._now()
         with self._write() as cur:
-            cur.execute(_Q["mark_processed"], _codec.version_params(version, now))
+            self._mark_processed(cur, version, now)
             letter = {
-                "source": "journal",
+                "source": _codec.REJECTED_SOURCE,
                 "reference": _codec.rejected_reference(version),
                 "reason": reason,
                 "payload": version.raw,
@@ -306,7 +347,7 @@ class PostgresStore:
 
     @_translated
     def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
-        """Pending items, oldest first, skipping rows another worker has locked."""
+        """Pending items, oldest first, skipping rows another transaction holds locked."""
         with self._write() as cur:
             cur.execute(_Q["claim_outbox"], {"limit": max(0, limit)})
             return [_codec.outbox_from_row(row) for row in cur.fetchall()]

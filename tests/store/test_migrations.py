@@ -25,9 +25,8 @@ def test_dialects_have_the_same_migrations() -> None:
 def test_both_dialects_name_the_same_data_queries() -> None:
     """Each store's queries.sql defines the same queries, bar the dialect's own helpers."""
     only_postgres = {"migration_lock"}
-    only_sqlite = {"insert_processed_version"}
 
-    assert set(queries("sqlite")) - only_sqlite == set(queries("postgres")) - only_postgres
+    assert set(queries("sqlite")) == set(queries("postgres")) - only_postgres
 
 
 def test_sqlite_records_each_migration_once(tmp_path: Path) -> None:
@@ -43,6 +42,15 @@ def test_sqlite_records_each_migration_once(tmp_path: Path) -> None:
     conn.close()
 
     assert rows == [(m.version, m.name) for m in migrations("sqlite")]
+
+
+def _sqlite_indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ).fetchall()
+    conn.close()
+    return {name for (name,) in rows}
 
 
 def _sqlite_columns(path: Path) -> dict[str, list[str]]:
@@ -62,7 +70,7 @@ def _sqlite_columns(path: Path) -> dict[str, list[str]]:
 def test_sqlite_and_postgres_schemas_agree(
     tmp_path: Path, postgres_url: str, postgres_schema: str
 ) -> None:
-    """After migrating, both databases have the same tables with the same columns in order."""
+    """After migrating, both have the same tables, columns (in order) and declared indexes."""
     lite = SqliteStore(tmp_path / "journal.db")
     lite.migrate()
     lite.close()
@@ -77,6 +85,11 @@ def test_sqlite_and_postgres_schemas_agree(
             " WHERE table_schema = %s ORDER BY table_name, ordinal_position",
             (postgres_schema,),
         ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s"
+            " AND indexname NOT LIKE '%%\\_pkey' AND indexname NOT LIKE '%%\\_key'",
+            (postgres_schema,),
+        ).fetchall()
         versions = conn.execute(
             sql.SQL("SELECT version, name FROM {}.schema_version ORDER BY version").format(
                 sql.Identifier(postgres_schema)
@@ -87,4 +100,5 @@ def test_sqlite_and_postgres_schemas_agree(
         postgres_columns.setdefault(table, []).append(column)
 
     assert _sqlite_columns(tmp_path / "journal.db") == postgres_columns
+    assert _sqlite_indexes(tmp_path / "journal.db") == {name for (name,) in indexes}
     assert versions == [(m.version, m.name) for m in migrations("postgres")]

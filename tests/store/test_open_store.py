@@ -13,6 +13,7 @@ from psycopg import sql
 import fhirbridge.store
 from fhirbridge.errors import ConfigError, StoreError
 from fhirbridge.store import MemoryStore, PostgresStore, SqliteStore, Store, open_store
+from fhirbridge.values import ResourceVersion
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -105,6 +106,20 @@ def test_sqlite_journal_is_in_wal_mode(tmp_path: Path) -> None:
     conn.close()
 
     assert mode == "wal"
+
+
+def test_sqlite_syncs_appends_but_not_completes(tmp_path: Path) -> None:
+    """After a durable ``append`` the connection is back to ``synchronous = NORMAL`` (1)."""
+    store = SqliteStore(tmp_path / "journal.db")
+    store.migrate()
+    raw = b'{"resourceType":"Encounter","id":"e1","meta":{"versionId":"1"},"status":"planned"}'
+    try:
+        store.append([ResourceVersion.from_json("ehr", raw)])
+        (level,) = store._conn.execute("PRAGMA synchronous").fetchone()  # private: no API for it
+    finally:
+        store.close()
+
+    assert level == 1
 
 
 def test_sqlite_errors_become_store_errors(tmp_path: Path) -> None:

@@ -427,7 +427,7 @@ def test_reject_keeps_the_version_as_a_dead_letter(store: Store) -> None:
     assert store.snapshot(SERVER, "Encounter", "f203") is None
     (letter,) = store.dead_letters()
     assert (letter.source, letter.reference, letter.reason) == (
-        "journal",
+        "process",
         "ehr|Encounter/f203/_history/1",
         "Encounter has no subject",
     )
@@ -468,6 +468,72 @@ def test_audit_log_is_newest_first(store: Store) -> None:
     assert log[0]["at"] > log[1]["at"]
     assert [r["reference"] for r in store.audit_log(limit=1)] == ["Task/2"]
     assert store.audit_log(limit=0) == []
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+def test_a_batch_commits_its_completes_together(backend: Backend) -> None:
+    """Inside ``batch`` the store sees its own writes; other connections see them at the end."""
+    store = backend.open()
+    versions = [encounter("home", "1"), encounter("emerg", "1"), encounter("f203", "1")]
+    store.append(versions)
+    onlooker = backend.open() if backend.durable else None
+
+    with store.batch():
+        for version in versions:
+            store.complete(version, outbox=[task_item(f"task-{version.id}")])
+        with store.batch():  # a nested batch joins the outer one
+            store.complete(versions[0])
+        assert store.pending() == []
+        if onlooker is not None:
+            assert onlooker.pending() == versions
+            assert onlooker.outbox_depth() == 0
+
+    assert store.pending() == []
+    assert [i.key for i in store.claim_outbox()] == ["task-home", "task-emerg", "task-f203"]
+    if onlooker is not None:
+        assert onlooker.pending() == []
+        assert onlooker.snapshot(SERVER, "Encounter", "f203") == versions[2]
+
+
+def test_an_exception_out_of_a_batch_undoes_all_of_it(store: Store) -> None:
+    """When the block raises, every write in it is undone: the versions are pending again."""
+    first, second = encounter("f203", "1"), encounter("emerg", "1")
+    store.append([first, second])
+
+    def crash_midway() -> None:
+        with store.batch():
+            store.complete(first, transitions=[discharge()], outbox=[task_item("t1")])
+            store.set_watermark(SERVER, "Encounter", "2024-05-01T08:00:00Z")
+            raise RuntimeError("detector crashed")
+
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        crash_midway()
+
+    assert store.pending() == [first, second]
+    assert store.snapshot(SERVER, "Encounter", "f203") is None
+    assert store.stays(SERVER, "Patient/f201") == []
+    assert store.transitions() == []
+    assert store.outbox_items() == []
+    assert store.watermark(SERVER, "Encounter") is None
+    store.complete(first)
+    assert store.pending() == [second]
+
+
+def test_a_call_failing_inside_a_batch_undoes_only_itself(store: Store) -> None:
+    """A store call that raises inside a batch leaves the batch's other writes to commit."""
+    first, second = encounter("f203", "1"), encounter("emerg", "1")
+    store.append([first, second])
+
+    with store.batch():
+        store.complete(first)
+        with pytest.raises(StoreError):
+            store.finish_outbox(404, {})
+        store.complete(second)
+
+    assert store.pending() == []
+    assert store.snapshot(SERVER, "Encounter", "emerg") == second
 
 
 # -- durability and schema -------------------------------------------------------------------

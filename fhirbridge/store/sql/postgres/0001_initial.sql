@@ -2,7 +2,7 @@
 -- Runs with search_path set to the store's schema; names are unqualified on purpose.
 
 -- Every resource version received, deduplicated on (server, type, id, versionId).
--- A version is pending until processed_at is set (by complete or reject).
+-- Rows are written once and never updated (a version's bytes are never rewritten).
 CREATE TABLE resource_version (
     seq           BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     server        TEXT        NOT NULL,
@@ -12,12 +12,14 @@ CREATE TABLE resource_version (
     last_updated  TEXT,
     raw           BYTEA       NOT NULL,
     received_at   TIMESTAMPTZ NOT NULL,
-    processed_at  TIMESTAMPTZ,
     UNIQUE (server, resource_type, resource_id, version_id)
 );
 
--- Only the pending versions: small, so pending() stays fast however long the journal grows.
-CREATE INDEX resource_version_pending ON resource_version (seq) WHERE processed_at IS NULL;
+-- The versions not yet processed (by complete or reject), by arrival. A narrow table of its
+-- own, so marking a version processed deletes a small row instead of rewriting a wide one.
+CREATE TABLE pending_version (
+    seq BIGINT PRIMARY KEY REFERENCES resource_version (seq)
+);
 
 -- The latest processed version of each resource.
 CREATE TABLE snapshot (
@@ -52,7 +54,6 @@ CREATE TABLE transition (
     body        JSONB       NOT NULL
 );
 
-CREATE INDEX transition_detected ON transition (detected_at);
 
 -- Where the next poll of a resource type starts.
 CREATE TABLE watermark (
@@ -77,7 +78,7 @@ CREATE TABLE outbox (
     updated_at TIMESTAMPTZ NOT NULL
 );
 
-CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+-- claim_outbox, outbox_depth and outbox_items(state) read by state.
 CREATE INDEX outbox_state ON outbox (state, id);
 
 -- Inputs and writes that failed for a reason a retry will not fix.
@@ -91,7 +92,6 @@ CREATE TABLE dead_letter (
     replayed   BOOLEAN     NOT NULL DEFAULT false
 );
 
-CREATE INDEX dead_letter_open ON dead_letter (id) WHERE NOT replayed;
 
 -- Writes the engine made (or attempted) on a server.
 CREATE TABLE audit_log (

@@ -26,19 +26,23 @@ VALUES (%(server)s, %(resource_type)s, %(resource_id)s, %(version_id)s, %(last_u
 ON CONFLICT DO NOTHING
 RETURNING seq;
 
+-- name: insert_pending
+INSERT INTO pending_version (seq) VALUES (%(seq)s);
+
 -- name: mark_processed
-INSERT INTO resource_version
-    (server, resource_type, resource_id, version_id, last_updated, raw, received_at, processed_at)
-VALUES (%(server)s, %(resource_type)s, %(resource_id)s, %(version_id)s, %(last_updated)s,
-        %(raw)s, %(now)s, %(now)s)
-ON CONFLICT (server, resource_type, resource_id, version_id) DO UPDATE
-SET processed_at = coalesce(resource_version.processed_at, excluded.processed_at);
+-- Takes the version off the pending list; changes nothing when it is not there.
+DELETE FROM pending_version
+WHERE seq = (
+    SELECT seq FROM resource_version
+    WHERE server = %(server)s AND resource_type = %(resource_type)s
+      AND resource_id = %(resource_id)s AND version_id = %(version_id)s
+);
 
 -- name: pending
-SELECT server, resource_type, resource_id, version_id, last_updated, raw
-FROM resource_version
-WHERE processed_at IS NULL
-ORDER BY seq
+SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
+FROM pending_version AS p
+JOIN resource_version AS v ON v.seq = p.seq
+ORDER BY p.seq
 LIMIT %(limit)s;
 
 -- name: snapshot

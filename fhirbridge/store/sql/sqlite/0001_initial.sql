@@ -3,7 +3,7 @@
 -- so they sort and compare as text. JSON columns hold compact JSON text.
 
 -- Every resource version received, deduplicated on (server, type, id, versionId).
--- A version is pending until processed_at is set (by complete or reject).
+-- Rows are written once and never updated (a version's bytes are never rewritten).
 CREATE TABLE resource_version (
     seq           INTEGER PRIMARY KEY,
     server        TEXT    NOT NULL,
@@ -13,12 +13,14 @@ CREATE TABLE resource_version (
     last_updated  TEXT,
     raw           BLOB    NOT NULL,
     received_at   TEXT    NOT NULL,
-    processed_at  TEXT,
     UNIQUE (server, resource_type, resource_id, version_id)
 );
 
--- Only the pending versions: small, so pending() stays fast however long the journal grows.
-CREATE INDEX resource_version_pending ON resource_version (seq) WHERE processed_at IS NULL;
+-- The versions not yet processed (by complete or reject), by arrival. A narrow table of its
+-- own, so marking a version processed rewrites one small page, not the version's row.
+CREATE TABLE pending_version (
+    seq INTEGER PRIMARY KEY REFERENCES resource_version (seq)
+);
 
 -- The latest processed version of each resource.
 CREATE TABLE snapshot (
@@ -53,7 +55,6 @@ CREATE TABLE transition (
     body        TEXT NOT NULL
 );
 
-CREATE INDEX transition_detected ON transition (detected_at);
 
 -- Where the next poll of a resource type starts.
 CREATE TABLE watermark (
@@ -78,7 +79,7 @@ CREATE TABLE outbox (
     updated_at TEXT    NOT NULL
 );
 
-CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+-- claim_outbox, outbox_depth and outbox_items(state) read by state.
 CREATE INDEX outbox_state ON outbox (state, id);
 
 -- Inputs and writes that failed for a reason a retry will not fix.
@@ -92,7 +93,6 @@ CREATE TABLE dead_letter (
     replayed   INTEGER NOT NULL DEFAULT 0
 );
 
-CREATE INDEX dead_letter_open ON dead_letter (id) WHERE replayed = 0;
 
 -- Writes the engine made (or attempted) on a server.
 CREATE TABLE audit_log (

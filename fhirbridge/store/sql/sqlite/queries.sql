@@ -19,22 +19,23 @@ INSERT OR IGNORE INTO resource_version
     (server, resource_type, resource_id, version_id, last_updated, raw, received_at)
 VALUES (:server, :resource_type, :resource_id, :version_id, :last_updated, :raw, :now);
 
--- name: insert_processed_version
-INSERT OR IGNORE INTO resource_version
-    (server, resource_type, resource_id, version_id, last_updated, raw, received_at, processed_at)
-VALUES (:server, :resource_type, :resource_id, :version_id, :last_updated, :raw, :now, :now);
+-- name: insert_pending
+INSERT INTO pending_version (seq) VALUES (:seq);
 
 -- name: mark_processed
-UPDATE resource_version
-SET processed_at = coalesce(processed_at, :now)
-WHERE server = :server AND resource_type = :resource_type
-  AND resource_id = :resource_id AND version_id = :version_id;
+-- Takes the version off the pending list; changes nothing when it is not there.
+DELETE FROM pending_version
+WHERE seq = (
+    SELECT seq FROM resource_version
+    WHERE server = :server AND resource_type = :resource_type
+      AND resource_id = :resource_id AND version_id = :version_id
+);
 
 -- name: pending
-SELECT server, resource_type, resource_id, version_id, last_updated, raw
-FROM resource_version
-WHERE processed_at IS NULL
-ORDER BY seq
+SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
+FROM pending_version AS p
+JOIN resource_version AS v ON v.seq = p.seq
+ORDER BY p.seq
 LIMIT :limit;
 
 -- name: snapshot
@@ -64,8 +65,9 @@ ON CONFLICT (server, encounter) DO UPDATE SET
 DELETE FROM encounter_index WHERE server = :server AND encounter = :encounter;
 
 -- name: stays
+-- Without statistics the planner would rather scan the server's whole primary key range.
 SELECT server, encounter, patient, encounter_class, status, start_at, end_at
-FROM encounter_index
+FROM encounter_index INDEXED BY encounter_index_patient
 WHERE server = :server AND patient = :patient
 ORDER BY start_at IS NULL, start_at, encounter;
 
