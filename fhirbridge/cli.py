@@ -42,11 +42,19 @@ class _State:
 
     def config(self) -> Config:
         if self.config_path is None:
-            raise ConfigError(
-                "no configuration: pass --config FILE or set FHIRBRIDGE_CONFIG "
-                "(examples/sekmet.yaml is a starting point)"
+            click.echo(
+                "fhirbridge: error: no configuration: pass --config FILE or set "
+                "FHIRBRIDGE_CONFIG (examples/sekmet.yaml is a starting point)",
+                err=True,
             )
-        return load_config(self.config_path)
+            raise SystemExit(2)
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            if self.verbose:
+                traceback.print_exc()
+            click.echo(f"fhirbridge: error: {exc}", err=True)
+            raise SystemExit(2) from None
 
 
 def _run(state: _State, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -247,6 +255,39 @@ def replay(state: _State) -> None:
 
 
 @main.command()
+@click.option("--now", help="Count overdue work as of this instant.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_obj
+def report(state: _State, now: str | None, as_json: bool) -> None:
+    """Follow-up and referral completion, and overdue work per owner, from the server."""
+    from fhirbridge.engine import Bridge
+    from fhirbridge.store import MemoryStore
+
+    config = state.config()
+
+    async def work() -> Any:
+        async with Bridge.from_config(config, clock=_clock(now), store=MemoryStore()) as bridge:
+            return await bridge.report()
+
+    figures = _run(state, work).as_dict()
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    click.echo(f"as of {figures['as_of']}")
+    header = ("task code", "total", "done", "on time", "open", "late")
+    click.echo("  {:<22} {:>5} {:>5} {:>7} {:>5} {:>5}  completion".format(*header))
+    for code, row in figures["by_code"].items():
+        rate = "-" if row["completion"] is None else f"{row['completion']:.0%}"
+        click.echo(
+            f"  {code:<22} {row['total']:>5} {row['completed']:>5} {row['completed_on_time']:>7}"
+            f" {row['open']:>5} {row['overdue']:>5}  {rate}"
+        )
+    click.echo("overdue work per owner:")
+    for owner, count in figures["overdue_by_owner"].items() or [("(none)", 0)]:
+        click.echo(f"  {owner:<40} {count}")
+
+
+@main.command()
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -258,6 +299,58 @@ def demo(state: _State, workdir: Path | None) -> None:
     from fhirbridge.demo import run_demo
 
     _run(state, lambda: run_demo(workdir, echo=click.echo))
+
+
+@main.command()
+@click.option(
+    "--no-poll", is_flag=True, help="Only receive notifications; never poll the server on a timer."
+)
+@click.pass_obj
+def serve(state: _State, no_poll: bool) -> None:
+    """Receive FHIR notifications (Subscriptions, Da Vinci) on receiver.host:port and act on
+    them; also poll every receiver.poll_interval seconds. SIGTERM drains and exits 0."""
+    from fhirbridge.receiver import serve as serve_receiver
+
+    config = state.config()
+    _run(state, lambda: serve_receiver(config, poll=not no_poll))
+
+
+@main.command()
+@click.option("--list", "list_only", is_flag=True, help="Only list the engine's Subscriptions.")
+@click.option("--delete", is_flag=True, help="Delete every Subscription the engine made.")
+@click.pass_obj
+def subscribe(state: _State, list_only: bool, delete: bool) -> None:
+    """Create or update the configured Subscriptions on the server (run it while `serve` is
+    listening: topic subscriptions become active after a handshake with the receiver)."""
+    from fhirbridge.engine import Bridge
+    from fhirbridge.subscriptions import (
+        delete_subscriptions,
+        ensure_subscriptions,
+        list_subscriptions,
+    )
+
+    config = state.config()
+
+    async def work() -> list[dict[str, Any]]:
+        async with Bridge.from_config(config) as bridge:
+            if delete:
+                return await delete_subscriptions(bridge)
+            if list_only:
+                return await list_subscriptions(bridge)
+            return await ensure_subscriptions(bridge, config)
+
+    rows = _run(state, work)
+    if not rows:
+        click.echo("no subscriptions")
+    for row in rows:
+        error = f"  ({row['error']})" if row.get("error") else ""
+        click.echo(
+            f"Subscription/{row['id']}  {row['status'] or '-':<9} {row['style']:<5} "
+            f"{row['payload']:<13} {row['criteria']}  {row['action']}{error}".rstrip()
+        )
+    if not (list_only or delete) and any(r["status"] != "active" for r in rows):
+        click.echo("fhirbridge: error: a Subscription did not become active", err=True)
+        raise SystemExit(3)
 
 
 if __name__ == "__main__":  # pragma: no cover

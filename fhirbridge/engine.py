@@ -210,33 +210,93 @@ class Bridge:
         processed first without reading them back; then whatever else is pending.
         """
         stats = stats or RunStats()
-        for version in fresh:
-            await self.process_version(version, stats)
+        if fresh:
+            await self._process_many(fresh, stats)
         while True:
             pending = self.store.pending(batch)
             if not pending:
                 return stats
-            for version in pending:
-                await self.process_version(version, stats)
+            await self._process_many(pending, stats)
             if self.progress is not None:
                 self.progress("process", stats)
 
     async def process_version(self, version: ResourceVersion, stats: RunStats) -> list[Plan]:
         """Process one journalled version (atomically in the store)."""
+        outcome = await self._evaluate(version, stats)
+        self._commit([outcome], stats)
+        return outcome.plans
+
+    async def _process_many(self, versions: Sequence[ResourceVersion], stats: RunStats) -> None:
+        """Evaluate versions in order and record their outcomes in as few transactions as
+        is safe: a group is committed before a version whose resource or patient it already
+        touched, so every evaluation reads the journal as of the versions before it."""
+        group: list[_Outcome] = []
+        touched: set[str] = set()
+        for version in versions:
+            marks = {version.reference}
+            patient = local_reference(
+                version.resource.get("subject") or version.resource.get("for")
+            )
+            if patient:
+                marks.add(patient)
+            if marks & touched:
+                self._commit(group, stats)
+                group, touched = [], set()
+            group.append(await self._evaluate(version, stats))
+            touched |= marks
+        self._commit(group, stats)
+
+    def _commit(self, outcomes: Sequence[_Outcome], stats: RunStats) -> None:
+        """Record outcomes in one transaction (no awaits inside: nothing interleaves)."""
+        if not outcomes:
+            return
+        try:
+            with self.store.batch():
+                for outcome in outcomes:
+                    if outcome.rejected:
+                        self.store.reject(outcome.version, outcome.rejected)
+                    else:
+                        self.store.complete(
+                            outcome.version,
+                            transitions=outcome.transitions,
+                            outbox=outcome.items,
+                            notes=outcome.notes,
+                            update_snapshot=outcome.newer,
+                        )
+        except Exception:
+            self._views.clear()
+            raise
+        for outcome in outcomes:
+            if outcome.view is not None and outcome.newer:
+                self._remember(outcome.version.server, outcome.view)
+            stats.transitions += len(outcome.transitions)
+            stats.planned += len(outcome.items)
+            if stats.keep_plans:
+                stats.plans.extend(outcome.plans)
+            for transition in outcome.transitions:
+                log.info(
+                    "transition_detected",
+                    kind=transition.kind.value,
+                    resource=transition.focus,
+                    planned=sum(
+                        len(p.actions) for p in outcome.plans if p.transition is transition
+                    ),
+                )
+
+    async def _evaluate(self, version: ResourceVersion, stats: RunStats) -> _Outcome:
+        """Detect and plan for one version; writes nothing."""
         stats.processed += 1
         view: EncounterView | None = None
         try:
             if version.resource_type == "Encounter":
                 found = await self._encounter_transitions(version)
                 if found is None:  # a late, older version: journalled, ignored
-                    self.store.complete(version, update_snapshot=False)
-                    return []
+                    return _Outcome(version, newer=False)
                 transitions, view = found
             else:
                 before = self.store.snapshot(version.server, version.resource_type, version.id)
                 if before is not None and not is_newer(before.resource, version.resource):
-                    self.store.complete(version, update_snapshot=False)
-                    return []
+                    return _Outcome(version, newer=False)
                 context = DetectContext(encounter=self._encounter_context(version.server, ()))
                 previous = before.resource if before is not None else None
                 transitions = detect(previous, version.resource, context)
@@ -244,32 +304,11 @@ class Bridge:
         except FhirError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            self.store.reject(version, f"cannot process {version.reference}: {exc!r}")
             stats.dead += 1
-            return []
-        items: list[OutboxItem] = []
-        for plan in plans:
-            items.extend(outbox_item(action, plan.transition) for action in plan.actions)
+            return _Outcome(version, rejected=f"cannot process {version.reference}: {exc!r}")
+        items = [outbox_item(a, plan.transition) for plan in plans for a in plan.actions]
         notes = {p.transition.key: p.note for p in plans if p.note}
-        try:
-            self.store.complete(version, transitions=transitions, outbox=items, notes=notes)
-        except Exception:
-            self._views.clear()
-            raise
-        if view is not None:
-            self._remember(version.server, view)
-        stats.transitions += len(transitions)
-        stats.planned += len(items)
-        if stats.keep_plans:
-            stats.plans.extend(plans)
-        for transition in transitions:
-            log.info(
-                "transition_detected",
-                kind=transition.kind.value,
-                resource=transition.focus,
-                planned=sum(len(p.actions) for p in plans if p.transition is transition),
-            )
-        return plans
+        return _Outcome(version, transitions, plans, items, notes, view)
 
     def _remember(self, server: str, view: EncounterView) -> None:
         """Keep the projection of the newest Encounter snapshot (bounded, oldest out)."""
@@ -583,6 +622,20 @@ class Bridge:
                 self.store.mark_replayed(letter.id)
                 count += 1
         return count
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What evaluating one version decided, before it is recorded."""
+
+    version: ResourceVersion
+    transitions: list[Transition] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
+    items: list[OutboxItem] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    view: EncounterView | None = None
+    newer: bool = True
+    rejected: str = ""
 
 
 def _view_is_newer(old: EncounterView, new: EncounterView) -> bool:

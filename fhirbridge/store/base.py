@@ -16,6 +16,7 @@ The engine's flow through the store, and why it never loses or repeats work:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -116,6 +117,13 @@ class Store(Protocol):
 
         ``notes`` maps a transition key to a short note (e.g. why no work was planned).
         Transitions already journalled (same key) are kept as they were.
+        """
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A block whose writes commit as one transaction (nested blocks join the outer).
+
+        Use it around synchronous ``complete``/``reject`` calls only: nothing a sender waits
+        for may be appended inside it.
         """
 
     def reject(self, version: ResourceVersion, reason: str) -> None:

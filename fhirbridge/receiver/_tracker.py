@@ -1,0 +1,138 @@
+"""Missed-event detection for topic-based subscriptions (Backport IG, ``errors.md``).
+
+Per subscription the tracker keeps ``contiguous`` (every event number up to it was received),
+the numbers received above it, the highest number the server claims (``events-since-
+subscription-start``) and when the last message came. A number above ``contiguous + 1``
+with a hole below it, a count the server reports beyond what arrived, or a status of
+``error`` means events may be lost: the receiver then catches up by polling. ``contiguous``
+is persisted with the store's watermark API (``subscription:<id>``) so a restart keeps it.
+
+Deliveries may arrive out of order (sekmet sends from four threads): a hole is only a
+*suspected* gap until it outlives a short grace period; the receiver decides that.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from fhirbridge.receiver._notify import SubscriptionStatus
+from fhirbridge.store.base import Store
+
+__all__ = ["EventTracker", "Observation", "watermark_key"]
+
+
+def watermark_key(subscription_id: str) -> str:
+    """The watermark name under which a subscription's contiguous event number is kept."""
+    return f"subscription:{subscription_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one notification told the tracker."""
+
+    duplicates: int = 0
+    gap: bool = False
+    error: bool = False
+
+
+@dataclass(slots=True)
+class _State:
+    topic: str | None
+    contiguous: int
+    last_seen: float
+    highest: int = 0
+    ahead: set[int] = field(default_factory=set)
+    alarmed: bool = False
+
+
+class EventTracker:
+    """Event numbers and heartbeats per subscription, in memory and in the store."""
+
+    def __init__(
+        self, store: Store, server: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.server = server
+        self.clock = clock
+        self._subs: dict[str, _State] = {}
+
+    def _state(self, subscription_id: str, topic: str | None) -> _State:
+        state = self._subs.get(subscription_id)
+        if state is None:
+            saved = self.store.watermark(self.server, watermark_key(subscription_id))
+            start = int(saved) if saved and saved.isdigit() else 0
+            state = _State(topic=topic, contiguous=start, last_seen=self.clock(), highest=start)
+            self._subs[subscription_id] = state
+        if topic:
+            state.topic = topic
+        return state
+
+    def _advance(self, subscription_id: str, state: _State, to: int | None = None) -> None:
+        before = state.contiguous
+        if to is not None and to > state.contiguous:
+            state.contiguous = to
+        while state.contiguous + 1 in state.ahead:
+            state.contiguous += 1
+        state.ahead = {n for n in state.ahead if n > state.contiguous}
+        if state.contiguous != before:
+            self.store.set_watermark(
+                self.server, watermark_key(subscription_id), str(state.contiguous)
+            )
+
+    def observe(self, status: SubscriptionStatus) -> Observation:
+        """Record a notification (after what it carried is journalled)."""
+        state = self._state(status.subscription_id, status.topic)
+        state.last_seen, state.alarmed = self.clock(), False
+        duplicates = 0
+        for event in status.events:
+            number = event.number
+            if number is None:
+                continue
+            if number <= state.contiguous or number in state.ahead:
+                duplicates += 1
+            else:
+                state.ahead.add(number)
+            state.highest = max(state.highest, number)
+        if status.events_since_start is not None:
+            state.highest = max(state.highest, status.events_since_start)
+        self._advance(status.subscription_id, state)
+        return Observation(
+            duplicates=duplicates,
+            gap=state.highest > state.contiguous,
+            error=status.status == "error",
+        )
+
+    def has_gap(self, subscription_id: str) -> bool:
+        """Whether events of the subscription are still unaccounted for."""
+        state = self._subs.get(subscription_id)
+        return state is not None and state.highest > state.contiguous
+
+    def marks(self) -> dict[str, int]:
+        """The highest event number claimed per subscription (what a catch-up started now
+        covers: the poll reads the server's current state)."""
+        return {sid: state.highest for sid, state in self._subs.items()}
+
+    def caught_up(self, marks: Mapping[str, int]) -> None:
+        """A catch-up that started at ``marks`` finished: those events are covered."""
+        for sid, highest in marks.items():
+            state = self._subs.get(sid)
+            if state is not None:
+                self._advance(sid, state, highest)
+
+    def overdue(self, heartbeats: Mapping[str, float]) -> list[str]:
+        """Subscriptions silent for more than twice their topic's heartbeat period (each
+        reported once until it is heard from again)."""
+        now = self.clock()
+        late: list[str] = []
+        for sid, state in self._subs.items():
+            period = heartbeats.get(state.topic or "")
+            if period and not state.alarmed and now - state.last_seen > 2 * period:
+                state.alarmed = True
+                late.append(sid)
+        return late
+
+    def topics(self) -> Iterable[tuple[str, str | None]]:
+        """``(subscription id, topic)`` of every subscription heard from."""
+        return [(sid, state.topic) for sid, state in self._subs.items()]

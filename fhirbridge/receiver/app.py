@@ -1,0 +1,330 @@
+"""The notification receiver as an ASGI app (Starlette).
+
+Routes, under one prefix (``/notify`` by default; the Subscription endpoint is
+``receiver.public_url + prefix``):
+
+========================================= ==============================================
+``PUT  {prefix}/{type}/{id}``             R4 rest-hook with payload: the full resource
+``POST {prefix}``                         empty body: R4 rest-hook without payload (a poll
+                                          since the watermark follows); a Backport history
+                                          Bundle (handshake, heartbeat, event-notification,
+                                          query-status); a Da Vinci message Bundle; or one
+                                          resource
+``POST {prefix}/$process-message``        Da Vinci notification message Bundle
+``GET  /healthz`` ``/readyz`` ``/metrics`` liveness, readiness (journal and server), Prometheus
+========================================= ==============================================
+
+Every notification must carry the shared secret (``Authorization: Bearer <secret>`` or
+``X-Fhirbridge-Secret``), else 401. A body over ``max_body`` bytes gets 413; a body that is
+not JSON, not FHIR, or names a URL off the configured server gets 400 and is kept as a dead
+letter. 200 is answered only after what the notification carries is in the journal; if
+the journal (or, for id-only content, the server) fails, 503 asks the sender to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fhirbridge.engine import Bridge
+from fhirbridge.errors import FhirError, StoreError
+from fhirbridge.receiver._notify import (
+    NotificationError,
+    is_topic_notification,
+    parse_json,
+    parse_message,
+    parse_resource,
+    parse_topic_notification,
+)
+from fhirbridge.receiver._receiver import OnInactive, Receiver, ReceiverUnavailable
+
+__all__ = ["DEFAULT_PREFIX", "create_app"]
+
+log = structlog.get_logger(__name__)
+DEFAULT_PREFIX = "/notify"
+FHIR_JSON = "application/fhir+json"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Call:
+    request: Request
+    body: bytes
+    kind: str = "unknown"
+
+
+def _outcome(
+    status: int, code: str, text: str, *, severity: str = "error", **headers: str
+) -> Response:
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": text}],
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        media_type=FHIR_JSON,
+        headers=headers or None,
+    )
+
+
+class _Http:
+    """The HTTP side: authenticate, bound, parse, hand over to the :class:`Receiver`."""
+
+    def __init__(
+        self, receiver: Receiver, *, secret: str | None, max_body: int, readiness_ttl: float
+    ) -> None:
+        self.receiver = receiver
+        self.secret = secret.encode() if secret is not None else None
+        self.max_body = max_body
+        self.readiness_ttl = readiness_ttl
+        self._server_check: tuple[float, str] | None = None
+
+    def _authorized(self, request: Request) -> bool:
+        if self.secret is None:
+            return True
+        given = request.headers.get("x-fhirbridge-secret")
+        if given is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer":
+                return False
+            given = token.strip()
+        return hmac.compare_digest(given.encode(), self.secret)
+
+    async def _read(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > self.max_body:
+            raise _TooLarge
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                raise _TooLarge
+        return bytes(body)
+
+    async def _serve(self, request: Request, handle: Callable[[_Call], Awaitable[str]]) -> Response:
+        count = self.receiver.metrics.received
+        if not self._authorized(request):
+            count("unknown", "unauthorized")
+            return _outcome(
+                401,
+                "login",
+                "missing or wrong notification secret",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        self.receiver.inflight += 1
+        try:
+            return await self._handle(request, handle)
+        finally:
+            self.receiver.inflight -= 1
+
+    async def _handle(
+        self, request: Request, handle: Callable[[_Call], Awaitable[str]]
+    ) -> Response:
+        count = self.receiver.metrics.received
+        try:
+            call = _Call(request, await self._read(request))
+        except _TooLarge:
+            count("unknown", "too_large")
+            return _outcome(413, "too-costly", f"the body is larger than {self.max_body} bytes")
+        try:
+            done = await handle(call)
+        except NotificationError as exc:
+            count(call.kind, "invalid")
+            self._dead_letter(call, exc.message)
+            return _outcome(400, "invalid", exc.message)
+        except (ReceiverUnavailable, StoreError) as exc:
+            count(call.kind, "unavailable")
+            log.warning("notification_not_durable", kind=call.kind, error=type(exc).__name__)
+            return _outcome(503, "transient", "not journalled; retry later", **{"Retry-After": "5"})
+        count(call.kind, "accepted")
+        return _outcome(200, "informational", done, severity="information")
+
+    def _dead_letter(self, call: _Call, reason: str) -> None:
+        reference = f"{call.request.method} {call.request.url.path}"
+        try:
+            self.receiver.bridge.store.dead_letter("notification", reference, reason, call.body)
+        except StoreError as exc:
+            log.error("dead_letter_failed", error=str(exc))
+
+    # -- notification routes -----------------------------------------------------------
+    async def put_resource(self, request: Request) -> Response:
+        """``PUT {prefix}/{type}/{id}``: an R4 rest-hook notification with its resource."""
+
+        async def handle(call: _Call) -> str:
+            call.kind = "rest-hook"
+            (version,) = self.receiver.versions([call.body])
+            named = (request.path_params["type"], request.path_params["id"])
+            if (version.resource_type, version.id) != named:
+                raise NotificationError(
+                    f"the body is {version.reference}, the URL {named[0]}/{named[1]}"
+                )
+            await self.receiver.journal.append([version])
+            return "journalled"
+
+        return await self._serve(request, handle)
+
+    async def post(self, request: Request) -> Response:
+        """``POST {prefix}``: empty, Backport Bundle, message Bundle or one resource."""
+
+        async def handle(call: _Call) -> str:
+            if not call.body.strip():
+                call.kind = "rest-hook-empty"
+                self.receiver.catch_up("empty-notification")
+                return "a poll since the watermark is scheduled"
+            data = parse_json(call.body)
+            if is_topic_notification(data):
+                note = parse_topic_notification(data, self.receiver.owns)
+                call.kind = note.status.type
+                await self.receiver.topic(note)
+                return f"{note.status.type} received"
+            if isinstance(data, Mapping) and data.get("resourceType") == "Bundle":
+                if data.get("type") == "message":
+                    return await self._message(call, data)
+                raise NotificationError(
+                    f"a Bundle of type {data.get('type')!r} is not a notification"
+                )
+            call.kind = "rest-hook"
+            parse_resource(data)
+            await self.receiver.accept([call.body])  # the bytes as they came
+            return "journalled"
+
+        return await self._serve(request, handle)
+
+    async def process_message(self, request: Request) -> Response:
+        """``POST {prefix}/$process-message``: a Da Vinci notification message."""
+
+        async def handle(call: _Call) -> str:
+            return await self._message(call, parse_json(call.body))
+
+        return await self._serve(request, handle)
+
+    async def _message(self, call: _Call, data: Any) -> str:
+        call.kind = "message"
+        if not isinstance(data, Mapping):
+            raise NotificationError("the body is not a FHIR Bundle")
+        message = parse_message(data, self.receiver.owns)
+        await self.receiver.accept(list(message.resources))
+        return f"{message.event} journalled"
+
+    # -- operations routes -------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: the journal answers and the FHIR server's metadata is reachable."""
+        checks: dict[str, str] = {}
+        try:
+            self.receiver.bridge.store.outbox_depth()
+            checks["journal"] = "ok"
+        except Exception as exc:
+            checks["journal"] = f"failing ({type(exc).__name__})"
+        checks["server"] = await self._server()
+        ready = all(v in ("ok", "not configured") for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def _server(self) -> str:
+        client = self.receiver.bridge.client
+        if client is None:
+            return "not configured"
+        now = time.monotonic()
+        if self._server_check is not None and self._server_check[0] > now:
+            return self._server_check[1]
+        try:
+            await asyncio.wait_for(client.get("metadata"), timeout=3.0)
+            result = "ok"
+        except (FhirError, TimeoutError) as exc:
+            result = f"unreachable ({type(exc).__name__})"
+        self._server_check = (now + self.readiness_ttl, result)
+        return result
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus exposition of this receiver's registry."""
+        return Response(self.receiver.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(
+    bridge: Bridge,
+    *,
+    secret: str | None,
+    max_body: int,
+    prefix: str = DEFAULT_PREFIX,
+    heartbeats: Mapping[str, float] | None = None,
+    poll_interval: float | None = None,
+    gap_grace: float = 2.0,
+    commit_window: float = 0.002,
+    check_interval: float = 5.0,
+    checkpoint_interval: float = 0.1,
+    readiness_ttl: float = 5.0,
+    on_inactive: OnInactive | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    """The receiver app for ``bridge``; its :class:`Receiver` is ``app.state.receiver``.
+
+    ``secret`` None turns authentication off (only behind a proxy that authenticates).
+    ``heartbeats`` maps topic canonicals to heartbeat periods in seconds (default: the
+    configured subscriptions'); a subscription silent for twice its period triggers a
+    ``$status`` query and a catch-up. ``poll_interval`` also polls on a timer (and once at
+    start). ``gap_grace`` is how long a hole in event numbers may wait for a late delivery
+    before it counts as missed. ``commit_window`` is the group-commit window in seconds.
+    ``on_inactive(subscription_id)`` is awaited when a subscription reports ``error``/``off``.
+    ``checkpoint_interval`` is how often a thread checkpoints a SQLite journal's WAL, so the
+    event loop's commits do not. ``clock`` (monotonic seconds) times heartbeats and the lag
+    gauge.
+    The worker starts with the app's lifespan and drains in-flight work when it ends.
+    """
+    receiver = Receiver(
+        bridge,
+        heartbeats=heartbeats,
+        poll_interval=poll_interval,
+        gap_grace=gap_grace,
+        commit_window=commit_window,
+        check_interval=check_interval,
+        checkpoint_interval=checkpoint_interval,
+        on_inactive=on_inactive,
+        clock=clock,
+    )
+    http = _Http(receiver, secret=secret, max_body=max_body, readiness_ttl=readiness_ttl)
+    prefix = "/" + prefix.strip("/")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await receiver.start()
+        try:
+            yield
+        finally:
+            await receiver.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", http.healthz, methods=["GET"]),
+            Route("/readyz", http.readyz, methods=["GET"]),
+            Route("/metrics", http.metrics, methods=["GET"]),
+            Route(f"{prefix}/$process-message", http.process_message, methods=["POST"]),
+            Route(prefix, http.post, methods=["POST"]),
+            Route(prefix + "/{type}/{id}", http.put_resource, methods=["PUT"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.receiver = receiver
+    return app

@@ -1,0 +1,218 @@
+"""Ask the FHIR server for the configured Subscriptions, idempotently.
+
+Two styles (FHIR-NOTES §4), chosen per ``subscriptions[]`` entry:
+
+- ``criteria``: an R4 Subscription, ``channel.type rest-hook``, ``payload
+  application/fhir+json`` for full-resource content (the server PUTs each resource to
+  ``endpoint/[type]/[id]``) or no payload for empty content (an empty POST);
+- ``topic``: a Subscriptions Backport one (profile ``backport-subscription``), criteria the
+  topic canonical, ``_criteria`` filter extensions, the content code as the
+  ``backport-payload-content`` extension of ``channel._payload``, an optional heartbeat.
+
+The endpoint is ``receiver.public_url + /notify``; the shared secret goes out as the channel
+header ``Authorization: Bearer <secret>``. R4 Subscription has no ``identifier`` element, so
+each carries the engine's deterministic identifier as a ``meta.tag`` (system
+``https://fhirbridge.dev/fhir/identifier``, a hash of endpoint, criteria and filters) plus the
+engine tag: running again finds it by tag and updates it (only when it differs or is not
+active) instead of creating another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+
+from fhirbridge.config import Config, SubscriptionConfig
+from fhirbridge.engine import Bridge
+from fhirbridge.errors import ConfigError, FhirError, ResourceNotFound
+from fhirbridge.fhir.client import FhirClient
+from fhirbridge.receiver.app import DEFAULT_PREFIX
+from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
+
+__all__ = [
+    "BACKPORT_PROFILE",
+    "build_subscription",
+    "delete_subscriptions",
+    "ensure_subscriptions",
+    "list_subscriptions",
+    "receiver_endpoint",
+    "subscription_key",
+]
+
+log = structlog.get_logger(__name__)
+_BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+BACKPORT_PROFILE = f"{_BP}/backport-subscription"
+EXT_FILTER = f"{_BP}/backport-filter-criteria"
+EXT_CONTENT = f"{_BP}/backport-payload-content"
+EXT_HEARTBEAT = f"{_BP}/backport-heartbeat-period"
+FHIR_JSON = "application/fhir+json"
+_COMPARED = ("criteria", "_criteria", "channel", "reason")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def receiver_endpoint(config: Config, prefix: str = DEFAULT_PREFIX) -> str:
+    """Where the server must send notifications: ``receiver.public_url`` + ``prefix``."""
+    if not config.receiver.public_url:
+        raise ConfigError("receiver.public_url: needed to subscribe (the URL the server calls)")
+    return config.receiver.public_url.rstrip("/") + "/" + prefix.strip("/")
+
+
+def subscription_key(spec: SubscriptionConfig, endpoint: str) -> str:
+    """The deterministic identifier of a configured subscription at an endpoint."""
+    basis = json.dumps([endpoint, spec.criteria or spec.topic, sorted(spec.filters)])
+    return "subscription-" + hashlib.sha256(basis.encode()).hexdigest()[:24]
+
+
+def build_subscription(spec: SubscriptionConfig, *, endpoint: str, secret: str) -> dict[str, Any]:
+    """The Subscription resource for one configured entry (status ``requested``)."""
+    key = subscription_key(spec, endpoint)
+    channel: dict[str, Any] = {
+        "type": "rest-hook",
+        "endpoint": endpoint,
+        "header": [f"Authorization: Bearer {secret}"],
+    }
+    resource: dict[str, Any] = {
+        "resourceType": "Subscription",
+        "meta": {
+            "tag": [
+                {"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE},
+                {"system": IDENTIFIER_SYSTEM, "code": key},
+            ]
+        },
+        "status": "requested",
+        "reason": f"fhirbridge: {spec.criteria or spec.topic}",
+        "criteria": spec.criteria or spec.topic,
+        "channel": channel,
+    }
+    if spec.criteria is not None:
+        if spec.payload == "id-only":
+            raise ConfigError("subscriptions[]: id-only content needs a topic (R4 has no id-only)")
+        if spec.heartbeat is not None or spec.filters:
+            raise ConfigError("subscriptions[]: heartbeat and filters need a topic subscription")
+        if spec.payload == "full-resource":
+            channel["payload"] = FHIR_JSON
+        return resource
+    resource["meta"]["profile"] = [BACKPORT_PROFILE]
+    if spec.filters:
+        resource["_criteria"] = {
+            "extension": [{"url": EXT_FILTER, "valueString": f} for f in spec.filters]
+        }
+    channel["payload"] = FHIR_JSON
+    channel["_payload"] = {"extension": [{"url": EXT_CONTENT, "valueCode": spec.payload}]}
+    if spec.heartbeat is not None:
+        channel["extension"] = [{"url": EXT_HEARTBEAT, "valueUnsignedInt": spec.heartbeat}]
+    return resource
+
+
+def _summary(resource: Mapping[str, Any], action: str = "") -> dict[str, Any]:
+    """What callers see of a Subscription (never its headers: they hold the secret)."""
+    channel = resource.get("channel") or {}
+    tags = (resource.get("meta") or {}).get("tag") or ()
+    content = next(
+        (
+            e.get("valueCode")
+            for e in (channel.get("_payload") or {}).get("extension") or ()
+            if e.get("url") == EXT_CONTENT
+        ),
+        "full-resource" if channel.get("payload") else "empty",
+    )
+    return {
+        "id": resource.get("id"),
+        "key": next((t.get("code") for t in tags if t.get("system") == IDENTIFIER_SYSTEM), None),
+        "style": "topic" if "?" not in str(resource.get("criteria", "?")) else "r4",
+        "criteria": resource.get("criteria"),
+        "payload": content,
+        "endpoint": channel.get("endpoint"),
+        "status": resource.get("status"),
+        "error": resource.get("error"),
+        "action": action,
+    }
+
+
+def _client(bridge: Bridge) -> FhirClient:
+    if bridge.client is None:
+        raise FhirError("managing subscriptions needs a FHIR client")
+    return bridge.client
+
+
+async def _await_active(
+    client: FhirClient, resource: dict[str, Any], wait: float, sleep: Sleep
+) -> dict[str, Any]:
+    """Re-read until the server says active (or error/off), for at most ``wait`` seconds."""
+    delay, waited = 0.05, 0.0
+    while resource.get("status") not in ("active", "error", "off") and waited < wait:
+        await sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 1.0, max(wait - waited, 0.01))
+        resource = await client.read("Subscription", str(resource["id"]))
+    return resource
+
+
+async def ensure_subscriptions(
+    bridge: Bridge,
+    config: Config | None = None,
+    *,
+    wait: float = 5.0,
+    sleep: Sleep = asyncio.sleep,
+) -> list[dict[str, Any]]:
+    """Create or update every configured Subscription; returns one summary each, with
+    ``action`` created/updated/unchanged and the ``status`` reached within ``wait`` seconds.
+
+    The receiver must already be listening: a topic subscription becomes active only after
+    the server's handshake to it succeeds.
+    """
+    config = config or bridge.config
+    client = _client(bridge)
+    endpoint = receiver_endpoint(config)
+    secret = config.receiver.resolved_secret()
+    if not secret:
+        raise ConfigError("receiver.secret: subscriptions send it back as their channel header")
+    results: list[dict[str, Any]] = []
+    for spec in config.subscriptions:
+        desired = build_subscription(spec, endpoint=endpoint, secret=secret)
+        key = subscription_key(spec, endpoint)
+        found = await client.search_all("Subscription", {"_tag": f"{IDENTIFIER_SYSTEM}|{key}"})
+        for extra in found[1:]:  # a duplicate from a concurrent run
+            await client.delete("Subscription", str(extra["id"]))
+        if not found:
+            written = (await client.create(desired)).resource
+            action = "created"
+        else:
+            current = found[0]
+            same = all(current.get(k) == desired.get(k) for k in _COMPARED)
+            if same and current.get("status") == "active":
+                written, action = current, "unchanged"
+            else:
+                written = (await client.update({**desired, "id": current["id"]})).resource
+                action = "updated"
+        reached = await _await_active(client, written, wait, sleep)
+        log.info("subscription_ensured", key=key, action=action, status=reached.get("status"))
+        results.append(_summary(reached, action))
+    return results
+
+
+async def list_subscriptions(bridge: Bridge) -> list[dict[str, Any]]:
+    """Every Subscription on the server that carries the engine tag."""
+    client = _client(bridge)
+    found = await client.search_all(
+        "Subscription", {"_tag": f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"}
+    )
+    return [_summary(resource) for resource in found]
+
+
+async def delete_subscriptions(bridge: Bridge) -> list[dict[str, Any]]:
+    """Delete every Subscription that carries the engine tag; returns what was deleted."""
+    client = _client(bridge)
+    deleted = []
+    for summary in await list_subscriptions(bridge):
+        try:
+            await client.delete("Subscription", str(summary["id"]))
+        except ResourceNotFound:
+            continue
+        deleted.append({**summary, "action": "deleted"})
+    return deleted
