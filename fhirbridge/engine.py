@@ -123,6 +123,8 @@ class Bridge:
         # several workers sharing PostgreSQL, another worker may have moved a snapshot on
         self._views: OrderedDict[tuple[str, str], EncounterView] = OrderedDict()
         self._cache_views = not isinstance(self.store, PostgresStore)
+        # stays evaluated in the current group, not yet in the journal's encounter index
+        self._group_stays: dict[str, dict[str, Stay]] = {}
         self.writer = (
             Writer(
                 client,
@@ -234,11 +236,14 @@ class Bridge:
         touched: set[str] = set()
         for version in versions:
             marks = {version.reference}
-            patient = local_reference(
-                version.resource.get("subject") or version.resource.get("for")
-            )
-            if patient:
-                marks.add(patient)
+            if version.resource_type != "Encounter":
+                # Encounters see the group's other stays (below); other types read the
+                # patient's journalled state, so a patient seen in the group flushes it
+                patient = local_reference(
+                    version.resource.get("subject") or version.resource.get("for")
+                )
+                if patient:
+                    marks.add(patient)
             if marks & touched:
                 self._commit(group, stats)
                 group, touched = [], set()
@@ -248,6 +253,7 @@ class Bridge:
 
     def _commit(self, outcomes: Sequence[_Outcome], stats: RunStats) -> None:
         """Record outcomes in one transaction (no awaits inside: nothing interleaves)."""
+        self._group_stays.clear()
         if not outcomes:
             return
         try:
@@ -332,11 +338,24 @@ class Bridge:
             return None
         stays: list[Stay] = []
         changed = old is None or old.status != new.status or old.class_code != new.class_code
+        grouped = self._group_stays.setdefault(new.patient or "", {})
         if new.patient and new.inpatient and changed:
-            stays = self.store.stays(version.server, new.patient)
+            journalled = self.store.stays(version.server, new.patient)
+            stays = [s for s in journalled if s.encounter not in grouped]
+            stays += grouped.values()
             stays += await self._stays_from_server(new)
         context = self._encounter_context(version.server, stays)
-        return detect_encounter_views(old, new, context), new
+        transitions = detect_encounter_views(old, new, context)
+        grouped[new.reference] = Stay(
+            server=version.server,
+            encounter=new.reference,
+            patient=new.patient or "",
+            encounter_class=new.class_code,
+            status=new.status,
+            start=new.start,
+            end=new.end,
+        )
+        return transitions, new
 
     def _encounter_context(self, server: str, stays: Sequence[Stay]) -> EncounterContext:
         return EncounterContext(

@@ -39,7 +39,8 @@ def _kind(action: Action) -> str:
 def outbox_item(action: Action, transition: Transition) -> OutboxItem:
     """The outbox item for one planned action; its key makes a second enqueue a no-op."""
     kind = _kind(action)
-    fields = dataclasses.asdict(action)
+    # shallow: every field is a plain value or a JSON-ready mapping (asdict deep-copies)
+    fields = {f.name: getattr(action, f.name) for f in dataclasses.fields(action)}
     if isinstance(action, CreateTask):
         key = f"task:{action.identifier}"
         fields["due"] = action.due.isoformat()
