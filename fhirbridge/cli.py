@@ -255,6 +255,33 @@ def replay(state: _State) -> None:
 
 
 @main.command()
+@click.option("--since", help="Only what changed since this instant (default: everything).")
+@click.option("--now", help="Evaluate ages as of this instant.")
+@click.pass_obj
+def backfill(state: _State, since: str | None, now: str | None) -> None:
+    """Journal the server's history by bulk $export, then process and write it."""
+    from fhirbridge.engine import Bridge
+
+    config = state.config()
+    start = _instant(since, "--since")
+    on_tty = sys.stderr.isatty()
+
+    def show(message: str) -> None:
+        if on_tty:
+            click.echo(f"\rexport: {message}   ", err=True, nl=False)
+
+    async def work() -> str:
+        async with Bridge.from_config(config, clock=_clock(now)) as bridge:
+            stats = await bridge.backfill(since=start, progress=show)
+            return stats.summary()
+
+    summary = _run(state, work)
+    if on_tty:
+        click.echo("", err=True)
+    click.echo(summary)
+
+
+@main.command()
 @click.option("--now", help="Count overdue work as of this instant.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_obj

@@ -72,3 +72,14 @@ def test_errors_share_one_root() -> None:
         value = getattr(fhirbridge, name)
         if isinstance(value, type) and issubclass(value, Exception):
             assert issubclass(value, fhirbridge.FhirBridgeError), name
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_example_configurations_load(example: Path) -> None:
+    """Every configuration shipped in examples/ is valid."""
+    from fhirbridge.config import load_config
+
+    config = load_config(example, environ={})
+    assert config.fhir.base_url.startswith("http")
