@@ -12,7 +12,7 @@ A      inpatient admissions in the 12 months before                0-1: 0, 2-5: 
 L      length of stay >= 5 days                                    2
 =====  ==========================================================  ==========================
 
-Total 0-13: low 0-4, intermediate 5-6, high 7 and above (FHIR-NOTES section 7).
+Total 0-13: low 0-4, intermediate 5-6, high 7 and above (Donzé et al., JAMA Intern Med 2013).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ C      Charlson score with LACE's weights                           0-3: same, >
 E      ED visits in the 6 months before, not the one that led here  0-3: same, >=4: 4
 =====  ===========================================================  =========================
 
-Total 0-19: low 0-4, moderate 5-9, high 10 and above (FHIR-NOTES section 7).
+Total 0-19: low 0-4, moderate 5-9, high 10 and above (van Walraven et al., CMAJ 2010).
 """
 
 from __future__ import annotations

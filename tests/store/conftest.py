@@ -5,7 +5,7 @@ or ``root``; ``FHIRBRIDGE_TEST_POSTGRES`` overrides the URL). Each test gets its
 dropped afterwards. When no server answers, only the PostgreSQL cases are skipped.
 
 ``data/Encounter-*.json`` are copied unchanged from the official FHIR R4 examples (npm package
-``hl7.fhir.r4.examples`` 4.0.1, CC0-1.0; see /work/shared/data/SOURCES.md).
+``hl7.fhir.r4.examples`` 4.0.1, CC0-1.0).
 """
 
 from __future__ import annotations
