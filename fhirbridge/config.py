@@ -196,6 +196,17 @@ class ReceiverConfig(_Section):
     secret_file: Path | None = None
     max_body: int = Field(5 * 1024 * 1024, ge=1024)
     poll_interval: float = Field(300.0, gt=0)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> ReceiverConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("give both tls_certfile and tls_keyfile, or neither")
+        if self.tls_client_ca is not None and self.tls_certfile is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_certfile and tls_keyfile")
+        return self
 
     def resolved_secret(self) -> str | None:
         """The shared secret senders must present."""
@@ -281,9 +292,7 @@ def load_config(
             raise ConfigError(f"{file}: the configuration must be a mapping of sections")
         rules = raw.get("rules")
         if isinstance(rules, list):
-            raw["rules"] = [
-                str(r if Path(r).is_absolute() else (file.parent / r)) for r in rules
-            ]
+            raw["rules"] = [str(r if Path(r).is_absolute() else (file.parent / r)) for r in rules]
     saved_env = None
     if environ is not None:
         saved_env = dict(os.environ)

@@ -1,6 +1,7 @@
 """Notifications as plain values: parse what a sender POSTs or PUTs, check it, decide nothing.
 
-Three shapes arrive (R4 rest-hook, the Subscriptions R5 Backport IG, Da Vinci Unsolicited Notifications):
+Three shapes arrive (R4 rest-hook, the Subscriptions R5 Backport IG, Da Vinci Unsolicited
+Notifications):
 
 - R4 rest-hook: a full resource (``PUT [endpoint]/[type]/[id]``) or an empty ``POST``;
 - Subscriptions Backport: a ``history`` Bundle whose first entry is the SubscriptionStatus

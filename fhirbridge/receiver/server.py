@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import gc
 import signal
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import structlog
 import uvicorn
 
-from fhirbridge.config import Config
+from fhirbridge.config import Config, ReceiverConfig
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import ConfigError, FhirBridgeError
 from fhirbridge.receiver.app import DEFAULT_PREFIX, create_app
@@ -81,6 +82,27 @@ def _reactivator(bridge: Bridge, config: Config) -> Any:
     return reactivate
 
 
+def uvicorn_config(app: Any, receiver: ReceiverConfig) -> uvicorn.Config:
+    """The ASGI server's settings: address, TLS when configured, and mutual TLS (client
+    certificates required and checked against ``receiver.tls_client_ca``) when that is set."""
+    tls: dict[str, Any] = {}
+    if receiver.tls_certfile is not None:
+        tls = {"ssl_certfile": str(receiver.tls_certfile), "ssl_keyfile": str(receiver.tls_keyfile)}
+    if receiver.tls_client_ca is not None:
+        tls["ssl_ca_certs"] = str(receiver.tls_client_ca)
+        tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return uvicorn.Config(
+        app,
+        host=receiver.host,
+        port=receiver.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        **tls,
+    )
+
+
 async def serve(config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREFIX) -> None:
     """Receive notifications on ``receiver.host:port`` until SIGTERM/SIGINT.
 
@@ -104,17 +126,7 @@ async def serve(config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREF
             poll_interval=receiver.poll_interval if poll else None,
             on_inactive=_reactivator(bridge, config) if config.subscriptions else None,
         )
-        server = ReceiverServer(
-            uvicorn.Config(
-                app,
-                host=receiver.host,
-                port=receiver.port,
-                log_level="warning",
-                access_log=False,
-                lifespan="on",
-                timeout_graceful_shutdown=30,
-            )
-        )
+        server = ReceiverServer(uvicorn_config(app, receiver))
         log.info("receiver_starting", host=receiver.host, port=receiver.port, poll=poll)
         freeze_heap()
         await server.serve()
