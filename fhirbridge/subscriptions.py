@@ -1,6 +1,7 @@
 """Ask the FHIR server for the configured Subscriptions, idempotently.
 
-Two styles (R4 core Subscription, and the Subscriptions R5 Backport IG), chosen per ``subscriptions[]`` entry:
+Two styles (R4 core Subscription, and the Subscriptions R5 Backport IG), chosen per
+``subscriptions[]`` entry:
 
 - ``criteria``: an R4 Subscription, ``channel.type rest-hook``, ``payload
   application/fhir+json`` for full-resource content (the server PUTs each resource to
