@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,48 @@ __all__ = ["run_demo"]
 Echo = Callable[[str], None]
 
 
+def _high_risk_story(server: Any, echo: Echo) -> None:
+    """A frail patient: heart failure, COPD and dementia, two ED visits this autumn, eight
+    days in hospital after arriving through the ED. LACE puts them at high risk."""
+    patient = server.register_patient(mrn="DEMO0000", seed=99, birth_date="1938-04-02")
+    for code in ("I50.9", "J44.9", "F03.90"):
+        server.create(
+            {
+                "resourceType": "Condition",
+                "clinicalStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                            "code": "active",
+                        }
+                    ]
+                },
+                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]},
+                "subject": {"reference": f"Patient/{patient}"},
+            }
+        )
+    now = datetime.now(UTC)
+    for days_ago in (75, 30):
+        visit = server.ed_visit(patient)
+        server.discharge(visit, "home")
+        _move(server, visit, now - timedelta(days=days_ago), hours=5)
+    stay = server.admit(patient)
+    server.discharge(stay, "home")
+    _move(server, stay, now - timedelta(days=8), hours=8 * 24)
+    echo(f"  {'Frail, home after 8 days':<32} Patient/{patient}  Encounter/{stay}  (home)")
+
+
+def _move(server: Any, encounter_id: str, start: datetime, *, hours: int) -> None:
+    """Set an encounter's period (the workflows stamp the current time)."""
+    encounter = server.read("Encounter", encounter_id)
+    end = start + timedelta(hours=hours)
+    encounter["period"] = {"start": start.isoformat(), "end": end.isoformat()}
+    server.update(encounter)
+
+
 def _story(server: Any, echo: Echo) -> None:
     """Admit and discharge a handful of patients with different dispositions."""
+    _high_risk_story(server, echo)
     stays = [
         ("Home after pneumonia", "home"),
         ("To a skilled nursing facility", "snf"),
@@ -84,7 +124,7 @@ async def run_demo(workdir: Path | None = None, *, echo: Echo = print) -> None:
                 }
             )
             async with Bridge.from_config(config) as bridge:
-                since = bridge.clock.now() - timedelta(hours=1)
+                since = bridge.clock.now() - timedelta(hours=1)  # what the story just did
                 stats = await bridge.run_once(since=since)
                 echo(f"\nEngine run: {stats.summary()}\n")
                 await _show(bridge, echo)
@@ -128,3 +168,21 @@ async def _show(bridge: Bridge, echo: Echo) -> None:
         )
     if len(plan_rows) > 1:
         _table(plan_rows, echo)
+    assessments = await client.search_all("RiskAssessment", {"_tag": tag, "_count": 200})
+    echo(f"\nReadmission risk written back ({len(assessments)} RiskAssessments):")
+    risk_rows = [["patient", "score", "tier"]]
+    for assessment in sorted(assessments, key=lambda a: a["subject"]["reference"]):
+        prediction = (assessment.get("prediction") or [{}])[0]
+        risk_rows.append(
+            [
+                assessment["subject"]["reference"][:16],
+                assessment["method"]["coding"][0]["code"],
+                (prediction.get("qualitativeRisk") or {}).get("text", "-"),
+            ]
+        )
+    if len(risk_rows) > 1:
+        _table(risk_rows, echo)
+    report = (await bridge.report()).as_dict()
+    echo("\nCoordination report (fhirbridge report):")
+    for code, row in report["by_code"].items():
+        echo(f"  {code:<22} {row['total']} written, {row['open']} open, {row['overdue']} overdue")
