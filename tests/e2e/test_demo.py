@@ -21,5 +21,5 @@ async def test_demo_writes_the_work_once_and_shows_it(tmp_path: Path) -> None:
     assert "med-reconciliation" in text
     assert "  lace      high" in text
     assert "Second run (exactly once):" in text
-    second = next(line for line in lines if line.startswith("Second run"))
+    second = next(line for line in lines if line.strip().startswith("Second run"))
     assert "tasks created 0" in second and "planned writes 0" in second
