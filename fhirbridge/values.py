@@ -42,7 +42,11 @@ ENGINE_SYSTEM = "https://fhirbridge.dev/fhir"
 
 
 def parse_instant(value: str | None) -> datetime | None:
-    """Parse a FHIR instant/dateTime/date into an aware datetime (dates become midnight UTC).
+    """Parse a FHIR instant/dateTime/date into an aware datetime.
+
+    A date without a time becomes 12:00 UTC, so that its calendar date is the same in every
+    facility time zone from UTC-11 to UTC+11 (midnight UTC would be the day before in the
+    Americas).
 
     Returns None for None, an empty string, or a value that is not a FHIR date.
     """
@@ -67,7 +71,7 @@ def _parse_instant(value: str) -> datetime | None:
         elif len(text) == 7:
             text += "-01"
         if len(text) == 10:
-            return datetime.fromisoformat(text + "T00:00:00+00:00")
+            return datetime.fromisoformat(text + "T12:00:00+00:00")
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None

@@ -365,7 +365,7 @@ def test_first_seen_finished_stay_is_dated_by_period_end_not_last_updated() -> N
     found = detect_encounter(None, backfilled, CTX)
     discharge = only(found, TransitionKind.DISCHARGE)
     assert discharge.patient == "Patient/f201"
-    assert discharge.occurred_at == datetime(2013, 3, 20, tzinfo=UTC)
+    assert discharge.occurred_at == datetime(2013, 3, 20, 12, tzinfo=UTC)  # a date: noon UTC
     assert "admission" not in kinds(found)
 
 

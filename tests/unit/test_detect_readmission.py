@@ -259,7 +259,7 @@ def test_first_seen_finished_stay_counts_dated_by_its_start() -> None:
     )
     found = detect_encounter(None, load("Encounter-f203.json"), context(earlier, tz=UTC))
     assert [t.kind.value for t in found] == ["readmission", "discharge"]
-    assert found[0].occurred_at == datetime(2013, 3, 11, tzinfo=UTC)
+    assert found[0].occurred_at == datetime(2013, 3, 11, 12, tzinfo=UTC)  # a date: noon UTC
     assert found[0].facts["days_since_discharge"] == 19
 
 

@@ -126,7 +126,7 @@ def test_active_referral_is_placed() -> None:
     assert placed.patient == "Patient/77662"
     assert placed.focus == "ServiceRequest/myringotomy"
     assert placed.server == SERVER
-    assert placed.occurred_at == datetime(2014, 2, 14, tzinfo=UTC)
+    assert placed.occurred_at == datetime(2014, 2, 14, 12, tzinfo=UTC)  # a date: noon UTC
     assert placed.facts["status"] == "active"
     assert placed.facts["codes"] == [f"{SNOMED}|172676009"]
     assert placed.key == "referral-placed|ServiceRequest/myringotomy"
