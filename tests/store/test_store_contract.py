@@ -365,8 +365,8 @@ def test_stays_follow_the_encounter_snapshots(store: Store) -> None:
 
     (stay,) = store.stays(SERVER, "Patient/f201")
     assert (stay.start, stay.end) == (
-        datetime(2013, 3, 11, tzinfo=UTC),
-        datetime(2013, 3, 20, tzinfo=UTC),
+        datetime(2013, 3, 11, 12, tzinfo=UTC),
+        datetime(2013, 3, 20, 12, tzinfo=UTC),
     )
     assert store.stays("other-ehr", "Patient/example") == []
     assert store.stays(SERVER, "Patient/nobody") == []
