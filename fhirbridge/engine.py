@@ -18,7 +18,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,9 +26,11 @@ import structlog
 
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.config import Config
+from fhirbridge.context import PatientContext
 from fhirbridge.detect import DetectContext, EncounterContext, detect, is_newer, local_reference
 from fhirbridge.detect.encounter import detect_encounter_views
 from fhirbridge.detect.projection import EncounterView
+from fhirbridge.detect.timers import overdue_transition
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
@@ -115,9 +117,12 @@ class Bridge:
         self.progress = progress
         self.server = config.fhir.name
         self.calendar = self._calendar()
-        self._patients: dict[str, Mapping[str, Any] | None] = {}
-        self._care_teams: dict[str, list[tuple[str, str]]] = {}
-        self._server_stays: dict[str, list[Stay]] = {}
+        self.context = PatientContext(
+            client,
+            self.store,
+            server=self.server,
+            readmission_window_days=config.engine.readmission_window_days,
+        )
         self._tz = ZoneInfo(self.calendar.tz)
         # projections of the newest Encounter snapshots: a single writer may trust them; with
         # several workers sharing PostgreSQL, another worker may have moved a snapshot on
@@ -343,7 +348,7 @@ class Bridge:
             journalled = self.store.stays(version.server, new.patient)
             stays = [s for s in journalled if s.encounter not in grouped]
             stays += grouped.values()
-            stays += await self._stays_from_server(new)
+            stays += await self.context.stays_from_server(new)
         context = self._encounter_context(version.server, stays)
         transitions = detect_encounter_views(old, new, context)
         grouped[new.reference] = Stay(
@@ -367,40 +372,13 @@ class Bridge:
             now=self.clock.now(),
         )
 
-    async def _stays_from_server(self, view: EncounterView) -> list[Stay]:
-        """The patient's earlier encounters from the server, for a journal that does not
-        reach back far enough (once per patient per engine)."""
-        if self.client is None or view.patient is None or view.start is None:
-            return []
-        if view.patient in self._server_stays:
-            return self._server_stays[view.patient]
-        window = timedelta(days=self.config.engine.readmission_window_days + 2)
-        since = (view.start - window).date().isoformat()
-        found: list[Stay] = []
-        try:
-            async for enc in self.client.search(
-                "Encounter", {"patient": view.patient, "date": f"ge{since}", "_count": 100}
-            ):
-                other = EncounterView.of(enc)
-                found.append(
-                    Stay(
-                        server=self.server,
-                        encounter=other.reference,
-                        patient=other.patient or "",
-                        encounter_class=other.class_code,
-                        status=other.status,
-                        start=other.start,
-                        end=other.end,
-                    )
-                )
-        except FhirError as exc:
-            log.warning("stays_lookup_failed", error=type(exc).__name__)
-        self._server_stays[view.patient] = found
-        return found
+    def forget_context(self) -> None:
+        """Drop the per-run caches (patients, care teams, server stays)."""
+        self.context.forget()
 
     async def _plan(self, transition: Transition, version: ResourceVersion | None = None) -> Plan:
-        patient = await self._patient(transition.patient)
-        care_team = await self._care_team(transition.patient)
+        patient = await self.context.patient(transition.patient)
+        care_team = await self.context.care_team(transition.patient)
         now = self.clock.now()
         tiers: dict[str, str] = {}
         extra: list[Action] = []
@@ -483,51 +461,6 @@ class Bridge:
         elapsed = abs((self.clock.now() - last).total_seconds())
         return elapsed >= self.config.engine.sweep_interval
 
-    async def _patient(self, reference: str) -> Mapping[str, Any] | None:
-        if reference in self._patients:
-            return self._patients[reference]
-        kind, _, pid = reference.partition("/")
-        snapshot = self.store.snapshot(self.server, kind, pid)
-        found: Mapping[str, Any] | None = snapshot.resource if snapshot is not None else None
-        if found is None and self.client is not None:
-            try:
-                found = await self.client.read(kind, pid)
-            except FhirError as exc:
-                log.warning("patient_lookup_failed", error=type(exc).__name__)
-        self._patients[reference] = found
-        return found
-
-    async def _care_team(self, patient: str) -> list[tuple[str, str]]:
-        if patient in self._care_teams:
-            return self._care_teams[patient]
-        members: list[tuple[str, str]] = []
-        if self.client is not None:
-            try:
-                async for team in self.client.search(
-                    "CareTeam", {"patient": patient, "status": "active"}
-                ):
-                    # servers that ignore unknown search parameters return every team
-                    if team.get("status") != "active":
-                        continue
-                    if local_reference(team.get("subject")) != patient:
-                        continue
-                    for participant in team.get("participant") or ():
-                        member = local_reference(participant.get("member"))
-                        for role in participant.get("role") or ():
-                            for coding in role.get("coding") or ():
-                                if member and coding.get("code"):
-                                    members.append((str(coding["code"]), member))
-            except FhirError as exc:
-                log.warning("care_team_lookup_failed", error=type(exc).__name__)
-        self._care_teams[patient] = members
-        return members
-
-    def forget_context(self) -> None:
-        """Drop the per-run caches (patients, care teams, server stays)."""
-        self._patients.clear()
-        self._care_teams.clear()
-        self._server_stays.clear()
-
     # -- write -------------------------------------------------------------------------
     async def drain(self) -> WriteStats:
         """Perform every pending outbox item."""
@@ -572,6 +505,7 @@ class Bridge:
 
         # pending work from a previous, interrupted run goes first
         await self._flush(stats)
+
         async def on_page(fresh: list[ResourceVersion]) -> None:
             await self.process(stats=stats, fresh=fresh)
 
@@ -665,47 +599,3 @@ def _view_is_newer(old: EncounterView, new: EncounterView) -> bool:
     if old.version_id.isdigit() and new.version_id.isdigit():
         return int(new.version_id) > int(old.version_id)
     return old.version_id != new.version_id or old != new
-
-
-def overdue_transition(
-    task: Mapping[str, Any], today: date, *, server: str = ""
-) -> Transition | None:
-    """The timer transition of one of the engine's open Tasks, if it is past due (pure)."""
-    due_text = ((task.get("restriction") or {}).get("period") or {}).get("end")
-    due = parse_instant(due_text)
-    patient = local_reference(task.get("for"))
-    if due is None or patient is None or due.date() >= today:
-        return None
-    if (task.get("businessStatus") or {}).get("text") == "escalation":
-        return None  # an escalation is already the last step: it does not cascade
-    code = next(
-        (c.get("code") for c in (task.get("code") or {}).get("coding") or () if c.get("code")),
-        None,
-    )
-    ref = f"Task/{task['id']}"
-    focus = local_reference(task.get("focus"))
-    facts = {
-        "code": code,
-        "due": due_text,
-        "status": task.get("status"),
-        "owner": local_reference(task.get("owner")),
-        "overdue_task": ref,
-        "priority": task.get("priority"),
-    }
-    occurred = datetime.combine(due.date() + timedelta(days=1), time.min, tzinfo=UTC)
-    # a referral's tracking Task past due means the referral is overdue
-    referral = code == "referral-tracking" and focus and focus.startswith("ServiceRequest/")
-    return Transition(
-        kind=TransitionKind.REFERRAL_OVERDUE if referral else TransitionKind.TASK_OVERDUE,
-        patient=patient,
-        focus=focus if referral and focus else ref,
-        occurred_at=occurred,
-        encounter=local_reference(task.get("encounter")),
-        server=server,
-        facts=facts,
-    )
-
-
-def parse_since(text: str | None) -> datetime | None:
-    """A ``--since`` value: a FHIR instant or date."""
-    return parse_instant(text) if text else None

@@ -14,6 +14,7 @@ from typing import Any
 
 from fhirbridge.detect.encounter import EncounterContext, detect_encounter
 from fhirbridge.detect.projection import EncounterView, local_reference, version_key
+from fhirbridge.detect.timers import overdue_transition
 from fhirbridge.detect.workflow import (
     REFERRAL_CODES,
     ReferralMatcher,
@@ -36,6 +37,7 @@ __all__ = [
     "detect_task",
     "is_newer",
     "local_reference",
+    "overdue_transition",
 ]
 
 

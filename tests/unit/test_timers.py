@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fhirbridge.engine import overdue_transition
+from fhirbridge.detect import overdue_transition
 from fhirbridge.values import TransitionKind
 
 TODAY = date(2026, 12, 1)
