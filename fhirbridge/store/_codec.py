@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from fhirbridge.store.base import DeadLetter, OutboxItem, Stay, StoredTransition
 from fhirbridge.values import ResourceVersion, Transition, TransitionKind, parse_instant
 
 __all__ = [
+    "OUTBOX_SOURCE",
     "REJECTED_SOURCE",
     "Clock",
     "audit_from_row",
@@ -26,14 +27,15 @@ __all__ = [
     "iso",
     "loads_mapping",
     "outbox_from_row",
-    "outbox_letter_payload",
-    "rejected_reference",
+    "outbox_letter",
+    "rejected_letter",
     "relative_reference",
     "stay_from_row",
     "stored_transition_from_row",
     "system_clock",
     "transition_body",
     "transition_from_body",
+    "transition_rows",
     "utc",
     "version_from_row",
     "version_params",
@@ -43,6 +45,8 @@ Clock = Callable[[], datetime]
 
 #: The source of the dead letter ``reject`` writes: the process stage could not use the version.
 REJECTED_SOURCE = "process"
+#: The source of the dead letter of an outbox item that failed for good.
+OUTBOX_SOURCE = "outbox"
 
 #: ``Type/id`` at the end of a reference, after an optional base URL, before ``/_history/n``.
 _REFERENCE = re.compile(
@@ -135,9 +139,18 @@ def version_from_row(row: tuple[Any, ...] | Any) -> ResourceVersion:
     )
 
 
-def rejected_reference(version: ResourceVersion) -> str:
-    """The dead letter reference of a rejected version: ``server|Type/id/_history/vid``."""
-    return f"{version.server}|{version.reference}/_history/{version.version_id}"
+def rejected_letter(version: ResourceVersion, reason: str) -> dict[str, Any]:
+    """The dead letter of a rejected version: ``source``, ``reference``, ``reason``, ``payload``.
+
+    Its source is :data:`REJECTED_SOURCE`, its reference ``server|Type/id/_history/vid`` and
+    its payload the raw bytes.
+    """
+    return {
+        "source": REJECTED_SOURCE,
+        "reference": f"{version.server}|{version.reference}/_history/{version.version_id}",
+        "reason": reason,
+        "payload": version.raw,
+    }
 
 
 def _code(klass: Any) -> str:
@@ -216,6 +229,27 @@ def transition_body(transition: Transition) -> str:
     )
 
 
+def transition_rows(
+    transitions: Iterable[Transition], notes: Mapping[str, str] | None, now: datetime | str
+) -> list[dict[str, Any]]:
+    """The ``transition`` rows of a completed version: ``key, kind, detected_at, note, body``.
+
+    ``notes`` maps a transition key to its note (none is ``""``); ``now`` is the detection time
+    as the store binds it.
+    """
+    notes = notes or {}
+    return [
+        {
+            "key": t.key,
+            "kind": t.kind.value,
+            "detected_at": now,
+            "note": notes.get(t.key, ""),
+            "body": transition_body(t),
+        }
+        for t in transitions
+    ]
+
+
 def transition_from_body(body: Any) -> Transition:
     """Read what :func:`transition_body` wrote (text, or a dict from a JSONB column)."""
     data = loads_mapping(body)
@@ -257,9 +291,19 @@ def outbox_from_row(row: tuple[Any, ...] | Any) -> OutboxItem:
     )
 
 
-def outbox_letter_payload(item: OutboxItem) -> bytes:
-    """What the dead letter of a dead outbox item keeps: its payload as JSON bytes."""
-    return dumps(dict(item.payload)).encode()
+def outbox_letter(item: OutboxItem, error: str) -> dict[str, Any]:
+    """The dead letter of an outbox item that failed for good: ``source``, ``reference``,
+    ``reason``, ``payload``.
+
+    Its source is :data:`OUTBOX_SOURCE`, its reference the item's key and its payload the
+    item's payload as JSON bytes.
+    """
+    return {
+        "source": OUTBOX_SOURCE,
+        "reference": item.key,
+        "reason": error,
+        "payload": dumps(dict(item.payload)).encode(),
+    }
 
 
 def dead_letter_from_row(row: tuple[Any, ...] | Any) -> DeadLetter:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from fhirbridge.errors import StoreError
@@ -81,7 +82,7 @@ class MemoryStore:
         self._pending: dict[_VersionKey, ResourceVersion] = {}  # insertion order = arrival
         self._snapshots: dict[tuple[str, str, str], ResourceVersion] = {}
         self._encounters: dict[tuple[str, str], dict[str, Any]] = {}
-        self._transitions: dict[str, tuple[str, datetime, str, str]] = {}
+        self._transitions: dict[str, dict[str, Any]] = {}  # key -> transition row
         self._watermarks: dict[tuple[str, str], str] = {}
         self._outbox: dict[int, _Outbox] = {}
         self._outbox_keys: dict[str, int] = {}
@@ -157,13 +158,7 @@ class MemoryStore:
     def pending(self, limit: int = 500) -> list[ResourceVersion]:
         """Versions journalled but not yet processed, oldest arrival first."""
         self._check_open()
-        limit = max(0, limit)
-        out: list[ResourceVersion] = []
-        for version in self._pending.values():
-            if len(out) >= limit:
-                break
-            out.append(version)
-        return out
+        return list(islice(self._pending.values(), max(0, limit)))
 
     def snapshot(self, server: str, resource_type: str, resource_id: str) -> ResourceVersion | None:
         """The latest processed version of a resource, if any."""
@@ -185,13 +180,10 @@ class MemoryStore:
         update_snapshot: bool = True,
     ) -> None:
         """Mark ``version`` processed, with its transitions, outbox items and snapshot."""
-        now = self._now()
-        notes = notes or {}
-        bodies = [(t.key, _codec.transition_body(t)) for t in transitions]
+        rows = _codec.transition_rows(transitions, notes, self._now())
         self._processed(version)
-        for key, body in bodies:
-            if key not in self._transitions:
-                self._transitions[key] = (key, now, notes.get(key, ""), body)
+        for row in rows:
+            self._transitions.setdefault(row["key"], row)
         self._add_outbox(outbox)
         if update_snapshot:
             stored = self._versions[self._key(version)]
@@ -215,9 +207,7 @@ class MemoryStore:
         """
         self._check_open()
         self._processed(version)
-        self.dead_letter(
-            _codec.REJECTED_SOURCE, _codec.rejected_reference(version), reason, version.raw
-        )
+        self.dead_letter(**_codec.rejected_letter(version, reason))
 
     def stays(self, server: str, patient: str) -> list[Stay]:
         """Every encounter snapshot of the patient (any class or status), for look-backs."""
@@ -252,9 +242,11 @@ class MemoryStore:
         floor = _codec.utc(since) if since is not None else None
         out: list[StoredTransition] = []
         for row in self._transitions.values():
-            stored = _codec.stored_transition_from_row(row)
-            if kind is not None and stored.transition.kind.value != kind:
+            if kind is not None and row["kind"] != kind:
                 continue
+            stored = _codec.stored_transition_from_row(
+                (row["key"], row["detected_at"], row["note"], row["body"])
+            )
             if floor is not None and stored.detected_at < floor:
                 continue
             out.append(stored)
@@ -293,14 +285,8 @@ class MemoryStore:
     def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
         """Pending items, oldest first."""
         self._check_open()
-        limit = max(0, limit)
-        out: list[OutboxItem] = []
-        for row in self._outbox.values():
-            if len(out) >= limit:
-                break
-            if row.state == "pending":
-                out.append(row.item())
-        return out
+        pending = (row for row in self._outbox.values() if row.state == "pending")
+        return [row.item() for row in islice(pending, max(0, limit))]
 
     def _row(self, item_id: int) -> _Outbox:
         row = self._outbox.get(item_id)
@@ -322,8 +308,7 @@ class MemoryStore:
         row.last_error = error
         if dead:
             row.state = "dead"
-            payload = _codec.outbox_letter_payload(row.item())
-            self.dead_letter("outbox", row.key, error, payload)
+            self.dead_letter(**_codec.outbox_letter(row.item(), error))
 
     def outbox_depth(self) -> int:
         """How many items are pending."""
@@ -366,7 +351,11 @@ class MemoryStore:
         self._check_open()
         dead = {row.key: row for row in self._outbox.values() if row.state == "dead"}
         for letter in list(self._dead.values()):
-            if letter.source == "outbox" and not letter.replayed and letter.reference in dead:
+            if (
+                letter.source == _codec.OUTBOX_SOURCE
+                and not letter.replayed
+                and letter.reference in dead
+            ):
                 self._dead[letter.id] = replace(letter, replayed=True)
         for row in dead.values():
             row.state, row.attempts = "pending", 0

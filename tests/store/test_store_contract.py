@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -584,3 +585,44 @@ def test_a_closed_store_raises_store_error(store: Store) -> None:
         store.pending()
     with pytest.raises(StoreError):
         store.append([encounter("f203", "1")])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        # lifecycle
+        pytest.param(lambda s: s.migrate(), id="migrate"),
+        # resource versions
+        pytest.param(lambda s: s.pending(), id="pending"),
+        pytest.param(lambda s: s.snapshot(SERVER, "Encounter", "f203"), id="snapshot"),
+        pytest.param(lambda s: s.complete(encounter("f203", "1")), id="complete"),
+        pytest.param(lambda s: s.reject(encounter("f203", "1"), "bad"), id="reject"),
+        pytest.param(lambda s: s.stays(SERVER, "Patient/f201"), id="stays"),
+        pytest.param(lambda s: s.transitions(), id="transitions"),
+        # watermarks
+        pytest.param(lambda s: s.watermark(SERVER, "Encounter"), id="watermark"),
+        pytest.param(lambda s: s.set_watermark(SERVER, "Encounter", "2024"), id="set_watermark"),
+        # outbox
+        pytest.param(lambda s: s.enqueue([task_item("t1")]), id="enqueue"),
+        pytest.param(lambda s: s.claim_outbox(), id="claim_outbox"),
+        pytest.param(lambda s: s.finish_outbox(1, {}), id="finish_outbox"),
+        pytest.param(lambda s: s.fail_outbox(1, "boom", dead=True), id="fail_outbox"),
+        pytest.param(lambda s: s.outbox_depth(), id="outbox_depth"),
+        pytest.param(lambda s: s.outbox_items(), id="outbox_items"),
+        # dead letters and audit
+        pytest.param(lambda s: s.dead_letter("poll", "x", "bad", b""), id="dead_letter"),
+        pytest.param(lambda s: s.dead_letters(), id="dead_letters"),
+        pytest.param(lambda s: s.mark_replayed(1), id="mark_replayed"),
+        pytest.param(lambda s: s.requeue_dead_outbox(), id="requeue_dead_outbox"),
+        pytest.param(lambda s: s.audit("create", "Task/1", {}), id="audit"),
+        pytest.param(lambda s: s.audit_log(), id="audit_log"),
+    ],
+)
+def test_every_call_on_a_closed_store_raises_store_error(
+    store: Store, call: Callable[[Store], object]
+) -> None:
+    """No port method lets the driver's exception out: each one's error is a StoreError."""
+    store.close()
+
+    with pytest.raises(StoreError):
+        call(store)
