@@ -564,16 +564,25 @@ class Bridge:
         return build_report(tasks, self.calendar.local_date(self.clock.now()))
 
     def replay(self) -> int:
-        """Put dead outbox items and dead-lettered inputs back to work; returns how many."""
+        """Put dead-lettered work back: dead outbox items to pending, rejected versions back
+        on the pending list, unusable inputs re-ingested. Returns how many were put back;
+        ``process`` and ``drain`` then retry them (after the cause was fixed)."""
         count = self.store.requeue_dead_outbox()
         for letter in self.store.dead_letters():
-            if letter.source in ("poll", "notification", "process"):
+            if letter.source == "process":
+                server, _, ref = letter.reference.partition("|")
+                kind, rid, _, version = [*ref.split("/"), "", "", "", ""][:4]
+                if not self.store.repend(server, kind, rid, version):
+                    continue
+            elif letter.source in ("poll", "notification", "bulk"):
                 try:
                     self.ingest([letter.payload])
                 except ValueError:
-                    continue
-                self.store.mark_replayed(letter.id)
-                count += 1
+                    continue  # still not a usable resource
+            else:
+                continue
+            self.store.mark_replayed(letter.id)
+            count += 1
         return count
 
 

@@ -238,6 +238,20 @@ class SqlStore(ABC, Generic[_C]):
             cur.execute(self._queries["insert_dead_letter"], letter)
 
     @translated
+    def repend(self, server: str, resource_type: str, resource_id: str, version_id: str) -> bool:
+        """Put a journalled version back on the pending list; False when the journal does not
+        hold it or it is pending already."""
+        params = {
+            "server": server,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "version_id": version_id,
+        }
+        with self._write() as cur:
+            cur.execute(self._queries["repend_version"], params)
+            return bool(cur.rowcount)
+
+    @translated
     def stays(self, server: str, patient: str) -> list[Stay]:
         """Every encounter snapshot of the patient (any class or status), by start time."""
         params = {"server": server, "patient": _codec.relative_reference(patient)}

@@ -129,6 +129,10 @@ class Store(Protocol):
     def reject(self, version: ResourceVersion, reason: str) -> None:
         """Mark ``version`` processed without effect and put it in the dead letters."""
 
+    def repend(self, server: str, resource_type: str, resource_id: str, version_id: str) -> bool:
+        """Put a journalled version back on the pending list (to replay it after a fix);
+        False when the journal does not hold it or it is pending already."""
+
     def stays(self, server: str, patient: str) -> list[Stay]:
         """Every encounter snapshot of the patient (any class or status), for look-backs."""
 

@@ -335,6 +335,17 @@ class MemoryStore:
         self._check_open()
         return [d for d in self._dead.values() if include_replayed or not d.replayed]
 
+    def repend(self, server: str, resource_type: str, resource_id: str, version_id: str) -> bool:
+        """Put a journalled version back on the pending list; False when the journal does not
+        hold it or it is pending already."""
+        self._check_open()
+        key = (server, resource_type, resource_id, version_id)
+        version = self._versions.get(key)
+        if version is None or key in self._pending:
+            return False
+        self._pending[key] = version
+        return True
+
     def mark_replayed(self, dead_letter_id: int) -> None:
         """Note that a dead letter was replayed successfully."""
         self._check_open()

@@ -436,6 +436,20 @@ def test_reject_keeps_the_version_as_a_dead_letter(store: Store) -> None:
     assert ResourceVersion.from_json(SERVER, letter.payload) == version
 
 
+def test_a_rejected_version_can_be_put_back_on_the_pending_list(store: Store) -> None:
+    """`repend` returns a processed (rejected) version to pending, once; unknown ones are not."""
+    version = encounter("f203", "1", subject=None)
+    store.append([version])
+    store.reject(version, "Encounter has no subject")
+
+    assert store.repend(SERVER, "Encounter", "f203", "1") is True
+    assert store.pending() == [version]
+    assert store.repend(SERVER, "Encounter", "f203", "1") is False  # pending already
+    assert store.repend(SERVER, "Encounter", "nope", "1") is False
+    store.complete(version)
+    assert store.pending() == []
+
+
 def test_dead_letters_and_replay_marks(store: Store, clock: TickingClock) -> None:
     """Dead letters get increasing ids and a time; replayed ones are hidden unless asked for."""
     first = store.dead_letter("subscription", "Encounter/1", "unknown topic", b'{"a":1}')

@@ -90,3 +90,27 @@ async def test_an_unusable_resource_goes_to_the_dead_letters_and_the_run_goes_on
     (letter,) = store.dead_letters()
     assert "Encounter/e2" in letter.reason
     assert store.pending() == []
+
+
+async def test_replay_after_a_fix_processes_the_rejected_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version rejected by a bug is dead-lettered; after the fix, `replay` puts it back on
+    the pending list and processing finds its transition."""
+    config = load_config(data={"fhir": {"base_url": BASE}})
+    store = SqliteStore(tmp_path / "journal.db")
+    store.migrate()
+    bridge = Bridge(config, client=None, store=store)
+
+    def broken(*args: object, **kwargs: object) -> list[object]:
+        raise ValueError("a bug in detection")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("fhirbridge.engine.detect_encounter_views", broken)
+        bridge.ingest([json.dumps(encounter(4)).encode()])
+        assert (await bridge.process()).dead == 1
+    assert bridge.replay() == 1
+    stats = await bridge.process()
+    assert stats.dead == 0
+    assert [t.transition.kind.value for t in store.transitions()] == ["discharge"]
+    assert all(letter.replayed for letter in store.dead_letters(include_replayed=True))

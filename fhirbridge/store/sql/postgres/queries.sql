@@ -29,6 +29,14 @@ RETURNING seq;
 -- name: insert_pending
 INSERT INTO pending_version (seq) VALUES (%(seq)s);
 
+-- name: repend_version
+-- Puts a journalled version back on the pending list (a replay after a fix).
+INSERT INTO pending_version (seq)
+SELECT seq FROM resource_version
+WHERE server = %(server)s AND resource_type = %(resource_type)s
+  AND resource_id = %(resource_id)s AND version_id = %(version_id)s
+ON CONFLICT DO NOTHING;
+
 -- name: mark_processed
 -- Takes the version off the pending list; changes nothing when it is not there.
 DELETE FROM pending_version

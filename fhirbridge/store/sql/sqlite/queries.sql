@@ -22,6 +22,14 @@ VALUES (:server, :resource_type, :resource_id, :version_id, :last_updated, :raw,
 -- name: insert_pending
 INSERT INTO pending_version (seq) VALUES (:seq);
 
+-- name: repend_version
+-- Puts a journalled version back on the pending list (a replay after a fix).
+INSERT INTO pending_version (seq)
+SELECT seq FROM resource_version
+WHERE server = :server AND resource_type = :resource_type
+  AND resource_id = :resource_id AND version_id = :version_id
+ON CONFLICT DO NOTHING;
+
 -- name: mark_processed
 -- Takes the version off the pending list; changes nothing when it is not there.
 DELETE FROM pending_version
