@@ -380,5 +380,69 @@ def subscribe(state: _State, list_only: bool, delete: bool) -> None:
         raise SystemExit(3)
 
 
+@main.command("hl7")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Also receive ADT over MLLP on HOST:PORT until SIGINT/SIGTERM.",
+)
+@click.option(
+    "--visit-system",
+    metavar="URI",
+    help="System of the PV1-19 visit numbers on the server (default: mappings/hl7v2.yaml).",
+)
+@click.option(
+    "--mrn-system",
+    metavar="URI",
+    help="System of the PID-3 MRNs on the server (default: mappings/hl7v2.yaml).",
+)
+@click.pass_obj
+def hl7_command(
+    state: _State,
+    files: tuple[Path, ...],
+    listen: str | None,
+    visit_system: str | None,
+    mrn_system: str | None,
+) -> None:
+    """Ingest HL7 v2 ADT messages (files of messages, batches or MLLP captures; and/or MLLP)
+    as new versions of the server's Encounters and Patients, then detect and write the work.
+    Messages naming nothing on the server go to the dead letters with the reason."""
+    from fhirbridge.engine import Bridge
+    from fhirbridge.sources.hl7v2 import MllpListener, ingest_hl7
+
+    if not files and not listen:
+        raise click.UsageError("give FILEs, --listen HOST:PORT, or both")
+    host, port = "", 0
+    if listen:
+        host, _, port_text = listen.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+        port = int(port_text)
+    config = state.config()
+
+    async def work() -> None:
+        async with Bridge.from_config(config) as bridge:
+            for path in files:
+                stats = await ingest_hl7(
+                    bridge, path.read_bytes(), visit_system=visit_system, mrn_system=mrn_system
+                )
+                click.echo(f"{path}: {stats.summary()}")
+            if not listen:
+                return
+            listener = MllpListener(bridge, visit_system=visit_system, mrn_system=mrn_system)
+            bound = await listener.start(host, port)
+            click.echo(f"listening for HL7 v2 over MLLP on {host}:{bound}", err=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            await listener.aclose()
+            click.echo(f"mllp: {listener.stats.summary()}")
+
+    _run(state, work)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -56,6 +56,15 @@ __all__ = ["OBSERVATION_PLACEHOLDER", "OPEN_TASK_STATUSES", "WriteStats", "Write
 OBSERVATION_PLACEHOLDER = "urn:fhirbridge:score-observation"
 
 
+def _versioned(reference: str | None, version: str | None) -> str | None:
+    """``Type/id/_history/vid`` when ``vid`` is a server's version id; the bare reference for
+    the journal's own version keys (content hashes ``h:...``, HL7 v2 messages ``v2:...``),
+    which name no version on the server."""
+    if reference and version and ":" not in version:
+        return f"{reference}/_history/{version}"
+    return reference
+
+
 def _validate_as(resource: Mapping[str, Any]) -> None:
     model = Observation if resource.get("resourceType") == "Observation" else RiskAssessment
     try:
@@ -216,8 +225,7 @@ class Writer:
             await self._add_activity(careplan_ref, task_ref)
         version = written.version_id or "1"
         entity = transition.get("focus")
-        if entity and transition.get("focus_version"):
-            entity = f"{entity}/_history/{transition['focus_version']}"
+        entity = _versioned(entity, transition.get("focus_version"))
         await self._provenance(
             f"{task_ref}/_history/{version}",
             [e for e in (entity,) if e],
@@ -275,8 +283,7 @@ class Writer:
         _validate_as(assessment)
         assessed = await self._create_once(assessment, action.identifier)
         entity = transition.get("focus")
-        if entity and transition.get("focus_version"):
-            entity = f"{entity}/_history/{transition['focus_version']}"
+        entity = _versioned(entity, transition.get("focus_version"))
         for result, ref in (
             (written, observation_ref),
             (assessed, f"RiskAssessment/{assessed.id}"),

@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
 from fhirbridge.risk import hospital
+from tests.unit._risk_builders import PRIORITY, build_encounter, stamp
 
 LOINC = "http://loinc.org"
 SCT = "http://snomed.info/sct"
-PRIORITY = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"
 ADMIT = datetime(2024, 3, 15, 10, 0, tzinfo=UTC)
 DISCHARGE = ADMIT + timedelta(days=3, hours=2)
 
-
-def stamp(moment: datetime) -> str:
-    """A FHIR dateTime."""
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def encounter(
-    eid: str = "idx",
-    *,
-    cls: str = "IMP",
-    start: datetime = ADMIT,
-    days: int | None = 3,
-    status: str = "finished",
-    patient: str = "Patient/p1",
-    **extra: Any,
-) -> dict[str, Any]:
-    """An Encounter of ``patient`` that lasted ``days`` days (and 2 hours)."""
-    period = {"start": stamp(start)}
-    if days is not None:
-        period["end"] = stamp(start + timedelta(days=days, hours=2))
-    return {
-        "resourceType": "Encounter",
-        "id": eid,
-        "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": cls},
-        "subject": {"reference": patient},
-        "period": period,
-        **extra,
-    }
+# An Encounter of Patient/p1 (``patient=`` for another) admitted at ADMIT that lasted ``days``
+# days (and 2 hours).
+encounter = partial(build_encounter, start=ADMIT, days=3)
 
 
 def lab(

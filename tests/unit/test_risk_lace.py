@@ -4,51 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import pytest
 
 from fhirbridge.risk import lace
+from tests.unit._risk_builders import PRIORITY, build_encounter, stamp
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-PRIORITY = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"
 ADMIT_SOURCE = "http://terminology.hl7.org/CodeSystem/admit-source"
 ADMIT = datetime(2024, 9, 15, 10, 0, tzinfo=UTC)
 
-
-def stamp(moment: datetime) -> str:
-    """A FHIR dateTime."""
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def encounter(
-    eid: str = "idx",
-    *,
-    cls: str = "IMP",
-    start: datetime | str | None = ADMIT,
-    end: datetime | str | None = None,
-    days: int | None = 2,
-    status: str = "finished",
-    patient: str = "Patient/p1",
-    **extra: Any,
-) -> dict[str, Any]:
-    """An Encounter of ``patient``; ``days`` sets the end that many days (and 2 hours) later."""
-    if end is None and days is not None and isinstance(start, datetime):
-        end = start + timedelta(days=days, hours=2)
-    period: dict[str, str] = {}
-    if start is not None:
-        period["start"] = start if isinstance(start, str) else stamp(start)
-    if end is not None:
-        period["end"] = end if isinstance(end, str) else stamp(end)
-    return {
-        "resourceType": "Encounter",
-        "id": eid,
-        "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": cls},
-        "subject": {"reference": patient},
-        "period": period,
-        **extra,
-    }
+# An Encounter of Patient/p1 (``patient=`` for another) admitted at ADMIT; ``days`` sets the end
+# that many days (and 2 hours) later, ``end`` sets it outright.
+encounter = partial(build_encounter, start=ADMIT, days=2)
 
 
 def ed_visit(eid: str, start: datetime, *, hours: float = 3, **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,429 @@
+"""HL7 v2 ADT source: v2 events journalled as new versions of the server's own resources.
+
+Many hospitals send ADT over v2 long before (or instead of) FHIR notifications. Each message
+is read with python-hl7 and mapped per the V2-to-FHIR IG (:mod:`._v2map`); the Encounter it
+names is found on the FHIR server by visit number (PV1-19) and the Patient by MRN (PID-3), so
+the Tasks the engine writes reference resources on that server. The server's Encounter with
+the message laid over it is journalled as version ``v2:<MSH-10>`` stamped with MSH-7, and
+detection sees the v2 event as a change of that Encounter (a repeated message is the same
+version and is dropped; the server's own later version of the same change finds nothing new).
+A death (PID-29/30, or an A03 to "expired") is journalled as a version of the Patient.
+
+A message that cannot be read, names nothing on the server, or is an event not handled goes
+to the dead letters with the reason, and the run goes on. Over MLLP
+(:class:`MllpListener`), the ACK (``MSA|AA``) is sent only after the journal append
+returned; ``AR``/``AE`` carry the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import hl7
+import structlog
+
+from fhirbridge.detect import local_reference
+from fhirbridge.errors import FhirBridgeError, FhirError, StoreError
+from fhirbridge.sources._v2map import (
+    AdtMessage,
+    V2Error,
+    V2Tables,
+    default_tables,
+    overlay_encounter,
+    overlay_patient,
+    read_adt,
+)
+from fhirbridge.values import ResourceVersion, parse_instant
+
+if TYPE_CHECKING:
+    from fhirbridge.engine import Bridge, RunStats
+    from fhirbridge.writeback.writer import WriteStats
+
+__all__ = [
+    "MllpListener",
+    "Outcome",
+    "RawMessage",
+    "V2Adapter",
+    "V2Error",
+    "V2Stats",
+    "build_ack",
+    "ingest_hl7",
+    "split_messages",
+]
+
+log = structlog.get_logger(__name__)
+SOURCE = "hl7v2"
+START, END = b"\x0b", b"\x1c"  # MLLP framing: <VT> message <FS><CR>
+_ENVELOPE = (b"FHS", b"BHS", b"FTS", b"BTS")
+_LINES = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One message's segments joined by ``\\r``; ``error`` when the chunk is no message."""
+
+    data: bytes
+    error: str = ""
+
+    @property
+    def text(self) -> str:
+        """Decoded: UTF-8 (v2.8's preferred set), else Latin-1 (never fails)."""
+        try:
+            return self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.data.decode("latin-1")
+
+
+def split_messages(data: bytes) -> list[RawMessage]:
+    """Messages in a file or stream: MLLP bytes and a BOM stripped; ``\\r``, ``\\n`` or
+    ``\\r\\n`` between segments; FHS/BHS/BTS/FTS envelopes dropped (each ends the message
+    before it). Segments outside any message come back as one chunk with an ``error``."""
+    text = data.replace(START, b"\r").replace(END, b"\r").removeprefix(b"\xef\xbb\xbf")
+    out: list[RawMessage] = []
+    current: list[bytes] = []
+    stray: list[bytes] = []
+
+    def flush() -> None:
+        if current:
+            out.append(RawMessage(b"\r".join(current) + b"\r"))
+        if stray:
+            names = ", ".join(dict.fromkeys(s[:3].decode("latin-1") for s in stray))
+            reason = f"{names} segment(s) outside any message (no MSH before them)"
+            out.append(RawMessage(b"\r".join(stray) + b"\r", error=reason))
+        current.clear()
+        stray.clear()
+
+    for line in _LINES.split(text):
+        segment = line.strip(b" \t\x00").removeprefix(b"\xef\xbb\xbf")
+        if not segment:
+            continue
+        if segment[:3] in _ENVELOPE or segment[:3] == b"MSH":
+            flush()
+            if segment[:3] == b"MSH":
+                current.append(segment)
+        else:
+            (current if current else stray).append(segment)
+    flush()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message: its ACK code, the reason, the versions newly journalled."""
+
+    control_id: str
+    ack: str
+    reason: str = ""
+    versions: tuple[ResourceVersion, ...] = ()
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class V2Stats:
+    """What an ingest (or a listener so far) did."""
+
+    messages: int = 0
+    journalled: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    run: RunStats | None = None
+    written: WriteStats | None = None
+
+    def count(self, outcome: Outcome) -> None:
+        """Add one message's outcome."""
+        self.messages += 1
+        self.journalled += len(outcome.versions)
+        self.duplicates += outcome.duplicate
+        self.dead_letters += outcome.ack != "AA"
+
+    def summary(self) -> str:
+        """One human line."""
+        line = (
+            f"messages {self.messages}: journalled {self.journalled} new versions, "
+            f"repeats {self.duplicates}, dead letters {self.dead_letters}"
+        )
+        if self.run is not None:
+            line += f"; transitions {self.run.transitions}"
+        if self.written is not None:
+            line += (
+                f", tasks created {self.written.created} (already there {self.written.existing})"
+            )
+        return line
+
+
+def _token(system: str, value: str) -> str:
+    """A token search value, with FHIR search escapes for ``\\ | , $``."""
+    for char in ("\\", "|", ",", "$"):
+        value = value.replace(char, "\\" + char)
+    return f"{system}|{value}"
+
+
+class V2Adapter:
+    """Reads ADT messages, finds what they name on the bridge's server, journals the result.
+
+    ``visit_system`` and ``mrn_system`` default to ``mappings/hl7v2.yaml``; times without an
+    offset are read in the engine's time zone. Keeps the latest v2 version built for each
+    Encounter (bounded), so an A08 after an A01 in one feed keeps the A01's status.
+    """
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        *,
+        visit_system: str | None = None,
+        mrn_system: str | None = None,
+        tables: V2Tables | None = None,
+        remember: int = 10_000,
+    ) -> None:
+        if bridge.client is None:
+            raise FhirError("the HL7 v2 source needs a FHIR client to find Encounters")
+        self.bridge = bridge
+        self.client = bridge.client
+        self.tables = tables or default_tables()
+        self.visit_system = visit_system or self.tables.identifiers.visit_system
+        self.mrn_system = mrn_system or self.tables.identifiers.mrn_system
+        self.tz = ZoneInfo(bridge.calendar.tz)
+        self._latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._remember = remember
+
+    async def handle(self, raw: RawMessage) -> Outcome:
+        """Journal one message, or dead-letter it with the reason. Server and journal
+        failures (FhirError, StoreError) propagate: a retry may fix them."""
+        control_id = ""
+        try:
+            if raw.error:
+                raise V2Error("", raw.error)
+            message = read_adt(raw.text, self.tables, self.tz)
+            control_id = message.control_id
+            versions = await self._versions(message)
+        except V2Error as exc:
+            control_id = control_id or exc.control_id
+            self.bridge.store.dead_letter(SOURCE, control_id or "?", exc.message, raw.data)
+            log.warning("hl7_dead_letter", control_id=control_id, field=exc.where, ack=exc.ack_code)
+            return Outcome(control_id, exc.ack_code, exc.message)
+        new = self.bridge.store.append(versions)
+        for version in new:
+            if version.resource_type == "Encounter":
+                self._keep(version.id, dict(version.resource))
+        log.info("hl7_journalled", control_id=control_id, trigger=message.event, new=len(new))
+        return Outcome(control_id, "AA", versions=tuple(new), duplicate=not new)
+
+    async def _versions(self, message: AdtMessage) -> list[ResourceVersion]:
+        encounter = await self._find("Encounter", self.visit_system, message.visit_number, "PV1-19")
+        patient = await self._find("Patient", self.mrn_system, message.mrn, "PID-3")
+        subject = local_reference(encounter.get("subject"))
+        if subject != f"Patient/{patient['id']}":
+            raise V2Error(
+                "PID-3",
+                f"Encounter/{encounter['id']} (PV1-19) belongs to {subject}, not to "
+                f"Patient/{patient['id']} found by MRN",
+                code="AE",
+            )
+        base = self._base(encounter)
+        resources = [overlay_encounter(base, message, self.visit_system)]
+        dead = overlay_patient(patient, message)
+        if dead is not None:
+            resources.append(dead)
+        return [ResourceVersion.from_json(self.bridge.server, r) for r in resources]
+
+    async def _find(self, kind: str, system: str, value: str, where: str) -> dict[str, Any]:
+        found = [
+            r
+            for r in await self.client.search_all(kind, {"identifier": _token(system, value)})
+            if r.get("resourceType") == kind
+            and any(
+                i.get("system") == system and i.get("value") == value
+                for i in r.get("identifier") or ()
+            )
+        ]
+        if len(found) != 1:
+            many = f"{len(found)} {kind}s have" if found else f"no {kind} has"
+            problem = f"{many} identifier {system}|{value} on server {self.bridge.server!r}"
+            raise V2Error(where, problem, code="AE")
+        return found[0]
+
+    def _base(self, server: dict[str, Any]) -> dict[str, Any]:
+        """The server's Encounter, or the last v2 version built for it when that is newer."""
+        ours = self._latest.get(str(server.get("id")))
+        if ours is None:
+            return server
+        theirs_at = parse_instant((server.get("meta") or {}).get("lastUpdated"))
+        ours_at = parse_instant(ours["meta"]["lastUpdated"])
+        return (
+            ours if theirs_at is None or (ours_at is not None and ours_at > theirs_at) else server
+        )
+
+    def _keep(self, encounter_id: str, resource: dict[str, Any]) -> None:
+        self._latest[encounter_id] = resource
+        self._latest.move_to_end(encounter_id)
+        while len(self._latest) > self._remember:
+            self._latest.popitem(last=False)
+
+
+async def ingest_hl7(
+    bridge: Bridge,
+    data: bytes,
+    *,
+    visit_system: str | None = None,
+    mrn_system: str | None = None,
+    tables: V2Tables | None = None,
+) -> V2Stats:
+    """Journal every ADT message in ``data`` (a file or a captured stream), then process and
+    write: ``bridge.process()`` and ``bridge.drain()``."""
+    adapter = V2Adapter(bridge, visit_system=visit_system, mrn_system=mrn_system, tables=tables)
+    stats = V2Stats()
+    fresh: list[ResourceVersion] = []
+    for raw in split_messages(data):
+        outcome = await adapter.handle(raw)
+        stats.count(outcome)
+        fresh.extend(outcome.versions)
+    stats.run = await bridge.process(fresh=fresh)
+    stats.written = await bridge.drain()
+    return stats
+
+
+def build_ack(raw: RawMessage | None, code: str, reason: str, now: datetime) -> bytes:
+    """An original-mode ACK for ``raw``: sender and receiver swapped, ``MSA|<code>|<MSH-10>|
+    <reason>``; a minimal one when the message has no usable MSH."""
+    stamp, ack_id = now.strftime("%Y%m%d%H%M%S%z"), uuid.uuid4().hex[:20]
+    text = f"MSH|^~\\&|FHIRBRIDGE||||{stamp}||ACK|{ack_id}|P|2.5\rMSA|{code}|"
+    if raw is not None and not raw.error:
+        with contextlib.suppress(hl7.HL7Exception, ValueError, IndexError):
+            msh = hl7.parse(raw.text).segment("MSH")
+            sep, field = str(msh(1)), [str(msh(n)) if n < len(msh) else "" for n in range(13)]
+            comp = field[2][:1] or "^"
+            event = field[9].split(comp)[1] if comp in field[9] else ""
+            head = [field[2], field[5], field[6], field[3], field[4], stamp, ""]
+            tail = [f"ACK{comp}{event}{comp}ACK" if event else "ACK", ack_id, field[11], field[12]]
+            text = f"MSH{sep}" + sep.join(head + tail) + f"\rMSA{sep}{code}{sep}{field[10]}"
+    ack = hl7.parse(text)
+    if reason:
+        ack.segment("MSA").assign_field(ack.escape(reason[:200]), 3)
+    return str(ack).encode("utf-8")
+
+
+class MllpListener:
+    """Receives ADT over MLLP (``asyncio.start_server``) and acknowledges each message once
+    it is durable; unless ``process`` is False, a worker then processes and writes in the
+    background. Frames past ``max_bytes`` are refused."""
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        *,
+        visit_system: str | None = None,
+        mrn_system: str | None = None,
+        tables: V2Tables | None = None,
+        max_bytes: int = 1 << 20,
+        process: bool = True,
+    ) -> None:
+        self.bridge = bridge
+        self.adapter = V2Adapter(
+            bridge, visit_system=visit_system, mrn_system=mrn_system, tables=tables
+        )
+        self.stats = V2Stats()
+        self.max_bytes = max_bytes
+        self._process = process
+        self._wake = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self.retry_after = 30.0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 2575) -> int:
+        """Listen; returns the bound port (pass 0 for any free one)."""
+        self._server = await asyncio.start_server(self._serve, host, port, limit=self.max_bytes)
+        if self._process:
+            self._worker = asyncio.create_task(self._work())
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        """Stop listening, let open connections finish their message, then process and
+        write what was journalled."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._connections:
+            _, late = await asyncio.wait(self._connections, timeout=5.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._worker is not None:
+            self._closing = True
+            self._wake.set()
+            await self._worker  # it finishes the pass under way, then one more
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+        try:
+            while True:
+                try:
+                    frame = await reader.readuntil(END + b"\r")
+                except asyncio.IncompleteReadError:
+                    return  # the sender closed the connection
+                except asyncio.LimitOverrunError:
+                    ack = build_ack(
+                        None,
+                        "AR",
+                        f"message larger than {self.max_bytes} bytes",
+                        self.bridge.clock.now(),
+                    )
+                    writer.write(START + ack + END + b"\r")
+                    return
+                writer.write(START + await self._answer(frame) + END + b"\r")
+                await writer.drain()
+        finally:
+            with contextlib.suppress(OSError):
+                writer.close()
+                await writer.wait_closed()
+
+    async def _answer(self, frame: bytes) -> bytes:
+        body = frame[frame.rfind(START) + 1 : -2]
+        messages = split_messages(body)
+        now = self.bridge.clock.now()
+        if len(messages) != 1:
+            reason = f"a frame must hold exactly one message, this one holds {len(messages)}"
+            self.bridge.store.dead_letter(SOURCE, "?", reason, body)
+            return build_ack(messages[0] if messages else None, "AR", reason, now)
+        try:
+            outcome = await self.adapter.handle(messages[0])
+        except (FhirError, StoreError) as exc:  # nothing journalled: the sender should resend
+            log.warning("hl7_not_journalled", error=type(exc).__name__)
+            return build_ack(messages[0], "AE", f"temporary failure, resend: {exc.message}", now)
+        self.stats.count(outcome)
+        if outcome.versions:
+            self._wake.set()
+        return build_ack(messages[0], outcome.ack, outcome.reason, now)
+
+    async def _work(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        try:
+            self.stats.run = await self.bridge.process(stats=self.stats.run)
+            written = await self.bridge.drain()
+        except FhirBridgeError as exc:  # the versions stay pending: try again later
+            log.warning("hl7_processing_failed", error=type(exc).__name__)
+            if not self._closing:
+                asyncio.get_running_loop().call_later(self.retry_after, self._wake.set)
+            return
+        if self.stats.written is None:
+            self.stats.written = written
+        else:
+            self.stats.written.created += written.created
+            self.stats.written.existing += written.existing

@@ -1,0 +1,112 @@
+"""Builders shared by the Encounter detection tests (test_detect_encounter.py and
+test_detect_transfer.py): the detection context, fixture loading, Da Vinci notification
+Encounters, revised versions, codings and the transition pickers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fhirbridge.detect import EncounterContext
+from fhirbridge.rules.dispositions import disposition_group
+from fhirbridge.values import Transition, TransitionKind
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SERVER = "https://ehr.example.org/fhir"
+NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
+CTX = EncounterContext(server=SERVER, disposition_group=disposition_group, now=NOW)
+
+DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
+NUBC = "http://terminology.hl7.org/CodeSystem/nubc-UB92"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+# Encounter.period of a stay under way and of the same stay once discharged
+ADMITTED = {"start": "2024-04-28T14:05:00-04:00"}
+DISCHARGED = {"start": "2024-04-28T14:05:00-04:00", "end": "2024-05-01T11:30:00-04:00"}
+
+
+def load(name: str) -> dict[str, Any]:
+    """A JSON fixture from tests/data."""
+    data: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
+    return data
+
+
+def _resolve(value: Any, ids: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: ids.get(item, item)
+            if key == "reference" and isinstance(item, str)
+            else _resolve(item, ids)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_resolve(item, ids) for item in value]
+    return value
+
+
+def davinci(event: str) -> dict[str, Any]:
+    """The Encounter of a Da Vinci notification Bundle (admit, transfer or discharge), with its
+    ``urn:uuid:`` references resolved to ``Type/id`` as a $process-message receiver stores it."""
+    bundle = load(f"davinci-{event}-notification-message-bundle-01.json")
+    ids = {
+        entry["fullUrl"]: f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
+        for entry in bundle["entry"]
+    }
+    encounter = next(
+        entry["resource"]
+        for entry in bundle["entry"]
+        if entry["resource"]["resourceType"] == "Encounter"
+    )
+    resolved: dict[str, Any] = _resolve(encounter, ids)
+    return resolved
+
+
+def revise(resource: dict[str, Any], version: int | None = None, **changes: Any) -> dict[str, Any]:
+    """A copy of ``resource`` with top-level fields replaced (``None`` removes one; a trailing
+    underscore is dropped, so ``class_`` sets ``class``) and, given ``version``, a new
+    ``meta.versionId`` with a ``lastUpdated`` that many minutes after 2024-05-01T08:00Z."""
+    out = copy.deepcopy(resource)
+    for name, value in changes.items():
+        key = name.rstrip("_")
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    if version is not None:
+        out["meta"] = {
+            **out.get("meta", {}),
+            "versionId": str(version),
+            "lastUpdated": f"2024-05-01T08:{version:02d}:00Z",
+        }
+    return out
+
+
+def coding(code: str, system: str = ACT_CODE) -> dict[str, str]:
+    """A Coding (Encounter.class is a Coding in R4)."""
+    return {"system": system, "code": code}
+
+
+def disposition(code: str, system: str = DISPOSITION) -> dict[str, Any]:
+    """An Encounter.hospitalization with only a discharge disposition."""
+    return {"dischargeDisposition": {"coding": [{"system": system, "code": code}]}}
+
+
+def inpatient(**changes: Any) -> dict[str, Any]:
+    """The core example inpatient stay (IMP, in-progress, Patient/example) with changes."""
+    return revise(load("Encounter-example.json"), **changes)
+
+
+def kinds(transitions: list[Transition]) -> list[str]:
+    """The transition kinds, in the order detection reported them."""
+    return [t.kind.value for t in transitions]
+
+
+def only(transitions: list[Transition], kind: TransitionKind) -> Transition:
+    """The one transition of ``kind``."""
+    found = [t for t in transitions if t.kind is kind]
+    assert len(found) == 1, kinds(transitions)
+    return found[0]
