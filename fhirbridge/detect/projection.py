@@ -13,7 +13,7 @@ from typing import Any
 
 from fhirbridge.values import parse_instant
 
-__all__ = ["EncounterView", "LocationStay", "local_reference", "version_key"]
+__all__ = ["EncounterView", "LocationStay", "local_reference", "resolve_references", "version_key"]
 
 INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC", "OBSENC", "SS"})
 ED_CLASSES = frozenset({"EMER"})
@@ -33,6 +33,21 @@ def local_reference(value: Any) -> str | None:
     if len(parts) < 2:
         return None
     return f"{parts[-2]}/{parts[-1]}"
+
+
+def resolve_references(value: Any, ids: Mapping[str, str]) -> Any:
+    """``value`` with every ``reference`` found in ``ids`` replaced (e.g. a message Bundle's
+    ``urn:uuid:`` fullUrls -> ``Type/id``), at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            key: ids.get(item, item)
+            if key == "reference" and isinstance(item, str)
+            else resolve_references(item, ids)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [resolve_references(item, ids) for item in value]
+    return value
 
 
 def version_key(resource: Mapping[str, Any]) -> tuple[datetime | None, int | str]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fhirbridge.detect.projection import resolve_references
 from fhirbridge.errors import FhirBridgeError
 
 __all__ = [
@@ -246,20 +247,6 @@ def parse_topic_notification(data: Mapping[str, Any], owns: Owns) -> TopicNotifi
     return TopicNotification(status, tuple(resources))
 
 
-def _resolve(value: Any, ids: Mapping[str, str]) -> Any:
-    """``value`` with every ``reference`` found in ``ids`` (fullUrl -> Type/id) replaced."""
-    if isinstance(value, Mapping):
-        return {
-            key: ids.get(item, item)
-            if key == "reference" and isinstance(item, str)
-            else _resolve(item, ids)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_resolve(item, ids) for item in value]
-    return value
-
-
 def parse_message(data: Mapping[str, Any], owns: Owns) -> Message:
     """A Da Vinci notification message: the focus resources and the Patients in the Bundle,
     with their bundle-local (``urn:uuid:``) references resolved to ``Type/id``."""
@@ -291,4 +278,4 @@ def parse_message(data: Mapping[str, Any], owns: Owns) -> Message:
         raise NotificationError("the message's focus is not in the Bundle")
     chosen += [r for r in by_url.values() if r.get("resourceType") == "Patient"]
     unique = {(r["resourceType"], r["id"]): r for r in chosen}
-    return Message(str(code), tuple(_resolve(r, ids) for r in unique.values()))
+    return Message(str(code), tuple(resolve_references(r, ids) for r in unique.values()))

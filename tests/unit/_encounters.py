@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fhirbridge.detect import EncounterContext
+from fhirbridge.detect.projection import resolve_references
 from fhirbridge.rules.dispositions import disposition_group
 from fhirbridge.values import Transition, TransitionKind
 
@@ -35,19 +36,6 @@ def load(name: str) -> dict[str, Any]:
     return data
 
 
-def _resolve(value: Any, ids: dict[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: ids.get(item, item)
-            if key == "reference" and isinstance(item, str)
-            else _resolve(item, ids)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_resolve(item, ids) for item in value]
-    return value
-
-
 def davinci(event: str) -> dict[str, Any]:
     """The Encounter of a Da Vinci notification Bundle (admit, transfer or discharge), with its
     ``urn:uuid:`` references resolved to ``Type/id`` as a $process-message receiver stores it."""
@@ -61,7 +49,7 @@ def davinci(event: str) -> dict[str, Any]:
         for entry in bundle["entry"]
         if entry["resource"]["resourceType"] == "Encounter"
     )
-    resolved: dict[str, Any] = _resolve(encounter, ids)
+    resolved: dict[str, Any] = resolve_references(encounter, ids)
     return resolved
 
 
