@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -79,6 +79,14 @@ class RunStats:
     dead: int = 0
     keep_plans: bool = False
     plans: list[Plan] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """The pass's figures by name (what a log event or ``--json`` carries)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("plans", "keep_plans")
+        }
 
     def summary(self) -> str:
         """One human line."""
@@ -530,7 +538,7 @@ class Bridge:
         stop = stop or asyncio.Event()
         while not stop.is_set():
             stats = await self.run_once()
-            log.info("run_pass", **{k: v for k, v in vars(stats).items() if k != "plans"})
+            log.info("run_pass", **stats.counts())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.config.engine.poll_interval)
 
