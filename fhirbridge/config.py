@@ -157,6 +157,7 @@ class EngineConfig(_Section):
     readmission_window_days: int = Field(30, ge=1, le=365)
     sweep_interval: float = Field(3600.0, gt=0)
     risk: bool = True
+    concurrency: int = Field(8, ge=1, description="patient lanes evaluated at once")
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

@@ -1,23 +1,24 @@
-"""The engine: poll -> journal -> detect -> rules -> outbox -> write-back, as one object.
+"""The engine: the pipeline wired for one FHIR server, and its public API.
 
 :class:`Bridge` is what the CLI and embedding services use::
 
     async with Bridge.from_config(load_config("fhirbridge.yaml")) as bridge:
         stats = await bridge.run_once()
 
-The decisions are pure (``detect``, ``rules``); this module gathers their inputs (the
-previous snapshot, the patient's stays, Patient and CareTeam), performs their effects
-through the store and the writer, and never acknowledges or moves a watermark before
-what it covers is durable.
+It builds the stages of :mod:`fhirbridge.pipeline` from the configuration and feeds their
+one pass loop (:meth:`Bridge.run_pass`) from every driver: the poller (``run_once``,
+``run_forever``), the bulk export (``backfill``), the notification receiver and the HL7 v2
+paths (which journal, then call ``run_pass``), and ``plan`` (the same pass with writes off,
+on a journal of its own). Nothing is acknowledged or a watermark moved before what it
+covers is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,83 +27,45 @@ import structlog
 
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.config import Config
-from fhirbridge.context import PatientContext
-from fhirbridge.detect import DetectContext, EncounterContext, detect, is_newer, local_reference
-from fhirbridge.detect.encounter import detect_encounter_views
-from fhirbridge.detect.projection import EncounterView
-from fhirbridge.detect.timers import overdue_transition
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
+from fhirbridge.pipeline import (
+    Committer,
+    Evaluator,
+    Feed,
+    Lookups,
+    Pipeline,
+    Planner,
+    Policy,
+    RunStats,
+    Sink,
+    Sweeper,
+    WriteStage,
+    default_policy,
+)
 from fhirbridge.report import Report, build_report
-from fhirbridge.riskcontext import fetch_inputs, score, score_actions
-from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
+from fhirbridge.rules import BusinessCalendar, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
+from fhirbridge.rules.model import Defaults
 from fhirbridge.sources.bulk import BulkExport
 from fhirbridge.sources.poll import Poller, PollStats
-from fhirbridge.store import MemoryStore, PostgresStore, Store, open_store
-from fhirbridge.store.base import OutboxItem, Stay
-from fhirbridge.values import (
-    ENGINE_TAG_CODE,
-    ENGINE_TAG_SYSTEM,
-    Action,
-    CloseActivity,
-    Plan,
-    ResourceVersion,
-    Transition,
-    TransitionKind,
-    parse_instant,
-)
-from fhirbridge.writeback.outbox import outbox_item
-from fhirbridge.writeback.writer import OPEN_TASK_STATUSES, Writer, WriteStats
+from fhirbridge.store import MemoryStore, Store, open_store
+from fhirbridge.store.base import is_shared
+from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, Plan, ResourceVersion
+from fhirbridge.writeback.writer import Writer, WriteStats
 
 __all__ = ["Bridge", "RunStats"]
 
 log = structlog.get_logger(__name__)
-SWEEP_MARK = "timers:sweep"
-VIEW_CACHE_SIZE = 50_000
-_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
-
-
-@dataclass(slots=True)
-class RunStats:
-    """What one pass of the engine did."""
-
-    read: int = 0
-    new: int = 0
-    processed: int = 0
-    transitions: int = 0
-    planned: int = 0
-    created: int = 0
-    existing: int = 0
-    updated: int = 0
-    dead: int = 0
-    keep_plans: bool = False
-    plans: list[Plan] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        """The pass's figures by name (what a log event or ``--json`` carries)."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in ("plans", "keep_plans")
-        }
-
-    def summary(self) -> str:
-        """One human line."""
-        return (
-            f"read {self.read} ({self.new} new), processed {self.processed}, "
-            f"transitions {self.transitions}, planned writes {self.planned}, "
-            f"tasks created {self.created} (already there {self.existing}), "
-            f"status changes {self.updated}, dead letters {self.dead}"
-        )
 
 
 class Bridge:
     """The coordination engine for one FHIR server.
 
     ``client`` may be None for offline processing (benchmarks, tests of the pure path):
-    then nothing is fetched on demand and nothing is written.
+    then nothing is fetched on demand and nothing is written. ``policy`` replaces the
+    planning steps beside the rules (:func:`fhirbridge.pipeline.default_policy`).
     """
 
     def __init__(
@@ -115,40 +78,51 @@ class Bridge:
         clock: Clock | None = None,
         dispositions: DispositionTable | None = None,
         progress: Callable[[str, RunStats], None] | None = None,
+        policy: Sequence[Policy] | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.store = store if store is not None else open_store(config.store.url)
-        self.rules = rules if rules is not None else load_rules(config.rules or None)
+        pack = rules if rules is not None else load_rules(config.rules or None)
+        # one disposition table feeds detection and the rules: the pack's
+        table = dispositions or pack.dispositions or default_table()
+        self.rules = (
+            pack if pack.dispositions is table else dataclasses.replace(pack, dispositions=table)
+        )
+        self.dispositions = table
         self.clock = clock or SystemClock()
-        self.dispositions = dispositions or default_table()
         self.progress = progress
         self.server = config.fhir.name
         self.calendar = self._calendar()
-        self.context = PatientContext(
-            client,
-            self.store,
-            server=self.server,
-            readmission_window_days=config.engine.readmission_window_days,
+        engine = config.engine
+        self.policy = tuple(
+            policy
+            if policy is not None
+            else default_policy(
+                risk=engine.risk, tz=self.calendar.tz, max_event_age=engine.max_event_age
+            )
         )
-        self._tz = ZoneInfo(self.calendar.tz)
-        # projections of the newest Encounter snapshots: a single writer may trust them; with
-        # several workers sharing PostgreSQL, another worker may have moved a snapshot on
-        self._views: OrderedDict[tuple[str, str], EncounterView] = OrderedDict()
-        self._cache_views = not isinstance(self.store, PostgresStore)
-        # stays evaluated in the current group, not yet in the journal's encounter index
-        self._group_stays: dict[str, dict[str, Stay]] = {}
-        self.writer = (
+        writer = (
             Writer(
                 client,
                 self.store,
                 clock=self.clock,
-                agent=config.engine.requester,
+                agent=engine.requester,
                 codes=self.rules.codes,
             )
             if client is not None
             else None
         )
+        self.pipeline = self._pipeline(self.store, writer)
+
+    @property
+    def writer(self) -> Writer | None:
+        """What the write stage writes through (None: plan into the outbox, write nothing)."""
+        return self.pipeline.write.writer
+
+    @writer.setter
+    def writer(self, writer: Writer | None) -> None:
+        self.pipeline.write.writer = writer
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Bridge:
@@ -169,27 +143,65 @@ class Bridge:
         self.store.close()
 
     def _calendar(self) -> BusinessCalendar:
+        """The pack's calendar with what ``engine.timezone/weekend/holidays`` set over it."""
         engine = self.config.engine
-        pack = self.rules.defaults
-        weekend = (
-            frozenset(_WEEKDAYS[d] for d in engine.weekend)
-            if engine.weekend is not None
-            else frozenset(pack.weekend)
-            if pack.weekend is not None
-            else frozenset({5, 6})
+        overrides = {
+            "timezone": engine.timezone,
+            "weekend": engine.weekend,
+            "holidays": engine.holidays,
+        }
+        later = Defaults.model_validate({k: v for k, v in overrides.items() if v is not None})
+        return self.rules.defaults.merged(later).calendar()
+
+    def _pipeline(self, store: Store, writer: Writer | None) -> Pipeline:
+        """The stages on ``store``, writing through ``writer`` (None: writes off)."""
+        engine = self.config.engine
+        lookups = Lookups(self.client, store, server=self.server)
+        planner = Planner(
+            self.rules,
+            lookups,
+            calendar=self.calendar,
+            clock=self.clock,
+            max_event_age=engine.max_event_age,
+            default_owner=engine.default_owner,
+            policy=self.policy,
         )
-        holidays = engine.holidays if engine.holidays is not None else pack.holidays or ()
-        return BusinessCalendar(
-            tz=engine.timezone or pack.timezone or "UTC",
-            weekend=weekend,
-            holidays=frozenset(holidays),
+        evaluator = Evaluator(
+            store,
+            lookups,
+            planner,
+            tz=ZoneInfo(self.calendar.tz),
+            readmission_window_days=engine.readmission_window_days,
+            disposition_group=self.dispositions.group,
+            clock=self.clock,
+            concurrency=engine.concurrency,
+            cache_views=not is_shared(store),
+        )
+        return Pipeline(
+            store=store,
+            lookups=lookups,
+            evaluator=evaluator,
+            committer=Committer(store, evaluator),
+            sweeper=Sweeper(
+                self.client,
+                store,
+                planner,
+                server=self.server,
+                calendar=self.calendar,
+                clock=self.clock,
+                interval=engine.sweep_interval,
+            ),
+            write=WriteStage(writer),
+            progress=self.progress,
         )
 
-    # -- ingest ------------------------------------------------------------------------
+    # -- sources -----------------------------------------------------------------------
     def poller(
         self,
         progress: Callable[[PollStats], None] | None = None,
         sink: Callable[[list[ResourceVersion]], Awaitable[None]] | None = None,
+        *,
+        store: Store | None = None,
     ) -> Poller:
         """The polling source for the configured server and types; ``sink`` receives each
         page's new versions once they are journalled."""
@@ -197,7 +209,7 @@ class Bridge:
             raise FhirError("polling needs a FHIR client")
         return Poller(
             self.client,
-            self.store,
+            store if store is not None else self.store,
             server=self.server,
             types=self.config.engine.watch,
             page_size=self.config.fhir.page_size,
@@ -206,12 +218,42 @@ class Bridge:
             sink=sink,
         )
 
+    def poll_feed(self, since: datetime | None = None, *, store: Store | None = None) -> Feed:
+        """A poll since the watermarks (or ``since`` on a first run) as a pass's feed."""
+
+        async def feed(sink: Sink, stats: RunStats) -> None:
+            def on_poll(poll: PollStats) -> None:
+                stats.read, stats.new = poll.read, poll.new
+                if self.progress is not None:
+                    self.progress("poll", stats)
+
+            poll = await self.poller(on_poll, sink, store=store).poll(since or self.default_since())
+            stats.read, stats.new = poll.read, poll.new
+
+        return feed
+
     def ingest(self, resources: Sequence[bytes | Mapping[str, Any]]) -> list[ResourceVersion]:
         """Journal resources received by push (notifications); returns the new versions."""
         versions = [ResourceVersion.from_json(self.server, r) for r in resources]
         return self.store.append(versions)
 
-    # -- process -----------------------------------------------------------------------
+    # -- the pass ----------------------------------------------------------------------
+    async def run_pass(
+        self,
+        fresh: Sequence[ResourceVersion] = (),
+        *,
+        feed: Feed | None = None,
+        sweep: bool = False,
+        write: bool = True,
+        stats: RunStats | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
+    ) -> RunStats:
+        """The one pass loop (:meth:`fhirbridge.pipeline.Pipeline.run_pass`): process
+        ``fresh`` and whatever is pending, run ``feed``, sweep when asked, write."""
+        return await self.pipeline.run_pass(
+            fresh=fresh, feed=feed, sweep=sweep, write=write, stats=stats, pause=pause
+        )
+
     async def process(
         self,
         *,
@@ -219,257 +261,22 @@ class Bridge:
         stats: RunStats | None = None,
         fresh: Sequence[ResourceVersion] = (),
     ) -> RunStats:
-        """Detect, plan and enqueue for pending versions, in arrival order.
+        """Detect, plan and enqueue for ``fresh`` and then every pending version, in
+        arrival order; writes nothing."""
+        stats = stats if stats is not None else RunStats()
+        self.pipeline.batch = batch
+        await self.pipeline.process(fresh, stats)
+        return await self.pipeline.process(stats=stats)
 
-        ``fresh`` are versions just journalled (and still parsed in memory): they are
-        processed first without reading them back; then whatever else is pending.
-        """
-        stats = stats or RunStats()
-        if fresh:
-            await self._process_many(fresh, stats)
-        while True:
-            pending = self.store.pending(batch)
-            if not pending:
-                return stats
-            await self._process_many(pending, stats)
-            if self.progress is not None:
-                self.progress("process", stats)
-
-    async def process_version(self, version: ResourceVersion, stats: RunStats) -> list[Plan]:
-        """Process one journalled version (atomically in the store)."""
-        outcome = await self._evaluate(version, stats)
-        self._commit([outcome], stats)
-        return outcome.plans
-
-    async def _process_many(self, versions: Sequence[ResourceVersion], stats: RunStats) -> None:
-        """Evaluate versions in order and record their outcomes in as few transactions as
-        is safe: a group is committed before a version whose resource or patient it already
-        touched, so every evaluation reads the journal as of the versions before it."""
-        group: list[_Outcome] = []
-        touched: set[str] = set()
-        for version in versions:
-            marks = {version.reference}
-            if version.resource_type != "Encounter":
-                # Encounters see the group's other stays (below); other types read the
-                # patient's journalled state, so a patient seen in the group flushes it
-                patient = local_reference(
-                    version.resource.get("subject") or version.resource.get("for")
-                )
-                if patient:
-                    marks.add(patient)
-            if marks & touched:
-                self._commit(group, stats)
-                group, touched = [], set()
-            group.append(await self._evaluate(version, stats))
-            touched |= marks
-        self._commit(group, stats)
-
-    def _commit(self, outcomes: Sequence[_Outcome], stats: RunStats) -> None:
-        """Record outcomes in one transaction (no awaits inside: nothing interleaves)."""
-        self._group_stays.clear()
-        if not outcomes:
-            return
-        try:
-            with self.store.batch():
-                for outcome in outcomes:
-                    if outcome.rejected:
-                        self.store.reject(outcome.version, outcome.rejected)
-                    else:
-                        self.store.complete(
-                            outcome.version,
-                            transitions=outcome.transitions,
-                            outbox=outcome.items,
-                            notes=outcome.notes,
-                            update_snapshot=outcome.newer,
-                        )
-        except Exception:
-            self._views.clear()
-            raise
-        for outcome in outcomes:
-            if outcome.view is not None and outcome.newer:
-                self._remember(outcome.version.server, outcome.view)
-            stats.transitions += len(outcome.transitions)
-            stats.planned += len(outcome.items)
-            if stats.keep_plans:
-                stats.plans.extend(outcome.plans)
-            for transition in outcome.transitions:
-                log.info(
-                    "transition_detected",
-                    kind=transition.kind.value,
-                    resource=transition.focus,
-                    planned=sum(
-                        len(p.actions) for p in outcome.plans if p.transition is transition
-                    ),
-                )
-
-    async def _evaluate(self, version: ResourceVersion, stats: RunStats) -> _Outcome:
-        """Detect and plan for one version; writes nothing."""
-        stats.processed += 1
-        view: EncounterView | None = None
-        try:
-            if version.resource_type == "Encounter":
-                found = await self._encounter_transitions(version)
-                if found is None:  # a late, older version: journalled, ignored
-                    return _Outcome(version, newer=False)
-                transitions, view = found
-            else:
-                before = self.store.snapshot(version.server, version.resource_type, version.id)
-                if before is not None and not is_newer(before.resource, version.resource):
-                    return _Outcome(version, newer=False)
-                context = DetectContext(encounter=self._encounter_context(version.server, ()))
-                previous = before.resource if before is not None else None
-                transitions = detect(previous, version.resource, context)
-            plans = [await self._plan(t, version) for t in transitions]
-        except FhirError:
-            raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            stats.dead += 1
-            return _Outcome(version, rejected=f"cannot process {version.reference}: {exc!r}")
-        items = [outbox_item(a, plan.transition) for plan in plans for a in plan.actions]
-        notes = {p.transition.key: p.note for p in plans if p.note}
-        return _Outcome(version, transitions, plans, items, notes, view)
-
-    def _remember(self, server: str, view: EncounterView) -> None:
-        """Keep the projection of the newest Encounter snapshot (bounded, oldest out)."""
-        key = (server, view.id)
-        self._views[key] = view
-        self._views.move_to_end(key)
-        if len(self._views) > VIEW_CACHE_SIZE:
-            self._views.popitem(last=False)
-
-    async def _encounter_transitions(
-        self, version: ResourceVersion
-    ) -> tuple[list[Transition], EncounterView] | None:
-        """Transitions of an Encounter version, from cached projections where possible;
-        None for a version older than the snapshot."""
-        new = EncounterView.of(version.resource)
-        old = self._views.get((version.server, version.id)) if self._cache_views else None
-        if old is None:
-            before = self.store.snapshot(version.server, "Encounter", version.id)
-            old = EncounterView.of(before.resource) if before is not None else None
-        if old is not None and not _view_is_newer(old, new):
-            return None
-        stays: list[Stay] = []
-        changed = old is None or old.status != new.status or old.class_code != new.class_code
-        grouped = self._group_stays.setdefault(new.patient or "", {})
-        if new.patient and new.inpatient and changed:
-            journalled = self.store.stays(version.server, new.patient)
-            stays = [s for s in journalled if s.encounter not in grouped]
-            stays += grouped.values()
-            stays += await self.context.stays_from_server(new)
-        context = self._encounter_context(version.server, stays)
-        transitions = detect_encounter_views(old, new, context)
-        grouped[new.reference] = Stay(
-            server=version.server,
-            encounter=new.reference,
-            patient=new.patient or "",
-            encounter_class=new.class_code,
-            status=new.status,
-            start=new.start,
-            end=new.end,
-        )
-        return transitions, new
-
-    def _encounter_context(self, server: str, stays: Sequence[Stay]) -> EncounterContext:
-        return EncounterContext(
-            server=server,
-            stays=stays,
-            tz=self._tz,
-            readmission_window_days=self.config.engine.readmission_window_days,
-            disposition_group=self.dispositions.group,
-            now=self.clock.now(),
-        )
-
-    def forget_context(self) -> None:
-        """Drop the per-run caches (patients, care teams, server stays)."""
-        self.context.forget()
-
-    async def _plan(self, transition: Transition, version: ResourceVersion | None = None) -> Plan:
-        patient = await self.context.patient(transition.patient)
-        care_team = await self.context.care_team(transition.patient)
-        now = self.clock.now()
-        tiers: dict[str, str] = {}
-        extra: list[Action] = []
-        recent = now - transition.occurred_at <= self.config.engine.max_event_age
-        if (
-            transition.kind is TransitionKind.DISCHARGE
-            and version is not None
-            and self.config.engine.risk
-            and self.client is not None
-            and recent
-        ):
-            inputs = await fetch_inputs(self.client, transition.patient)
-            results = score(version.resource, inputs, ZoneInfo(self.calendar.tz))
-            tiers = {name: result.tier for name, result in results.items()}
-            extra.extend(score_actions(results, transition, now))
-        if transition.kind is TransitionKind.TASK_COMPLETED:
-            extra.append(
-                CloseActivity(
-                    task=transition.focus,
-                    patient=transition.patient,
-                    outcome="completed",
-                    transition_key=transition.key,
-                )
-            )
-        context = PlanContext(
-            now=now,
-            calendar=self.calendar,
-            max_event_age=self.config.engine.max_event_age,
-            patient=patient,
-            care_team=care_team,
-            default_owner=self.config.engine.default_owner,
-            risk=tiers,
-        )
-        plan = self.rules.plan(transition, context)
-        if extra:
-            plan = Plan(transition=plan.transition, actions=(*plan.actions, *extra), note=plan.note)
-        return plan
-
-    # -- timers --------------------------------------------------------------------------
     async def sweep(self, stats: RunStats | None = None) -> RunStats:
-        """Find the engine's open Tasks past their due date and plan their escalation:
-        ``referral-overdue`` for a referral's tracking Task, ``task-overdue`` otherwise.
-
-        Escalations have deterministic identifiers, so sweeping again (or late) escalates
-        each overdue Task exactly once. Timers ignore ``engine.max_event_age``.
-        """
-        stats = stats or RunStats()
-        if self.client is None:
-            return stats
-        now = self.clock.now()
-        today = self.calendar.local_date(now)
-        tasks = await self.client.search_all(
-            "Task",
-            {
-                "_tag": f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}",
-                "status": ",".join(OPEN_TASK_STATUSES),
-                "_count": 200,
-            },
-        )
-        items: list[OutboxItem] = []
-        for task in tasks:
-            transition = overdue_transition(task, today, server=self.server)
-            if transition is None:
-                continue
-            plan = await self._plan(transition)
-            stats.transitions += 1
-            if stats.keep_plans:
-                stats.plans.append(plan)
-            items.extend(outbox_item(action, transition) for action in plan.actions)
-        stats.planned += self.store.enqueue(items)
-        self.store.set_watermark(self.server, SWEEP_MARK, now.isoformat())
-        log.info("sweep_done", open_tasks=len(tasks), overdue=stats.transitions)
-        return stats
+        """Plan the escalation of the engine's overdue open Tasks (see
+        :class:`fhirbridge.pipeline.Sweeper`)."""
+        return await self.pipeline.sweeper.sweep(stats if stats is not None else RunStats())
 
     def sweep_due(self) -> bool:
         """Whether ``engine.sweep_interval`` has passed since the last sweep (by the clock)."""
-        last = parse_instant(self.store.watermark(self.server, SWEEP_MARK))
-        if last is None:
-            return True
-        elapsed = abs((self.clock.now() - last).total_seconds())
-        return elapsed >= self.config.engine.sweep_interval
+        return self.pipeline.sweeper.due()
 
-    # -- write -------------------------------------------------------------------------
     async def drain(self) -> WriteStats:
         """Perform every pending outbox item."""
         if self.writer is None:
@@ -485,53 +292,30 @@ class Bridge:
         self, *, since: datetime | None = None, progress: Callable[[str], None] | None = None
     ) -> RunStats:
         """Journal the server's history by bulk ``$export`` (watched types, changed since
-        ``since``), then process and write it. Transitions older than
+        ``since``), processing it as it comes, then write it. Transitions older than
         ``engine.max_event_age`` are journalled (readmission look-backs see them) but create
         no work. Polling then carries on from the export's ``transactionTime``."""
-        if self.client is None:
+        client = self.client
+        if client is None:
             raise FhirError("a backfill needs a FHIR client")
-        exported = await BulkExport(
-            self.client,
-            self.store,
-            server=self.server,
-            types=self.config.engine.watch,
-            progress=progress,
-        ).run(since)
-        stats = RunStats(read=exported.read, new=exported.new, dead=exported.rejected)
-        await self._flush(stats)
-        return stats
+
+        async def feed(sink: Sink, stats: RunStats) -> None:
+            exported = await BulkExport(
+                client,
+                self.store,
+                server=self.server,
+                types=self.config.engine.watch,
+                progress=progress,
+                sink=sink,
+            ).run(since)
+            stats.read, stats.new = exported.read, exported.new
+            stats.dead += exported.rejected
+
+        return await self.run_pass(feed=feed)
 
     async def run_once(self, *, since: datetime | None = None) -> RunStats:
-        """Poll, process, write: one pass. Returns what it did."""
-        stats = RunStats()
-        self.forget_context()
-
-        def on_poll(poll: PollStats) -> None:
-            stats.read, stats.new = poll.read, poll.new
-            if self.progress is not None:
-                self.progress("poll", stats)
-
-        # pending work from a previous, interrupted run goes first
-        await self._flush(stats)
-
-        async def on_page(fresh: list[ResourceVersion]) -> None:
-            await self.process(stats=stats, fresh=fresh)
-
-        poll = await self.poller(on_poll, on_page).poll(since or self.default_since())
-        stats.read, stats.new = poll.read, poll.new
-        await self._flush(stats)
-        if self.sweep_due():
-            await self.sweep(stats)
-            await self._flush(stats)
-        return stats
-
-    async def _flush(self, stats: RunStats) -> None:
-        await self.process(stats=stats)
-        written = await self.drain()
-        stats.created += written.created
-        stats.existing += written.existing
-        stats.updated += written.updated
-        stats.dead += written.dead
+        """Poll, process, write (and sweep when due): one pass. Returns what it did."""
+        return await self.run_pass(feed=self.poll_feed(since), sweep=self.sweep_due())
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Run passes every ``engine.poll_interval`` seconds until ``stop`` is set."""
@@ -548,18 +332,14 @@ class Bridge:
         clock. Nothing is written, to the server or the journal."""
         if self.client is None:
             raise FhirError("planning needs a FHIR client")
-        shadow = Bridge(
-            self.config,
-            client=self.client,
-            store=MemoryStore(),
-            rules=self.rules,
-            clock=self.clock,
-            dispositions=self.dispositions,
+        journal = MemoryStore()
+        dry = self._pipeline(journal, writer=None)
+        stats = await dry.run_pass(
+            feed=self.poll_feed(since, store=journal),
+            sweep=True,
+            write=False,
+            stats=RunStats(keep_plans=True),
         )
-        shadow.writer = None
-        await shadow.poller().poll(since or self.default_since())
-        stats = await shadow.process(stats=RunStats(keep_plans=True))
-        await shadow.sweep(stats)
         return stats.plans
 
     async def report(self) -> Report:
@@ -577,42 +357,20 @@ class Bridge:
         ``process`` and ``drain`` then retry them (after the cause was fixed)."""
         count = self.store.requeue_dead_outbox()
         for letter in self.store.dead_letters():
-            if letter.source == "process":
-                server, _, ref = letter.reference.partition("|")
-                kind, rid, _, version = [*ref.split("/"), "", "", "", ""][:4]
-                if not self.store.repend(server, kind, rid, version):
+            rejected = letter.rejected_version()
+            if rejected is not None:
+                if not self.store.repend(*rejected):
                     continue
             elif letter.source in ("poll", "notification", "bulk"):
                 try:
                     self.ingest([letter.payload])
-                except ValueError:
-                    continue  # still not a usable resource
+                except (ValueError, RecursionError) as exc:
+                    log.info(
+                        "replay_still_unusable", source=letter.source, error=type(exc).__name__
+                    )
+                    continue
             else:
                 continue
             self.store.mark_replayed(letter.id)
             count += 1
         return count
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What evaluating one version decided, before it is recorded."""
-
-    version: ResourceVersion
-    transitions: list[Transition] = field(default_factory=list)
-    plans: list[Plan] = field(default_factory=list)
-    items: list[OutboxItem] = field(default_factory=list)
-    notes: dict[str, str] = field(default_factory=dict)
-    view: EncounterView | None = None
-    newer: bool = True
-    rejected: str = ""
-
-
-def _view_is_newer(old: EncounterView, new: EncounterView) -> bool:
-    """:func:`fhirbridge.detect.is_newer` on projections."""
-    old_time, new_time = old.last_updated, new.last_updated
-    if old_time is not None and new_time is not None and old_time != new_time:
-        return new_time > old_time
-    if old.version_id.isdigit() and new.version_id.isdigit():
-        return int(new.version_id) > int(old.version_id)
-    return old.version_id != new.version_id or old != new

@@ -1,57 +1,26 @@
-"""Gather what the risk scores need from the server and turn scores into planned writes.
+"""Turn risk scores into planned writes.
 
-The scores themselves are pure (:mod:`fhirbridge.risk`); this module performs the reads
-(the patient's Conditions, Encounters, laboratory Observations and Procedures) and builds
-the :class:`~fhirbridge.values.RecordRisk` actions for the score Observation and the
+The scores themselves are pure (:mod:`fhirbridge.risk`); their inputs (the patient's
+Conditions, Encounters, laboratory Observations and Procedures) are looked up in batches by
+:class:`fhirbridge.pipeline.Lookups`. This module scores one index stay and builds the
+:class:`~fhirbridge.values.RecordRisk` actions for the score Observation and the
 RiskAssessment.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
-import structlog
-
-from fhirbridge.errors import FhirError
-from fhirbridge.fhir.client import FhirClient
 from fhirbridge.risk import ScoreResult, hospital, lace, risk_assessment, score_observation
 from fhirbridge.values import RecordRisk, Transition
 from fhirbridge.writeback.writer import OBSERVATION_PLACEHOLDER
 
-__all__ = ["RiskInputs", "fetch_inputs", "score", "score_actions"]
-
-log = structlog.get_logger(__name__)
-LAB_CODES = "http://loinc.org|718-7,http://loinc.org|2951-2,http://loinc.org|2947-0"
+__all__ = ["RiskInputs", "score", "score_actions"]
 
 RiskInputs = dict[str, list[dict[str, Any]]]
-
-
-async def _search(client: FhirClient, kind: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    try:
-        return await client.search_all(kind, {**params, "_count": 200})
-    except FhirError as exc:
-        log.warning("risk_input_unavailable", resource_type=kind, error=type(exc).__name__)
-        return []
-
-
-async def fetch_inputs(client: FhirClient, patient: str) -> RiskInputs:
-    """The patient's Conditions, Encounters, laboratory Observations and Procedures."""
-    conditions, encounters, observations, procedures = await asyncio.gather(
-        _search(client, "Condition", {"patient": patient}),
-        _search(client, "Encounter", {"patient": patient}),
-        _search(client, "Observation", {"patient": patient, "code": LAB_CODES}),
-        _search(client, "Procedure", {"patient": patient}),
-    )
-    return {
-        "conditions": conditions,
-        "encounters": encounters,
-        "observations": observations,
-        "procedures": procedures,
-    }
 
 
 def score(encounter: Mapping[str, Any], inputs: RiskInputs, tz: tzinfo) -> dict[str, ScoreResult]:

@@ -31,6 +31,7 @@ __all__ = [
     "Plan",
     "RecordRisk",
     "ResourceVersion",
+    "Stay",
     "Transition",
     "TransitionKind",
     "is_engine_resource",
@@ -364,3 +365,16 @@ def is_engine_resource(resource: Mapping[str, Any]) -> bool:
         if tag.get("system") == ENGINE_TAG_SYSTEM and tag.get("code") == ENGINE_TAG_CODE:
             return True
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class Stay:
+    """An encounter of a patient as the journal knows it (for readmission look-back)."""
+
+    server: str
+    encounter: str
+    patient: str
+    encounter_class: str
+    status: str
+    start: datetime | None
+    end: datetime | None

@@ -15,8 +15,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from fhirbridge.detect.projection import ED_ACTIVE, EncounterView
-from fhirbridge.store.base import Stay
-from fhirbridge.values import Transition, TransitionKind
+from fhirbridge.values import Stay, Transition, TransitionKind
 
 __all__ = ["EncounterContext", "detect_encounter", "detect_encounter_views"]
 

@@ -4,11 +4,13 @@ Requests only journal and wake the worker (``kick``); the worker runs passes one
 under a lock, so a burst of notifications coalesces into few passes. A pass is: catch up
 first when asked (poll the server since the watermark, for an empty notification, a gap in
 event numbers, a missed heartbeat, a subscription in error, or the periodic poll; then the
-overdue-Task sweep when it is due), process every pending version, then drain the outbox
-(``Bridge.process`` and ``Bridge.drain``, one version at a time with a yield between, and
-``defer_delay`` seconds between while ``defer()`` says requests are waiting, so
-acknowledgements keep flowing while a long pass runs). A pass that fails is retried after
-``retry_delay``; pending versions and outbox items stay durable in the journal meanwhile.
+overdue-Task sweep when it is due), process every pending version, then drain the outbox:
+the engine's one pass loop (``Bridge.run_pass``), in batches of ``batch`` versions with a
+yield between, and ``defer_delay`` seconds between while ``defer()`` says requests are
+waiting, so acknowledgements keep flowing while a long pass runs. A version that cannot be
+processed is dead-lettered and the pass goes on; a pass that fails (the server or the
+journal) is retried after ``retry_delay``; pending versions and outbox items stay durable
+in the journal meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Callable
 
 import structlog
 
-from fhirbridge.engine import Bridge, RunStats
+from fhirbridge.engine import Bridge
+from fhirbridge.pipeline import RunStats, Sink
 
 __all__ = ["Worker"]
 
@@ -112,35 +115,36 @@ class Worker:
         """One pass: catch up if asked, process every pending version, drain the outbox."""
         async with self.lock:
             started = time.perf_counter()
-            stats = RunStats()
             bridge = self.bridge
-            bridge.forget_context()
             reasons, self._catch_up = self._catch_up, []
             callbacks, self._after_catch_up = self._after_catch_up, []
+            feed = None
             if reasons and bridge.client is not None:
-                try:
-                    polled = await bridge.poller().poll(bridge.default_since())
-                except BaseException:
-                    self._catch_up[:0], self._after_catch_up[:0] = reasons, callbacks
-                    raise
-                stats.read, stats.new = polled.read, polled.new
-                log.info("receiver_caught_up", reasons=sorted(set(reasons)), new=polled.new)
-                for callback in callbacks:
-                    callback()
-                if bridge.sweep_due():  # timers (overdue Tasks) ride on the catch-up polls
-                    await bridge.sweep(stats)
+
+                async def catch_up(sink: Sink, stats: RunStats) -> None:
+                    try:
+                        polled = await bridge.poller(sink=sink).poll(bridge.default_since())
+                    except BaseException:
+                        self._catch_up[:0], self._after_catch_up[:0] = reasons, callbacks
+                        raise
+                    stats.read, stats.new = polled.read, polled.new
+                    log.info("receiver_caught_up", reasons=sorted(set(reasons)), new=polled.new)
+                    for callback in callbacks:
+                        callback()
+
+                feed = catch_up
             elif reasons:
                 log.warning("receiver_cannot_catch_up", reasons=sorted(set(reasons)))
-            while pending := bridge.store.pending(self.batch):
-                for version in pending:
-                    await bridge.process_version(version, stats)
-                    # acknowledgements first: while requests wait, leave them the loop
-                    deferring = self.defer is not None and self.defer()
-                    await asyncio.sleep(self.defer_delay if deferring else 0)
-            if bridge.writer is not None and bridge.store.outbox_depth():
-                written = await bridge.drain()
-                stats.created, stats.existing = written.created, written.existing
-                stats.updated, stats.dead = written.updated, written.dead
+
+            async def pause() -> None:
+                # acknowledgements first: while requests wait, leave them the loop
+                deferring = self.defer is not None and self.defer()
+                await asyncio.sleep(self.defer_delay if deferring else 0)
+
+            bridge.pipeline.batch = self.batch
+            # timers (overdue Tasks) ride on the catch-up polls
+            sweep = feed is not None and bridge.sweep_due()
+            stats = await bridge.run_pass(feed=feed, sweep=sweep, pause=pause)
             self.passes += 1
             if self.on_pass is not None:
                 self.on_pass(time.perf_counter() - started, stats)

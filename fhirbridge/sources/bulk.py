@@ -3,8 +3,9 @@
 Kick-off ``GET [base]/$export`` with ``Prefer: respond-async`` (``_type`` the watched types,
 ``_since`` optional) -> 202 and a status URL -> poll it, honouring ``Retry-After`` and
 showing ``X-Progress`` -> 200 and a manifest -> download each NDJSON file and journal every
-line as a :class:`ResourceVersion`. The manifest's ``transactionTime`` becomes every
-exported type's poll watermark, so polling carries on from the export without a gap.
+line as a :class:`ResourceVersion` (handed, a batch at a time, to ``sink``). The manifest's
+``transactionTime`` becomes every exported type's poll watermark, so polling carries on
+from the export without a gap.
 
 Files are fetched only from the configured server (a manifest that points elsewhere is
 refused, so credentials never leave it).
@@ -59,6 +60,7 @@ class BulkExport:
         max_wait: float = 3600.0,
         batch: int = 1000,
         progress: Callable[[str], None] | None = None,
+        sink: Callable[[list[ResourceVersion]], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -68,6 +70,7 @@ class BulkExport:
         self.max_wait = max_wait
         self.batch = batch
         self.progress = progress
+        self.sink = sink
 
     async def run(self, since: datetime | None = None) -> BulkStats:
         """Export, wait, download and journal; returns what was read."""
@@ -131,16 +134,19 @@ class BulkExport:
                 continue
             try:
                 pending.append(ResourceVersion.from_json(self.server, line))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # not JSON, not a resource, too deep
                 stats.rejected += 1
+                log.warning(
+                    "bulk_line_rejected", resource_type=resource_type, error=type(exc).__name__
+                )
                 self.store.dead_letter("bulk", resource_type, f"not a usable resource: {exc}", line)
                 continue
             if len(pending) >= self.batch:
-                self._journal(pending, stats)
+                await self._journal(pending, stats)
                 pending = []
-        self._journal(pending, stats)
+        await self._journal(pending, stats)
 
-    def _journal(self, versions: list[ResourceVersion], stats: BulkStats) -> None:
+    async def _journal(self, versions: list[ResourceVersion], stats: BulkStats) -> None:
         if not versions:
             return
         new = self.store.append(versions)
@@ -150,3 +156,5 @@ class BulkExport:
             stats.by_type[version.resource_type] = stats.by_type.get(version.resource_type, 0) + 1
         if self.progress is not None:
             self.progress(f"journalled {stats.read}")
+        if self.sink is not None and new:
+            await self.sink(new)

@@ -13,6 +13,10 @@ A message that cannot be read, names nothing on the server, or is an event not h
 to the dead letters with the reason, and the run goes on. Over MLLP
 (:class:`MllpListener`), the ACK (``MSA|AA``) is sent only after the journal append
 returned; ``AR``/``AE`` carry the reason.
+
+This source only journals versions: what it journalled is processed and written by the
+engine's one pass loop, ``run_pass`` of the :class:`V2Engine` it is given (a
+:class:`fhirbridge.Bridge`), never by code of its own.
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ import contextlib
 import re
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import hl7
 import structlog
 
+from fhirbridge.clock import Clock
 from fhirbridge.detect import local_reference
 from fhirbridge.errors import FhirBridgeError, FhirError, StoreError
+from fhirbridge.fhir.client import FhirClient
 from fhirbridge.sources._v2map import (
     AdtMessage,
     V2Error,
@@ -41,17 +48,19 @@ from fhirbridge.sources._v2map import (
     overlay_patient,
     read_adt,
 )
+from fhirbridge.store.base import Store
 from fhirbridge.values import ResourceVersion, parse_instant
 
 if TYPE_CHECKING:
-    from fhirbridge.engine import Bridge, RunStats
-    from fhirbridge.writeback.writer import WriteStats
+    from fhirbridge.rules.calendar import BusinessCalendar
 
 __all__ = [
     "MllpListener",
     "Outcome",
     "RawMessage",
+    "PassFigures",
     "V2Adapter",
+    "V2Engine",
     "V2Error",
     "V2Stats",
     "build_ack",
@@ -126,16 +135,61 @@ class Outcome:
     duplicate: bool = False
 
 
+class PassFigures(Protocol):
+    """What a pass of the engine reports back (``RunStats`` is one)."""
+
+    @property
+    def transitions(self) -> int:
+        """Transitions detected."""
+
+    @property
+    def created(self) -> int:
+        """Tasks created."""
+
+    @property
+    def existing(self) -> int:
+        """Tasks that were already there."""
+
+
+class V2Engine(Protocol):
+    """The engine this source journals for and hands its versions to (a ``Bridge``)."""
+
+    @property
+    def client(self) -> FhirClient | None:
+        """Where the Encounters and Patients messages name are looked up."""
+
+    @property
+    def store(self) -> Store:
+        """The journal."""
+
+    @property
+    def server(self) -> str:
+        """The configured server's name."""
+
+    @property
+    def clock(self) -> Clock:
+        """The clock (ACK timestamps)."""
+
+    @property
+    def calendar(self) -> BusinessCalendar:
+        """Its time zone reads message times without an offset."""
+
+    async def run_pass(self, fresh: Sequence[ResourceVersion] = ()) -> PassFigures:
+        """Process ``fresh`` and whatever else is pending, and write: the one pass loop."""
+
+
 @dataclass(slots=True)
 class V2Stats:
-    """What an ingest (or a listener so far) did."""
+    """What an ingest (or a listener so far) did, and what its passes found and wrote."""
 
     messages: int = 0
     journalled: int = 0
     duplicates: int = 0
     dead_letters: int = 0
-    run: RunStats | None = None
-    written: WriteStats | None = None
+    passes: int = 0
+    transitions: int = 0
+    created: int = 0
+    existing: int = 0
 
     def count(self, outcome: Outcome) -> None:
         """Add one message's outcome."""
@@ -144,17 +198,23 @@ class V2Stats:
         self.duplicates += outcome.duplicate
         self.dead_letters += outcome.ack != "AA"
 
+    def add(self, figures: PassFigures) -> None:
+        """Add what one pass of the engine did."""
+        self.passes += 1
+        self.transitions += figures.transitions
+        self.created += figures.created
+        self.existing += figures.existing
+
     def summary(self) -> str:
         """One human line."""
         line = (
             f"messages {self.messages}: journalled {self.journalled} new versions, "
             f"repeats {self.duplicates}, dead letters {self.dead_letters}"
         )
-        if self.run is not None:
-            line += f"; transitions {self.run.transitions}"
-        if self.written is not None:
+        if self.passes:
             line += (
-                f", tasks created {self.written.created} (already there {self.written.existing})"
+                f"; transitions {self.transitions}, tasks created {self.created}"
+                f" (already there {self.existing})"
             )
         return line
 
@@ -167,7 +227,7 @@ def _token(system: str, value: str) -> str:
 
 
 class V2Adapter:
-    """Reads ADT messages, finds what they name on the bridge's server, journals the result.
+    """Reads ADT messages, finds what they name on the engine's server, journals the result.
 
     ``visit_system`` and ``mrn_system`` default to ``mappings/hl7v2.yaml``; times without an
     offset are read in the engine's time zone. Keeps the latest v2 version built for each
@@ -176,7 +236,7 @@ class V2Adapter:
 
     def __init__(
         self,
-        bridge: Bridge,
+        bridge: V2Engine,
         *,
         visit_system: str | None = None,
         mrn_system: str | None = None,
@@ -269,15 +329,15 @@ class V2Adapter:
 
 
 async def ingest_hl7(
-    bridge: Bridge,
+    bridge: V2Engine,
     data: bytes,
     *,
     visit_system: str | None = None,
     mrn_system: str | None = None,
     tables: V2Tables | None = None,
 ) -> V2Stats:
-    """Journal every ADT message in ``data`` (a file or a captured stream), then process and
-    write: ``bridge.process()`` and ``bridge.drain()``."""
+    """Journal every ADT message in ``data`` (a file or a captured stream), then hand the
+    new versions to one pass of the engine (``bridge.run_pass``)."""
     adapter = V2Adapter(bridge, visit_system=visit_system, mrn_system=mrn_system, tables=tables)
     stats = V2Stats()
     fresh: list[ResourceVersion] = []
@@ -285,8 +345,7 @@ async def ingest_hl7(
         outcome = await adapter.handle(raw)
         stats.count(outcome)
         fresh.extend(outcome.versions)
-    stats.run = await bridge.process(fresh=fresh)
-    stats.written = await bridge.drain()
+    stats.add(await bridge.run_pass(fresh))
     return stats
 
 
@@ -312,12 +371,12 @@ def build_ack(raw: RawMessage | None, code: str, reason: str, now: datetime) -> 
 
 class MllpListener:
     """Receives ADT over MLLP (``asyncio.start_server``) and acknowledges each message once
-    it is durable; unless ``process`` is False, a worker then processes and writes in the
+    it is durable; unless ``process`` is False, a worker then runs the engine's pass in the
     background. Frames past ``max_bytes`` are refused."""
 
     def __init__(
         self,
-        bridge: Bridge,
+        bridge: V2Engine,
         *,
         visit_system: str | None = None,
         mrn_system: str | None = None,
@@ -415,15 +474,8 @@ class MllpListener:
 
     async def _flush(self) -> None:
         try:
-            self.stats.run = await self.bridge.process(stats=self.stats.run)
-            written = await self.bridge.drain()
+            self.stats.add(await self.bridge.run_pass())
         except FhirBridgeError as exc:  # the versions stay pending: try again later
             log.warning("hl7_processing_failed", error=type(exc).__name__)
             if not self._closing:
                 asyncio.get_running_loop().call_later(self.retry_after, self._wake.set)
-            return
-        if self.stats.written is None:
-            self.stats.written = written
-        else:
-            self.stats.written.created += written.created
-            self.stats.written.existing += written.existing

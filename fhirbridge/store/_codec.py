@@ -44,7 +44,7 @@ __all__ = [
 Clock = Callable[[], datetime]
 
 #: The source of the dead letter ``reject`` writes: the process stage could not use the version.
-REJECTED_SOURCE = "process"
+REJECTED_SOURCE = DeadLetter.REJECTED
 #: The source of the dead letter of an outbox item that failed for good.
 OUTBOX_SOURCE = "outbox"
 
@@ -147,7 +147,7 @@ def rejected_letter(version: ResourceVersion, reason: str) -> dict[str, Any]:
     """
     return {
         "source": REJECTED_SOURCE,
-        "reference": f"{version.server}|{version.reference}/_history/{version.version_id}",
+        "reference": DeadLetter.rejected_reference(version),
         "reason": reason,
         "payload": version.raw,
     }

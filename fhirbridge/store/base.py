@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from fhirbridge.values import ResourceVersion, Transition
+from fhirbridge.values import ResourceVersion, Stay, Transition
 
-__all__ = ["DeadLetter", "OutboxItem", "Stay", "Store", "StoredTransition"]
+__all__ = ["DeadLetter", "OutboxItem", "Stay", "Store", "StoredTransition", "is_shared"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,25 @@ class DeadLetter:
     created_at: datetime
     replayed: bool = False
 
+    #: The source of the letter ``Store.reject`` writes for a version it could not use.
+    REJECTED = "process"
+
+    @staticmethod
+    def rejected_reference(version: ResourceVersion) -> str:
+        """The reference of a rejected version's letter: ``server|Type/id/_history/vid``."""
+        return f"{version.server}|{version.reference}/_history/{version.version_id}"
+
+    def rejected_version(self) -> tuple[str, str, str, str] | None:
+        """``(server, type, id, version id)`` of a rejected version's letter, else None."""
+        if self.source != self.REJECTED:
+            return None
+        server, sep, ref = self.reference.partition("|")
+        kind, slash, rest = ref.partition("/")
+        rid, history, version = rest.partition("/_history/")
+        if not (sep and slash and history and kind and rid and version):
+            return None
+        return server, kind, rid, version
+
 
 @dataclass(frozen=True, slots=True)
 class StoredTransition:
@@ -65,19 +84,6 @@ class StoredTransition:
     transition: Transition
     detected_at: datetime
     note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Stay:
-    """An encounter of a patient as the journal knows it (for readmission look-back)."""
-
-    server: str
-    encounter: str
-    patient: str
-    encounter_class: str
-    status: str
-    start: datetime | None
-    end: datetime | None
 
 
 @runtime_checkable
@@ -185,3 +191,9 @@ class Store(Protocol):
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest audit records, newest first."""
+
+
+def is_shared(store: Store) -> bool:
+    """The store's capability flag ``shared``: other workers may change the journal under
+    this one (PostgreSQL), so cached snapshots cannot be trusted between passes."""
+    return bool(getattr(store, "shared", False))

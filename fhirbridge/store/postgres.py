@@ -52,6 +52,9 @@ class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
     another is still writing: the writes are idempotent (conditional create, ``If-Match``).
     """
 
+    #: several workers share the journal (see :func:`fhirbridge.store.base.is_shared`)
+    shared = True
+
     _dialect = "postgres"
     _queries = queries("postgres")
     _label = "PostgreSQL"

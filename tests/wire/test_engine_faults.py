@@ -106,7 +106,7 @@ async def test_replay_after_a_fix_processes_the_rejected_version(
         raise ValueError("a bug in detection")
 
     with monkeypatch.context() as patched:
-        patched.setattr("fhirbridge.engine.detect_encounter_views", broken)
+        patched.setattr("fhirbridge.pipeline._evaluate.detect_encounter_views", broken)
         bridge.ingest([json.dumps(encounter(4)).encode()])
         assert (await bridge.process()).dead == 1
     assert bridge.replay() == 1

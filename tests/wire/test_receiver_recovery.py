@@ -79,8 +79,10 @@ def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
 
 def fhir_server(router: respx.MockRouter, *encounters: dict[str, Any]) -> respx.Route:
     """Routes for what polling and processing read: searches (Encounter answers
-    ``encounters``, other types nothing) and reads (404). Returns the search route."""
+    ``encounters``, other types nothing) and reads (404); no ``batch`` (405), so lookups
+    search one by one. Returns the search route."""
     router.get(path__regex=r"^/fhir/[A-Za-z]+/[^/$]+$").respond(404)
+    router.post(path__regex=r"^/fhir/?$").respond(405)
 
     def search(request: httpx.Request) -> httpx.Response:
         found = encounters if request.url.path.endswith("/Encounter") else ()

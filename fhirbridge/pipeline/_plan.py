@@ -1,0 +1,91 @@
+"""The plan stage: a transition and what is known about its patient -> a Plan.
+
+The rule pack (:meth:`fhirbridge.rules.RulePack.plan`) decides the Tasks; the policy steps
+(:mod:`._policy`) add risk scores and activity closes. Everything a batch of transitions
+needs from the server is prefetched for all of them at once (:meth:`Planner.prefetch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from fhirbridge.clock import Clock
+from fhirbridge.pipeline._lookups import Lookups
+from fhirbridge.pipeline._policy import Policy
+from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack
+from fhirbridge.values import Action, Plan, Transition
+
+__all__ = ["Planner"]
+
+Planned = tuple[Transition, Mapping[str, Any] | None]
+
+
+class Planner:
+    """Plans transitions with the rule pack, the policy steps and the lookups."""
+
+    def __init__(
+        self,
+        rules: RulePack,
+        lookups: Lookups,
+        *,
+        calendar: BusinessCalendar,
+        clock: Clock,
+        max_event_age: timedelta,
+        default_owner: str | None,
+        policy: Sequence[Policy],
+    ) -> None:
+        self.rules = rules
+        self.lookups = lookups
+        self.calendar = calendar
+        self.clock = clock
+        self.max_event_age = max_event_age
+        self.default_owner = default_owner
+        self.policy = tuple(policy)
+
+    def _wants_risk(self, transition: Transition, resource: Mapping[str, Any] | None) -> bool:
+        now = self.clock.now()
+        return self.lookups.online and any(
+            step.wants_risk(transition, resource, now) for step in self.policy
+        )
+
+    async def prefetch(self, planned: Sequence[Planned]) -> None:
+        """Look up, in one request, what planning ``planned`` needs."""
+        if not planned or not self.lookups.online:
+            return
+        await self.lookups.prefetch(
+            (t.patient for t, _ in planned),
+            risk=[t.patient for t, r in planned if self._wants_risk(t, r)],
+        )
+
+    async def plan(self, transition: Transition, resource: Mapping[str, Any] | None = None) -> Plan:
+        """The plan of one transition; ``resource`` is the version that caused it (None for
+        timers)."""
+        now = self.clock.now()
+        patient = await self.lookups.patient(transition.patient)
+        care_team = await self.lookups.care_team(transition.patient)
+        inputs = (
+            await self.lookups.risk_inputs(transition.patient)
+            if self._wants_risk(transition, resource)
+            else None
+        )
+        tiers: dict[str, str] = {}
+        extra: list[Action] = []
+        for step in self.policy:
+            added = step.apply(transition, resource, inputs, now)
+            tiers.update(added.tiers)
+            extra.extend(added.actions)
+        context = PlanContext(
+            now=now,
+            calendar=self.calendar,
+            max_event_age=self.max_event_age,
+            patient=patient,
+            care_team=care_team,
+            default_owner=self.default_owner,
+            risk=tiers,
+        )
+        plan = self.rules.plan(transition, context)
+        if extra:
+            plan = Plan(transition=plan.transition, actions=(*plan.actions, *extra), note=plan.note)
+        return plan

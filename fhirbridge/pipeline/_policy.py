@@ -1,0 +1,126 @@
+"""Planning policy beside the rule pack: named steps the planner runs for every transition.
+
+The rule pack decides which Tasks a transition creates; these steps add what is not a rule
+of the pack but still policy: the risk scores of a recent discharge (whose tiers the rules
+read as ``risk.<score>.tier``, and whose Observation and RiskAssessment are written), and
+closing the CarePlan activity of a Task that was completed. :func:`default_policy` is what
+the engine runs; pass another tuple to :class:`~fhirbridge.pipeline.Planner` to change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from fhirbridge.riskcontext import RiskInputs, score, score_actions
+from fhirbridge.values import Action, CloseActivity, Transition, TransitionKind
+
+__all__ = ["CloseCompletedActivity", "Enriched", "Policy", "RiskScores", "default_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    """What a policy step adds to a plan: risk tiers the rules read, and actions."""
+
+    tiers: Mapping[str, str] = field(default_factory=dict)
+    actions: tuple[Action, ...] = ()
+
+
+class Policy(Protocol):
+    """One planning step beside the rules (an extension point)."""
+
+    @property
+    def name(self) -> str:
+        """What logs and plans call the step."""
+
+    def wants_risk(
+        self, transition: Transition, resource: Mapping[str, Any] | None, now: datetime
+    ) -> bool:
+        """Whether :meth:`apply` reads the patient's risk inputs (so they are prefetched)."""
+
+    def apply(
+        self,
+        transition: Transition,
+        resource: Mapping[str, Any] | None,
+        risk_inputs: RiskInputs | None,
+        now: datetime,
+    ) -> Enriched:
+        """The tiers and actions this step adds for ``transition`` (pure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RiskScores:
+    """LACE and HOSPITAL for a discharge younger than ``max_event_age``: the tiers for the
+    rules and a RecordRisk action per score. Needs the discharged Encounter and the
+    patient's risk inputs (no server, no scores)."""
+
+    tz: str
+    max_event_age: timedelta
+    name: str = "risk-scores"
+
+    def wants_risk(
+        self, transition: Transition, resource: Mapping[str, Any] | None, now: datetime
+    ) -> bool:
+        return (
+            transition.kind is TransitionKind.DISCHARGE
+            and resource is not None
+            and now - transition.occurred_at <= self.max_event_age
+        )
+
+    def apply(
+        self,
+        transition: Transition,
+        resource: Mapping[str, Any] | None,
+        risk_inputs: RiskInputs | None,
+        now: datetime,
+    ) -> Enriched:
+        if (
+            resource is None
+            or risk_inputs is None
+            or not self.wants_risk(transition, resource, now)
+        ):
+            return Enriched()
+        results = score(resource, risk_inputs, ZoneInfo(self.tz))
+        return Enriched(
+            tiers={name: result.tier for name, result in results.items()},
+            actions=tuple(score_actions(results, transition, now)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCompletedActivity:
+    """A completed Task closes its CarePlan activity (outcome ``completed``)."""
+
+    name: str = "close-completed-activity"
+
+    def wants_risk(
+        self, transition: Transition, resource: Mapping[str, Any] | None, now: datetime
+    ) -> bool:
+        return False
+
+    def apply(
+        self,
+        transition: Transition,
+        resource: Mapping[str, Any] | None,
+        risk_inputs: RiskInputs | None,
+        now: datetime,
+    ) -> Enriched:
+        if transition.kind is not TransitionKind.TASK_COMPLETED:
+            return Enriched()
+        close = CloseActivity(
+            task=transition.focus,
+            patient=transition.patient,
+            outcome="completed",
+            transition_key=transition.key,
+        )
+        return Enriched(actions=(close,))
+
+
+def default_policy(*, risk: bool, tz: str, max_event_age: timedelta) -> tuple[Policy, ...]:
+    """The engine's steps: risk scores (when ``engine.risk``), then closing activities."""
+    steps: list[Policy] = [RiskScores(tz=tz, max_event_age=max_event_age)] if risk else []
+    steps.append(CloseCompletedActivity())
+    return tuple(steps)

@@ -1,0 +1,146 @@
+"""One pass loop that every driver feeds: evaluate -> commit -> (sweep) -> write.
+
+:meth:`Pipeline.run_pass` is the only pass there is. The poller and ``backfill`` feed it
+pages, the notification receiver and the HL7 v2 paths the versions they journalled, and
+``plan`` runs it with writes off on a journal of its own. A pass:
+
+1. processes what the caller just journalled (``fresh``), then whatever else is pending
+   (work an interrupted run left), in batches;
+2. runs the ``feed`` (a poll or an export), processing each page it journals as it comes;
+3. when asked, writes what is planned, then sweeps for overdue Tasks;
+4. writes what is planned (unless writes are off).
+
+Every batch is split into patient lanes, evaluated (lookups prefetched for the whole
+batch), and committed in one transaction; a version that raises is dead-lettered and the
+pass goes on (:mod:`._evaluate`, :mod:`._commit`). Each pass binds a ``run_id`` to its log
+events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from fhirbridge.pipeline._commit import Committer
+from fhirbridge.pipeline._evaluate import Evaluator
+from fhirbridge.pipeline._lanes import lanes
+from fhirbridge.pipeline._lookups import Lookups
+from fhirbridge.pipeline._stats import RunStats
+from fhirbridge.pipeline._sweep import Sweeper
+from fhirbridge.pipeline._write import WriteStage
+from fhirbridge.store.base import Store
+from fhirbridge.values import ResourceVersion
+
+__all__ = ["Feed", "Pipeline", "Sink"]
+
+log = structlog.get_logger(__name__)
+
+#: Where a feed hands each page of versions it journalled.
+Sink = Callable[[list[ResourceVersion]], Awaitable[None]]
+#: A source run inside a pass (a poll, an export): journals versions, hands them to the sink.
+Feed = Callable[[Sink, RunStats], Awaitable[None]]
+
+
+class Pipeline:
+    """The stages of one engine, wired; :meth:`run_pass` runs them."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lookups: Lookups,
+        evaluator: Evaluator,
+        committer: Committer,
+        sweeper: Sweeper,
+        write: WriteStage,
+        batch: int = 500,
+        progress: Callable[[str, RunStats], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.lookups = lookups
+        self.evaluator = evaluator
+        self.committer = committer
+        self.sweeper = sweeper
+        self.write = write
+        self.batch = batch
+        self.progress = progress
+
+    async def run_pass(
+        self,
+        *,
+        fresh: Sequence[ResourceVersion] = (),
+        feed: Feed | None = None,
+        sweep: bool = False,
+        write: bool = True,
+        stats: RunStats | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
+    ) -> RunStats:
+        """One pass (see the module docstring); returns what it did."""
+        stats = stats if stats is not None else RunStats()
+        write = write and self.write.enabled
+        with structlog.contextvars.bound_contextvars(run_id=uuid.uuid4().hex[:12]):
+            self.lookups.forget()
+            requests = self.lookups.requests
+            await self.process(fresh, stats, pause=pause)
+
+            async def sink(page: list[ResourceVersion]) -> None:
+                await self.process(page, stats, pause=pause)
+
+            if feed is not None:
+                await feed(sink, stats)
+            await self.process(stats=stats, pause=pause)
+            if sweep:
+                if write:
+                    await self.write.write(stats)
+                await self.sweeper.sweep(stats)
+            if write:
+                await self.write.write(stats)
+            stats.lookups += self.lookups.requests - requests
+            log.info("pass_done", **stats.counts())
+        return stats
+
+    async def process(
+        self,
+        versions: Sequence[ResourceVersion] | None = None,
+        stats: RunStats | None = None,
+        *,
+        pause: Callable[[], Awaitable[None]] | None = None,
+    ) -> RunStats:
+        """Evaluate and commit ``versions`` (None: every pending version, in batches)."""
+        stats = stats if stats is not None else RunStats()
+        if versions is not None:
+            for start in range(0, len(versions), self.batch):
+                await self._batch(versions[start : start + self.batch], stats)
+            return stats
+        while pending := self.store.pending(self.batch):
+            await self._batch(pending, stats)
+            if self.progress is not None:
+                self.progress("process", stats)
+            if pause is not None:
+                await pause()
+        return stats
+
+    async def _batch(self, versions: Sequence[ResourceVersion], stats: RunStats) -> None:
+        """One batch: lanes, evaluation, one commit; the careful path after a refusal."""
+        if not versions:
+            return
+        groups = lanes(versions)
+        outcomes = await self.evaluator.evaluate(versions, groups)
+        lane_of = {index: number for number, group in enumerate(groups) for index in group}
+        # a lane whose version raised: its later versions were evaluated as if that one had
+        # been recorded; evaluate them again once it is dead-lettered
+        again: set[int] = set()
+        for group in groups:
+            failed = [i for i in group if outcomes[i].error is not None]
+            if failed:
+                again.update(i for i in group if i > failed[0])
+        first = [i for i in range(len(versions)) if i not in again]
+        skipped = self.committer.commit(
+            [outcomes[i] for i in first], stats, lanes=[lane_of[i] for i in first]
+        )
+        again.update(first[position] for position in skipped)
+        for index in sorted(again):
+            outcome = await self.evaluator.evaluate_one(versions[index])
+            self.committer.commit([outcome], stats)
