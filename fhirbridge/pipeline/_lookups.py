@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import structlog
@@ -258,7 +259,19 @@ class Lookups:
             return []
         stays: list[Stay] = []
         for encounter in await self._of("Encounter", view.patient):
-            other = EncounterView.of(encounter)
+            try:
+                other = EncounterView.of(encounter)
+                for instant in (other.start, other.end):
+                    if instant is not None:
+                        instant.astimezone(UTC)
+            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+                # one unusable stay on the server must not stop the patient's look-backs
+                log.warning(
+                    "stay_unusable",
+                    resource=f"Encounter/{encounter.get('id')}",
+                    error=type(exc).__name__,
+                )
+                continue
             stays.append(
                 Stay(
                     server=self.server,

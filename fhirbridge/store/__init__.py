@@ -13,7 +13,7 @@ One port (:class:`Store`) and three stores that pass the same contract tests:
 from __future__ import annotations
 
 from fhirbridge.errors import ConfigError
-from fhirbridge.store.base import DeadLetter, OutboxItem, Stay, Store, StoredTransition
+from fhirbridge.store.base import DeadLetter, OutboxItem, Store, StoredTransition
 from fhirbridge.store.memory import MemoryStore
 from fhirbridge.store.postgres import PostgresStore
 from fhirbridge.store.sqlite import SqliteStore
@@ -24,7 +24,6 @@ __all__ = [
     "OutboxItem",
     "PostgresStore",
     "SqliteStore",
-    "Stay",
     "Store",
     "StoredTransition",
     "open_store",

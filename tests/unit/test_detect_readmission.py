@@ -19,8 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fhirbridge.detect import EncounterContext, detect_encounter
-from fhirbridge.store.base import Stay
-from fhirbridge.values import Transition, TransitionKind
+from fhirbridge.values import Stay, Transition, TransitionKind
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SERVER = "https://ehr.example.org/fhir"
