@@ -81,6 +81,7 @@ class Lookups:
         self.server = server
         self.requests = 0
         self._batches = True
+        self._stays: dict[str, list[Stay]] = {}
         self._found: dict[str, dict[str, list[dict[str, Any]]]] = {kind: {} for kind in _KINDS}
 
     @property
@@ -92,6 +93,7 @@ class Lookups:
         """Drop the per-run caches."""
         for found in self._found.values():
             found.clear()
+        self._stays.clear()
 
     # -- prefetch ----------------------------------------------------------------------
     async def prefetch_stays(self, patients: Iterable[str]) -> None:
@@ -257,33 +259,35 @@ class Lookups:
         far enough."""
         if self.client is None or view.patient is None or view.start is None:
             return []
-        stays: list[Stay] = []
-        for encounter in await self._of("Encounter", view.patient):
-            try:
-                other = EncounterView.of(encounter)
-                for instant in (other.start, other.end):
-                    if instant is not None:
-                        instant.astimezone(UTC)
-            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-                # one unusable stay on the server must not stop the patient's look-backs
-                log.warning(
-                    "stay_unusable",
-                    resource=f"Encounter/{encounter.get('id')}",
-                    error=type(exc).__name__,
-                )
-                continue
-            stays.append(
-                Stay(
-                    server=self.server,
-                    encounter=other.reference,
-                    patient=other.patient or "",
-                    encounter_class=other.class_code,
-                    status=other.status,
-                    start=other.start,
-                    end=other.end,
-                )
-            )
-        return stays
+        found = self._stays.get(view.patient)
+        if found is None:
+            found = self._stays[view.patient] = [
+                stay
+                for encounter in await self._of("Encounter", view.patient)
+                if (stay := self._stay(encounter)) is not None
+            ]
+        return found
+
+    def _stay(self, encounter: Mapping[str, Any]) -> Stay | None:
+        try:
+            other = EncounterView.of(encounter)
+            for instant in (other.start, other.end):
+                if instant is not None:
+                    instant.astimezone(UTC)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            # one unusable stay on the server must not stop the patient's look-backs
+            reference = f"Encounter/{encounter.get('id')}"
+            log.warning("stay_unusable", resource=reference, error=type(exc).__name__)
+            return None
+        return Stay(
+            server=self.server,
+            encounter=other.reference,
+            patient=other.patient or "",
+            encounter_class=other.class_code,
+            status=other.status,
+            start=other.start,
+            end=other.end,
+        )
 
     async def risk_inputs(self, patient: str) -> RiskInputs:
         """The patient's Conditions, Encounters, laboratory Observations and Procedures."""

@@ -6,7 +6,8 @@ pages, the notification receiver and the HL7 v2 paths the versions they journall
 
 1. processes what the caller just journalled (``fresh``), then whatever else is pending
    (work an interrupted run left), in batches;
-2. runs the ``feed`` (a poll or an export), processing each page it journals as it comes;
+2. runs the ``feed`` (a poll or an export), processing each page it journals while the
+   feed reads the next one;
 3. when asked, writes what is planned, then sweeps for overdue Tasks;
 4. writes what is planned (unless writes are off).
 
@@ -18,6 +19,8 @@ events.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -85,11 +88,8 @@ class Pipeline:
             requests = self.lookups.requests
             await self.process(fresh, stats, pause=pause)
 
-            async def sink(page: list[ResourceVersion]) -> None:
-                await self.process(page, stats, pause=pause)
-
             if feed is not None:
-                await feed(sink, stats)
+                await self._fed(feed, stats, pause)
             await self.process(stats=stats, pause=pause)
             if sweep:
                 if write:
@@ -100,6 +100,30 @@ class Pipeline:
             stats.lookups += self.lookups.requests - requests
             log.info("pass_done", **stats.counts())
         return stats
+
+    async def _fed(
+        self, feed: Feed, stats: RunStats, pause: Callable[[], Awaitable[None]] | None
+    ) -> None:
+        """Run ``feed``, processing each page while the feed reads the next one (pages are
+        processed one at a time, in the order they were journalled)."""
+        running: asyncio.Task[RunStats] | None = None
+
+        async def sink(page: list[ResourceVersion]) -> None:
+            nonlocal running
+            if running is not None:
+                await running  # the page before is processed (its failure stops the feed)
+            running = asyncio.ensure_future(self.process(page, stats, pause=pause))
+
+        try:
+            await feed(sink, stats)
+        except BaseException:
+            if running is not None:  # what it leaves unprocessed stays pending
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+            raise
+        if running is not None:
+            await running
 
     async def process(
         self,
