@@ -265,6 +265,7 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per latency (the best counts)")
     parser.add_argument("--profile", action="store_true", help="cProfile one plan run")
+    parser.add_argument("--sort", default="cumulative", help="profile order (tottime...)")
     args = parser.parse_args()
     configure()  # warnings only, as the CLI logs by default
     with (
@@ -284,7 +285,7 @@ def main() -> None:
             profiler.enable()
             asyncio.run(plan(server, since, 0.0))
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(profiler).sort_stats(args.sort).print_stats(40)
             return
         asyncio.run(measure(server, since, args.latency or [0.0, 10.0], args.repeat))
 
