@@ -16,7 +16,7 @@ and leave the batch pending.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
@@ -25,11 +25,11 @@ from fhirbridge.detect import DetectContext, EncounterContext, detect, is_newer
 from fhirbridge.detect.encounter import detect_encounter_views
 from fhirbridge.detect.projection import EncounterView
 from fhirbridge.errors import FhirError, StoreError
-from fhirbridge.pipeline._lanes import lanes, run_lanes
-from fhirbridge.pipeline._lookups import Lookups
+from fhirbridge.pipeline._lanes import lane_marks, lanes, run_lanes
+from fhirbridge.pipeline._lookups import Lookups, stay_of
 from fhirbridge.pipeline._plan import Planner
 from fhirbridge.store.base import OutboxItem, Store
-from fhirbridge.values import Plan, ResourceVersion, Stay, Transition
+from fhirbridge.values import Plan, ResourceVersion, Stay, Transition, TransitionKind
 from fhirbridge.writeback.outbox import outbox_item
 
 __all__ = ["Evaluator", "Outcome"]
@@ -119,9 +119,7 @@ class Evaluator:
                     if _transient(exc):
                         raise
                     broken[index] = exc
-        await self.lookups.prefetch_stays(
-            view.patient for view in views.values() if view.patient and view.inpatient
-        )
+        await self._prefetch(versions, views)
         state: dict[int, _Lane] = {}
         for group in groups:
             lane = _Lane()
@@ -153,6 +151,35 @@ class Evaluator:
 
         planned = await run_lanes(groups, plan_one, concurrency=self.concurrency)
         return [planned[i] for i in range(len(versions))]
+
+    async def _prefetch(
+        self, versions: Sequence[ResourceVersion], views: Mapping[int, EncounterView]
+    ) -> None:
+        """One lookup for the batch: every patient it names (Patient, care team), the
+        earlier stays of the inpatients, and what a discharge of each finished inpatient
+        stay would need (risk inputs); planning then finds them cached."""
+        patients = [p for v in versions for p in lane_marks(v)[1:]]
+        patients += [v.reference for v in versions if v.resource_type == "Patient"]
+        inpatients = [view for view in views.values() if view.patient and view.inpatient]
+        discharges = [
+            (
+                Transition(
+                    kind=TransitionKind.DISCHARGE,
+                    patient=view.patient or "",
+                    focus=view.reference,
+                    occurred_at=view.end,
+                ),
+                versions[index].resource,
+            )
+            for index, view in views.items()
+            if view.patient and view.inpatient and view.status == "finished" and view.end
+        ]
+        await self.planner.prefetch(
+            [],
+            patients=patients,
+            stays=[view.patient or "" for view in inpatients],
+            discharges=discharges,
+        )
 
     async def evaluate_one(self, version: ResourceVersion) -> Outcome:
         """The outcome of one version against the journal as it is (the careful path)."""
@@ -213,15 +240,7 @@ class Evaluator:
             stays += grouped.values()
             stays += await self.lookups.stays(new)
         transitions = detect_encounter_views(old, new, self.context(version.server, stays))
-        grouped[new.reference] = Stay(
-            server=version.server,
-            encounter=new.reference,
-            patient=new.patient or "",
-            encounter_class=new.class_code,
-            status=new.status,
-            start=new.start,
-            end=new.end,
-        )
+        grouped[new.reference] = stay_of(new, version.server)
         lane.views[version.reference] = new
         lane.snapshots[version.reference] = version
         return Outcome(version, transitions, view=new)

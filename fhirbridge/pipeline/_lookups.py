@@ -3,10 +3,10 @@
 The Patient (birth date, general practitioner), the active CareTeam members and their
 roles, the patient's encounters on the server (readmission look-backs that reach before the
 journal, and the risk scores' history), and the risk inputs (Conditions, laboratory
-Observations, Procedures). :meth:`Lookups.prefetch_stays` and :meth:`Lookups.prefetch`
-fetch them for every patient of a batch of versions at once: one FHIR ``batch`` Bundle of
-searches with several patients per search (``patient=Patient/a,Patient/b``), so a page
-costs one or two requests, not six per discharge. A server without ``batch`` gets the same
+Observations, Procedures). :meth:`Lookups.prefetch` fetches them for every patient of a
+batch of versions at once: one FHIR ``batch`` Bundle of searches with several patients per
+search (``patient=Patient/a,Patient/b``), so a page costs one request, not six per
+discharge. A server without ``batch`` gets the same
 searches one by one; a search it refuses is retried per patient.
 
 Lookups that fail are logged and treated as absent: a missing care team means the owner
@@ -30,7 +30,7 @@ from fhirbridge.riskcontext import RiskInputs
 from fhirbridge.store.base import Store
 from fhirbridge.values import Stay
 
-__all__ = ["LAB_CODES", "Lookups", "RiskInputs"]
+__all__ = ["LAB_CODES", "Lookups", "RiskInputs", "stay_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -96,20 +96,19 @@ class Lookups:
         self._stays.clear()
 
     # -- prefetch ----------------------------------------------------------------------
-    async def prefetch_stays(self, patients: Iterable[str]) -> None:
-        """The server's encounters of ``patients`` (one request for all)."""
-        await self._fetch([("Encounter", (), patients)])
-
-    async def prefetch(self, patients: Iterable[str], *, risk: Iterable[str] = ()) -> None:
-        """Patient and care team of ``patients``, and the risk inputs of ``risk``, in one
-        request for all (patients the journal holds are not fetched)."""
+    async def prefetch(
+        self, patients: Iterable[str], *, stays: Iterable[str] = (), risk: Iterable[str] = ()
+    ) -> None:
+        """Patient and care team of ``patients``, the server's encounters of ``stays`` and
+        the risk inputs of ``risk``, in one request for all (patients the journal holds are
+        not fetched; what is cached is not fetched again)."""
         people = list(dict.fromkeys(patients))
         risky = list(dict.fromkeys(risk))
         await self._fetch(
             [
                 ("Patient", (), [p for p in people if self._snapshot(p) is None]),
                 ("CareTeam", _ACTIVE, people),
-                ("Encounter", (), risky),
+                ("Encounter", (), [*stays, *risky]),
                 ("Condition", (), risky),
                 ("Observation", _LABS, risky),
                 ("Procedure", (), risky),
@@ -279,15 +278,7 @@ class Lookups:
             reference = f"Encounter/{encounter.get('id')}"
             log.warning("stay_unusable", resource=reference, error=type(exc).__name__)
             return None
-        return Stay(
-            server=self.server,
-            encounter=other.reference,
-            patient=other.patient or "",
-            encounter_class=other.class_code,
-            status=other.status,
-            start=other.start,
-            end=other.end,
-        )
+        return stay_of(other, self.server)
 
     async def risk_inputs(self, patient: str) -> RiskInputs:
         """The patient's Conditions, Encounters, laboratory Observations and Procedures."""
@@ -297,6 +288,19 @@ class Lookups:
             "observations": await self._of("Observation", patient, _LABS),
             "procedures": await self._of("Procedure", patient),
         }
+
+
+def stay_of(view: EncounterView, server: str) -> Stay:
+    """The stay an Encounter projection describes."""
+    return Stay(
+        server=server,
+        encounter=view.reference,
+        patient=view.patient or "",
+        encounter_class=view.class_code,
+        status=view.status,
+        start=view.start,
+        end=view.end,
+    )
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:

@@ -50,13 +50,24 @@ class Planner:
             step.wants_risk(transition, resource, now) for step in self.policy
         )
 
-    async def prefetch(self, planned: Sequence[Planned]) -> None:
-        """Look up, in one request, what planning ``planned`` needs."""
-        if not planned or not self.lookups.online:
+    async def prefetch(
+        self,
+        planned: Sequence[Planned],
+        *,
+        patients: Sequence[str] = (),
+        stays: Sequence[str] = (),
+        discharges: Sequence[Planned] = (),
+    ) -> None:
+        """Look up, in one request, what planning ``planned`` needs, the Patient and care
+        team of ``patients``, the earlier stays of ``stays``, and what ``discharges``
+        (transitions that may come) would need."""
+        if not self.lookups.online or not (planned or patients or stays or discharges):
             return
+        maybe = [*planned, *discharges]
         await self.lookups.prefetch(
-            (t.patient for t, _ in planned),
-            risk=[t.patient for t, r in planned if self._wants_risk(t, r)],
+            [*patients, *(t.patient for t, _ in maybe)],
+            stays=stays,
+            risk=[t.patient for t, r in maybe if self._wants_risk(t, r)],
         )
 
     async def plan(self, transition: Transition, resource: Mapping[str, Any] | None = None) -> Plan:

@@ -113,13 +113,13 @@ async def test_one_batch_for_every_patient_then_the_cache() -> None:
     afterwards (and prefetching again) sends nothing."""
     server = Server()
     found = lookups(server)
-    await found.prefetch(PATIENTS, risk=PATIENTS)
+    await found.prefetch(PATIENTS, stays=PATIENTS, risk=PATIENTS)
     assert server.requests == ["POST "] and found.requests == 1
     assert await found.care_team("Patient/p2") == [("case-manager", "Practitioner/cm2")]
     assert (await found.patient("Patient/p3") or {})["id"] == "p3"
     inputs = await found.risk_inputs("Patient/p1")
     assert [c["id"] for c in inputs["conditions"]] == ["c11", "c12"]
-    await found.prefetch(PATIENTS, risk=PATIENTS)
+    await found.prefetch(PATIENTS, stays=PATIENTS, risk=PATIENTS)
     assert server.requests == ["POST "]
     found.forget()
     await found.prefetch(PATIENTS)
@@ -130,7 +130,7 @@ async def test_searchsets_in_a_batch_are_followed_to_their_last_page() -> None:
     """A searchset with a ``next`` link is read to the end."""
     server = Server(paged=True)
     found = lookups(server)
-    await found.prefetch(PATIENTS, risk=PATIENTS)
+    await found.prefetch(PATIENTS, stays=PATIENTS, risk=PATIENTS)
     inputs = await found.risk_inputs("Patient/p3")
     assert sorted(c["id"] for c in inputs["conditions"]) == ["c31", "c32"]
     assert server.requests[0] == "POST " and found.requests == len(server.requests)
