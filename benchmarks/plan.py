@@ -220,7 +220,7 @@ async def plan(
         data={
             "fhir": {"base_url": server.base_url, "name": "bench"},
             "store": {"url": "memory://"},
-            "engine": {"max_event_age": "P3650D"},
+            "engine": {"max_event_age": "P3650D", "risk": RISK},
         }
     )
     client = FhirClient(server.base_url, transport=transport, timeout=300)
@@ -264,10 +264,13 @@ def main() -> None:
         "--latency", type=float, action="append", help="ms (repeatable; default 0 and 10)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per latency (the best counts)")
+    parser.add_argument("--no-risk", action="store_true", help="engine.risk: false")
     parser.add_argument("--profile", action="store_true", help="cProfile one plan run")
     parser.add_argument("--sort", default="cumulative", help="profile order (tottime...)")
     args = parser.parse_args()
     configure()  # warnings only, as the CLI logs by default
+    global RISK
+    RISK = not args.no_risk
     with (
         tempfile.TemporaryDirectory() as folder,
         SekmetServer.start(Path(folder) / "sekmet") as server,
