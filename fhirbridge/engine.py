@@ -247,11 +247,12 @@ class Bridge:
         write: bool = True,
         stats: RunStats | None = None,
         pause: Callable[[], Awaitable[None]] | None = None,
+        batch: int | None = None,
     ) -> RunStats:
         """The one pass loop (:meth:`fhirbridge.pipeline.Pipeline.run_pass`): process
         ``fresh`` and whatever is pending, run ``feed``, sweep when asked, write."""
         return await self.pipeline.run_pass(
-            fresh=fresh, feed=feed, sweep=sweep, write=write, stats=stats, pause=pause
+            fresh=fresh, feed=feed, sweep=sweep, write=write, stats=stats, pause=pause, batch=batch
         )
 
     async def process(
@@ -264,9 +265,8 @@ class Bridge:
         """Detect, plan and enqueue for ``fresh`` and then every pending version, in
         arrival order; writes nothing."""
         stats = stats if stats is not None else RunStats()
-        self.pipeline.batch = batch
-        await self.pipeline.process(fresh, stats)
-        return await self.pipeline.process(stats=stats)
+        await self.pipeline.process(fresh, stats, batch=batch)
+        return await self.pipeline.process(stats=stats, batch=batch)
 
     async def sweep(self, stats: RunStats | None = None) -> RunStats:
         """Plan the escalation of the engine's overdue open Tasks (see

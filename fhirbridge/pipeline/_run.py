@@ -79,18 +79,20 @@ class Pipeline:
         write: bool = True,
         stats: RunStats | None = None,
         pause: Callable[[], Awaitable[None]] | None = None,
+        batch: int | None = None,
     ) -> RunStats:
-        """One pass (see the module docstring); returns what it did."""
+        """One pass (see the module docstring); returns what it did. ``batch`` overrides
+        how many versions are evaluated and committed together."""
         stats = stats if stats is not None else RunStats()
         write = write and self.write.enabled
         with structlog.contextvars.bound_contextvars(run_id=uuid.uuid4().hex[:12]):
             self.lookups.forget()
             requests = self.lookups.requests
-            await self.process(fresh, stats, pause=pause)
+            await self.process(fresh, stats, pause=pause, batch=batch)
 
             if feed is not None:
-                await self._fed(feed, stats, pause)
-            await self.process(stats=stats, pause=pause)
+                await self._fed(feed, stats, pause, batch)
+            await self.process(stats=stats, pause=pause, batch=batch)
             if sweep:
                 if write:
                     await self.write.write(stats)
@@ -102,7 +104,11 @@ class Pipeline:
         return stats
 
     async def _fed(
-        self, feed: Feed, stats: RunStats, pause: Callable[[], Awaitable[None]] | None
+        self,
+        feed: Feed,
+        stats: RunStats,
+        pause: Callable[[], Awaitable[None]] | None,
+        batch: int | None,
     ) -> None:
         """Run ``feed``, processing each page while the feed reads the next one (pages are
         processed one at a time, in the order they were journalled)."""
@@ -112,7 +118,7 @@ class Pipeline:
             nonlocal running
             if running is not None:
                 await running  # the page before is processed (its failure stops the feed)
-            running = asyncio.ensure_future(self.process(page, stats, pause=pause))
+            running = asyncio.ensure_future(self.process(page, stats, pause=pause, batch=batch))
 
         try:
             await feed(sink, stats)
@@ -131,14 +137,17 @@ class Pipeline:
         stats: RunStats | None = None,
         *,
         pause: Callable[[], Awaitable[None]] | None = None,
+        batch: int | None = None,
     ) -> RunStats:
-        """Evaluate and commit ``versions`` (None: every pending version, in batches)."""
+        """Evaluate and commit ``versions`` (None: every pending version), ``batch`` at a
+        time (default: the pipeline's)."""
         stats = stats if stats is not None else RunStats()
+        size = batch or self.batch
         if versions is not None:
-            for start in range(0, len(versions), self.batch):
-                await self._batch(versions[start : start + self.batch], stats)
+            for start in range(0, len(versions), size):
+                await self._batch(versions[start : start + size], stats)
             return stats
-        while pending := self.store.pending(self.batch):
+        while pending := self.store.pending(size):
             await self._batch(pending, stats)
             if self.progress is not None:
                 self.progress("process", stats)

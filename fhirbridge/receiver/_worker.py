@@ -141,10 +141,9 @@ class Worker:
                 deferring = self.defer is not None and self.defer()
                 await asyncio.sleep(self.defer_delay if deferring else 0)
 
-            bridge.pipeline.batch = self.batch
             # timers (overdue Tasks) ride on the catch-up polls
             sweep = feed is not None and bridge.sweep_due()
-            stats = await bridge.run_pass(feed=feed, sweep=sweep, pause=pause)
+            stats = await bridge.run_pass(feed=feed, sweep=sweep, pause=pause, batch=self.batch)
             self.passes += 1
             if self.on_pass is not None:
                 self.on_pass(time.perf_counter() - started, stats)
