@@ -57,8 +57,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MllpListener",
     "Outcome",
-    "RawMessage",
     "PassFigures",
+    "RawMessage",
     "V2Adapter",
     "V2Engine",
     "V2Error",
