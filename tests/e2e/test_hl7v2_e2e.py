@@ -127,7 +127,16 @@ def test_cli_hl7_ingests_a_file(sekmet: SekmetServer, tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
     ran = subprocess.run(
-        [sys.executable, "-m", "fhirbridge", "--config", str(config), "hl7", str(feed)],
+        [
+            sys.executable,
+            "-m",
+            "fhirbridge",
+            "--config",
+            str(config),
+            "hl7",
+            "--new-journal",
+            str(feed),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -157,7 +166,7 @@ def test_cli_hl7_listens_for_mllp_and_acks_once_durable(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
-    command = [sys.executable, "-m", "fhirbridge", "--config", str(config), "hl7"]
+    command = [sys.executable, "-m", "fhirbridge", "--config", str(config), "hl7", "--new-journal"]
     server = subprocess.Popen(
         [*command, "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
