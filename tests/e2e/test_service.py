@@ -23,6 +23,37 @@ from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM
 
 pytestmark = pytest.mark.e2e
 TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unit_command() -> tuple[list[str], dict[str, str]]:
+    """The arguments and environment of the shipped systemd unit's ExecStart (after the
+    program), which the container image runs too."""
+    args: list[str] = []
+    env: dict[str, str] = {}
+    for line in (ROOT / "deploy/fhirbridge.service").read_text().splitlines():
+        if line.startswith("ExecStart="):
+            args = line.removeprefix("ExecStart=").split()[1:]
+        elif line.startswith("Environment=FHIRBRIDGE_"):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            env[key] = value
+    return args, env
+
+
+def image_command() -> tuple[list[str], dict[str, str]]:
+    """The arguments (ENTRYPOINT's program aside) and FHIRBRIDGE_* environment of the image."""
+    text = (ROOT / "deploy/Dockerfile").read_text().replace("\\\n", " ")
+    args: list[str] = []
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CMD "):
+            args = json.loads(line.removeprefix("CMD "))
+        elif line.startswith("ENV "):
+            for pair in line.removeprefix("ENV ").split():
+                key, _, value = pair.partition("=")
+                if key.startswith("FHIRBRIDGE_"):
+                    env[key] = value
+    return args, env
 
 
 def free_port() -> int:
@@ -79,28 +110,42 @@ def events(stderr: str) -> list[dict[str, Any]]:
     return found
 
 
+def test_the_unit_and_the_image_run_the_same_command() -> None:
+    """The systemd unit and the container image start the same command with the same
+    settings (the image also listens on every interface)."""
+    unit_args, unit_env = unit_command()
+    image_args, image_env = image_command()
+    assert unit_args == image_args == ["run"]
+    shared = {k: v for k, v in image_env.items() if k != "FHIRBRIDGE_RUN_METRICS_HOST"}
+    assert {k: unit_env[k] for k in shared} == shared
+
+
 def test_run_polls_for_several_passes_and_stops_cleanly_on_sigterm(
     sekmet: SekmetServer, tmp_path: Path
 ) -> None:
-    """`fhirbridge run` (no --once) keeps polling: a discharge made while it runs gets its
-    Tasks; /healthz, /readyz and /metrics answer; each pass logs one JSON `run_pass` event with
-    a run id; SIGTERM ends it with exit code 0 and nothing written twice."""
-    config = write_config(sekmet, tmp_path)
+    """The shipped unit's command, after `fhirbridge init`, keeps polling: a discharge made
+    while it runs gets its Tasks; /healthz, /readyz and /metrics answer; each pass logs one
+    JSON `run_pass` event with a run id; SIGTERM ends it with exit code 0 and nothing is
+    written twice."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
+    fhirbridge = [sys.executable, "-m", "fhirbridge"]
+    subprocess.run(
+        [*fhirbridge, "init", "--dir", str(tmp_path), "--base-url", sekmet.base_url],
+        env=clean,
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
-    command = [
-        sys.executable,
-        "-m",
-        "fhirbridge",
-        "run",
-        "--config",
-        str(config),
-        "--new-journal",
-        "--metrics-port",
-        str(port),
-        "--log-format",
-        "json",
-    ]
+    args, unit_env = unit_command()
+    env = {
+        **clean,
+        **{k: v for k, v in unit_env.items() if "AUTH" not in k},
+        "FHIRBRIDGE_CONFIG": str(tmp_path / "fhirbridge.yaml"),
+        "FHIRBRIDGE_RUN_METRICS_PORT": str(port),
+        "FHIRBRIDGE_ENGINE__POLL_INTERVAL": "0.5",
+        "FHIRBRIDGE_ENGINE__TIMEZONE": "UTC",
+    }
+    command = [*fhirbridge, *args]
     service = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
