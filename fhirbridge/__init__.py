@@ -13,7 +13,7 @@ Stages are usable alone: :mod:`fhirbridge.detect`, :mod:`fhirbridge.rules`,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from fhirbridge.clock import Clock, FixedClock, SystemClock
 from fhirbridge.errors import (
@@ -43,7 +43,7 @@ from fhirbridge.values import (
     TransitionKind,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from fhirbridge.config import Config, load_config
     from fhirbridge.engine import Bridge, RunStats
     from fhirbridge.fhir import FhirClient, SyncFhirClient
@@ -62,7 +62,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fhirbridge' has no attribute {name!r}")
