@@ -8,9 +8,11 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 import yaml
 from click.testing import CliRunner
 
@@ -22,13 +24,15 @@ from fhirbridge.store import open_store
 
 
 @pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A runner in an empty folder, with no FHIRBRIDGE_* variables and no user config."""
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
+    """A runner in an empty folder, with no FHIRBRIDGE_* variables and no user config; the
+    logging the commands configure is undone afterwards."""
     for key in [k for k in os.environ if k.startswith("FHIRBRIDGE_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
-    return CliRunner()
+    yield CliRunner()
+    structlog.reset_defaults()
 
 
 def journal_with_letter(tmp_path: Path) -> Path:
