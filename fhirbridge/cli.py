@@ -287,7 +287,9 @@ def as_data(value: Any) -> Any:
         out: dict[str, Any] = {}
         for item in dataclasses.fields(value):
             inner = getattr(value, item.name)
-            if item.name in ("plans", "keep_plans", "written"):
+            if item.name in ("plans", "keep_plans") or (
+                item.name == "written" and isinstance(inner, list)  # references, not figures
+            ):
                 continue
             out[item.name] = as_data(inner)
         return out

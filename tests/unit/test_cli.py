@@ -235,3 +235,16 @@ def test_the_readme_python_example_is_a_complete_program() -> None:
     compile(source, "README.md", "exec")
     for name in ("Bridge", "load_config"):
         assert name in fhirbridge.__all__
+
+
+def test_json_output_keeps_nested_figures_and_drops_reference_lists() -> None:
+    """`--json` of an HL7 v2 ingest carries the write figures, not the list of what was
+    written (references belong in the server, not in a report)."""
+    from fhirbridge.cli import as_data
+    from fhirbridge.sources.hl7v2 import V2Stats
+    from fhirbridge.writeback.writer import WriteStats
+
+    data = as_data(V2Stats(messages=2, written=WriteStats(created=3, written=["Task/1"])))
+    assert data["messages"] == 2
+    assert data["written"]["created"] == 3
+    assert "Task/1" not in json.dumps(data)
