@@ -141,7 +141,7 @@ class Lookups:
                 found = await self._one_by_one(search)
             grouped: dict[str, list[dict[str, Any]]] = {p: [] for p in search.patients}
             for resource in found:
-                if resource.get("resourceType") != search.kind:
+                if not isinstance(resource, dict) or resource.get("resourceType") != search.kind:
                     continue  # an OperationOutcome of the search, or an included resource
                 owner = _owner(resource)
                 if owner in grouped:
@@ -166,14 +166,20 @@ class Lookups:
                 self._batches = False  # the server refuses batches: search one by one
             log.warning("lookup_batch_failed", error=type(exc).__name__)
             return [await self._search(s) for s in searches]
-        entries = answer.get("entry") or []
+        entries = answer.get("entry")
+        entries = entries if isinstance(entries, list) else []
         results: list[list[dict[str, Any]] | None] = []
         for index in range(len(searches)):
-            entry = entries[index] if index < len(entries) else {}
-            status = str((entry.get("response") or {}).get("status", ""))
-            resource = entry.get("resource") or {}
-            if not status.startswith("2") or resource.get("resourceType") != "Bundle":
-                results.append(None)
+            entry = entries[index] if index < len(entries) else None
+            response = entry.get("response") if isinstance(entry, dict) else None
+            status = str(response.get("status", "")) if isinstance(response, dict) else ""
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if (
+                not status.startswith("2")
+                or not isinstance(resource, dict)
+                or resource.get("resourceType") != "Bundle"
+            ):
+                results.append(None)  # refused, or an answer we cannot read: ask again
                 continue
             results.append(await self._rest_of(resource))
         return results
@@ -184,7 +190,12 @@ class Lookups:
         found: list[dict[str, Any]] = []
         page: Mapping[str, Any] | None = bundle
         while page is not None:
-            found.extend(e["resource"] for e in page.get("entry") or () if e.get("resource"))
+            entries = page.get("entry")
+            found.extend(
+                e["resource"]
+                for e in (entries if isinstance(entries, list) else ())
+                if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            )
             links = page.get("link") or ()
             nxt = next((x.get("url") for x in links if x.get("relation") == "next"), None)
             if not nxt or not self.client.owns(self.client.url(nxt)):

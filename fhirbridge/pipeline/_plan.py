@@ -11,13 +11,18 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import structlog
+
 from fhirbridge.clock import Clock
+from fhirbridge.errors import FhirError, StoreError
 from fhirbridge.pipeline._lookups import Lookups
 from fhirbridge.pipeline._policy import Policy
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack
 from fhirbridge.values import Action, Plan, Transition
 
 __all__ = ["Planner"]
+
+log = structlog.get_logger(__name__)
 
 Planned = tuple[Transition, Mapping[str, Any] | None]
 
@@ -64,11 +69,16 @@ class Planner:
         if not self.lookups.online or not (planned or patients or stays or discharges):
             return
         maybe = [*planned, *discharges]
-        await self.lookups.prefetch(
-            [*patients, *(t.patient for t, _ in maybe)],
-            stays=stays,
-            risk=[t.patient for t, r in maybe if self._wants_risk(t, r)],
-        )
+        try:
+            await self.lookups.prefetch(
+                [*patients, *(t.patient for t, _ in maybe)],
+                stays=stays,
+                risk=[t.patient for t, r in maybe if self._wants_risk(t, r)],
+            )
+        except (FhirError, StoreError, MemoryError):
+            raise
+        except Exception as exc:  # an answer we cannot read: each lookup is asked again
+            log.warning("lookup_prefetch_failed", error=type(exc).__name__)
 
     async def plan(self, transition: Transition, resource: Mapping[str, Any] | None = None) -> Plan:
         """The plan of one transition; ``resource`` is the version that caused it (None for

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,16 +179,43 @@ DRIVERS: dict[str, Callable[[Bridge, SekmetServer, dict[str, Any]], Any]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
+    """One sekmet server for the driver tests (each uses a patient of its own)."""
+    with SekmetServer.start(tmp_path_factory.mktemp("sekmet")) as server:
+        yield server
+
+
 @pytest.mark.parametrize("driver", sorted(DRIVERS))
 async def test_every_driver_goes_through_the_one_pass_loop(
+    shared: SekmetServer, tmp_path: Path, passes: list[RunStats], driver: str
+) -> None:
+    """One discharge home, fed by ``driver`` into a fresh journal: the pass loop runs, the
+    discharge is the transition ``plan`` shows, and the Tasks written are the ones ``plan``
+    planned (same identifiers), once."""
+    sekmet = shared
+    made: list[Bridge] = []
+
+    def make_bridge(**engine: Any) -> Bridge:
+        folder = tmp_path / f"engine-{len(made)}"
+        folder.mkdir()
+        config = engine_config(sekmet, folder, **engine)
+        made.append(Bridge.from_config(config))
+        return made[-1]
+
+    try:
+        await _one_discharge(sekmet, make_bridge, passes, driver)
+    finally:
+        for bridge in made:
+            await bridge.aclose()
+
+
+async def _one_discharge(
     sekmet: SekmetServer,
     make_bridge: Callable[..., Bridge],
     passes: list[RunStats],
     driver: str,
 ) -> None:
-    """One discharge home, fed by ``driver`` into a fresh journal: the pass loop runs, the
-    discharge is the transition ``plan`` shows, and the Tasks written are the ones ``plan``
-    planned (same identifiers), once."""
     patient = sekmet.register_patient(birth_date="1950-03-04")
     encounter = sekmet.admit(patient)
     stay = {
@@ -206,13 +233,20 @@ async def test_every_driver_goes_through_the_one_pass_loop(
     await DRIVERS[driver](bridge, sekmet, stay)
     assert passes, "the driver did not run the pass loop"
     discharges = [
-        t.transition for t in bridge.store.transitions() if t.transition.kind.value == "discharge"
+        t.transition
+        for t in bridge.store.transitions(kind="discharge")
+        if t.transition.patient == f"Patient/{patient}"
     ]
     assert [t.focus for t in discharges] == [f"Encounter/{encounter}"]
     tasks = engine_tasks(sekmet, patient)
     assert {t["code"]["coding"][0]["code"] for t in tasks} == {"tcm-contact", "tcm-visit"}
     if dry:
-        (planned,) = [p for p in dry if p.transition.kind.value == "discharge"]
+        (planned,) = [
+            p
+            for p in dry
+            if p.transition.kind.value == "discharge"
+            and p.transition.patient == discharges[0].patient
+        ]
         assert planned.transition.key == discharges[0].key
         identifiers = {
             i["value"] for t in tasks for i in t["identifier"] if i["system"] == IDENTIFIER_SYSTEM

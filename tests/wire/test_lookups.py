@@ -23,8 +23,15 @@ class Server:
     (a page of one resource at a time when ``paged``) and, unless ``batches`` is False,
     batch Bundles; ``single`` refuses searches that name several patients."""
 
-    def __init__(self, *, batches: bool = True, single: bool = False, paged: bool = False) -> None:
-        self.batches, self.single, self.paged = batches, single, paged
+    def __init__(
+        self,
+        *,
+        batches: bool = True,
+        single: bool = False,
+        paged: bool = False,
+        garbled: bool = False,
+    ) -> None:
+        self.batches, self.single, self.paged, self.garbled = batches, single, paged, garbled
         self.requests: list[str] = []
         self.resources: list[dict[str, Any]] = []
         for n in (1, 2, 3):
@@ -87,6 +94,8 @@ class Server:
         if request.method == "POST":
             if not self.batches:
                 return httpx.Response(405, json={"resourceType": "OperationOutcome"})
+            if self.garbled:
+                return httpx.Response(200, json={"resourceType": "Bundle", "entry": [5, {"x": 1}]})
             entries = []
             for entry in json.loads(request.content)["entry"]:
                 answer = self.search(f"{BASE}/{entry['request']['url']}")
@@ -155,3 +164,12 @@ async def test_a_search_refused_for_several_patients_is_asked_per_patient() -> N
     assert server.requests.count("GET /CareTeam") == 3
     for n in (1, 2, 3):
         assert await found.care_team(f"Patient/p{n}") == [("case-manager", f"Practitioner/cm{n}")]
+
+
+async def test_a_batch_answer_that_cannot_be_read_is_asked_again_by_search() -> None:
+    """Entries that are not entries: each search is asked again by GET, per patient."""
+    server = Server(garbled=True)
+    found = lookups(server)
+    await found.prefetch(PATIENTS)
+    assert server.requests == ["POST ", *["GET /Patient"] * 3, *["GET /CareTeam"] * 3]
+    assert await found.care_team("Patient/p3") == [("case-manager", "Practitioner/cm3")]
