@@ -21,6 +21,7 @@ from fhirbridge.pipeline._plan import Planner
 from fhirbridge.pipeline._policy import (
     CloseCompletedActivity,
     Enriched,
+    Planning,
     Policy,
     RiskScores,
     default_policy,
@@ -41,6 +42,7 @@ __all__ = [
     "Outcome",
     "Pipeline",
     "Planner",
+    "Planning",
     "Policy",
     "RiskInputs",
     "RiskScores",

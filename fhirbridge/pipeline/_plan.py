@@ -16,7 +16,7 @@ import structlog
 from fhirbridge.clock import Clock
 from fhirbridge.errors import FhirError, StoreError
 from fhirbridge.pipeline._lookups import Lookups
-from fhirbridge.pipeline._policy import Policy
+from fhirbridge.pipeline._policy import Planning, Policy
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack
 from fhirbridge.values import Action, Plan, Transition
 
@@ -50,10 +50,8 @@ class Planner:
         self.policy = tuple(policy)
 
     def _wants_risk(self, transition: Transition, resource: Mapping[str, Any] | None) -> bool:
-        now = self.clock.now()
-        return self.lookups.online and any(
-            step.wants_risk(transition, resource, now) for step in self.policy
-        )
+        planning = Planning(transition, resource, self.clock.now())
+        return self.lookups.online and any(step.wants_risk(planning) for step in self.policy)
 
     async def prefetch(
         self,
@@ -93,8 +91,9 @@ class Planner:
         )
         tiers: dict[str, str] = {}
         extra: list[Action] = []
+        planning = Planning(transition, resource, now, inputs)
         for step in self.policy:
-            added = step.apply(transition, resource, inputs, now)
+            added = step.apply(planning)
             tiers.update(added.tiers)
             extra.extend(added.actions)
         context = PlanContext(

@@ -4,7 +4,8 @@ The rule pack decides which Tasks a transition creates; these steps add what is 
 of the pack but still policy: the risk scores of a recent discharge (whose tiers the rules
 read as ``risk.<score>.tier``, and whose Observation and RiskAssessment are written), and
 closing the CarePlan activity of a Task that was completed. :func:`default_policy` is what
-the engine runs; pass another tuple to :class:`~fhirbridge.pipeline.Planner` to change it.
+the engine runs; pass another tuple to :class:`~fhirbridge.pipeline.Planner` (or
+``Bridge(policy=...)``) to change it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,25 @@ from zoneinfo import ZoneInfo
 from fhirbridge.riskcontext import RiskInputs, score, score_actions
 from fhirbridge.values import Action, CloseActivity, Transition, TransitionKind
 
-__all__ = ["CloseCompletedActivity", "Enriched", "Policy", "RiskScores", "default_policy"]
+__all__ = [
+    "CloseCompletedActivity",
+    "Enriched",
+    "Planning",
+    "Policy",
+    "RiskScores",
+    "default_policy",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Planning:
+    """What a policy step sees: the transition, the version that caused it (None for
+    timers), the clock's now, and the patient's risk inputs once they are looked up."""
+
+    transition: Transition
+    resource: Mapping[str, Any] | None
+    now: datetime
+    risk_inputs: RiskInputs | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +55,11 @@ class Policy(Protocol):
     def name(self) -> str:
         """What logs and plans call the step."""
 
-    def wants_risk(
-        self, transition: Transition, resource: Mapping[str, Any] | None, now: datetime
-    ) -> bool:
+    def wants_risk(self, planning: Planning) -> bool:
         """Whether :meth:`apply` reads the patient's risk inputs (so they are prefetched)."""
 
-    def apply(
-        self,
-        transition: Transition,
-        resource: Mapping[str, Any] | None,
-        risk_inputs: RiskInputs | None,
-        now: datetime,
-    ) -> Enriched:
-        """The tiers and actions this step adds for ``transition`` (pure)."""
+    def apply(self, planning: Planning) -> Enriched:
+        """The tiers and actions this step adds (pure)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,32 +72,25 @@ class RiskScores:
     max_event_age: timedelta
     name: str = "risk-scores"
 
-    def wants_risk(
-        self, transition: Transition, resource: Mapping[str, Any] | None, now: datetime
-    ) -> bool:
+    def wants_risk(self, planning: Planning) -> bool:
+        """A discharge, with its Encounter, not older than ``max_event_age``."""
+        transition = planning.transition
         return (
             transition.kind is TransitionKind.DISCHARGE
-            and resource is not None
-            and now - transition.occurred_at <= self.max_event_age
+            and planning.resource is not None
+            and planning.now - transition.occurred_at <= self.max_event_age
         )
 
-    def apply(
-        self,
-        transition: Transition,
-        resource: Mapping[str, Any] | None,
-        risk_inputs: RiskInputs | None,
-        now: datetime,
-    ) -> Enriched:
-        if (
-            resource is None
-            or risk_inputs is None
-            or not self.wants_risk(transition, resource, now)
-        ):
+    def apply(self, planning: Planning) -> Enriched:
+        """The scores' tiers and RecordRisk actions (nothing without inputs)."""
+        if planning.resource is None or planning.risk_inputs is None:
             return Enriched()
-        results = score(resource, risk_inputs, ZoneInfo(self.tz))
+        if not self.wants_risk(planning):
+            return Enriched()
+        results = score(planning.resource, planning.risk_inputs, ZoneInfo(self.tz))
         return Enriched(
             tiers={name: result.tier for name, result in results.items()},
-            actions=tuple(score_actions(results, transition, now)),
+            actions=tuple(score_actions(results, planning.transition, planning.now)),
         )
 
 
@@ -96,18 +100,13 @@ class CloseCompletedActivity:
 
     name: str = "close-completed-activity"
 
-    def wants_risk(
-        self, transition: Transition, resource: Mapping[str, Any] | None, now: datetime
-    ) -> bool:
+    def wants_risk(self, planning: Planning) -> bool:
+        """Never."""
         return False
 
-    def apply(
-        self,
-        transition: Transition,
-        resource: Mapping[str, Any] | None,
-        risk_inputs: RiskInputs | None,
-        now: datetime,
-    ) -> Enriched:
+    def apply(self, planning: Planning) -> Enriched:
+        """A CloseActivity for a completed Task."""
+        transition = planning.transition
         if transition.kind is not TransitionKind.TASK_COMPLETED:
             return Enriched()
         close = CloseActivity(

@@ -19,6 +19,7 @@ from fhirbridge.engine import Bridge
 from fhirbridge.pipeline import (
     CloseCompletedActivity,
     Lookups,
+    Planning,
     RiskScores,
     lanes,
     run_lanes,
@@ -192,25 +193,20 @@ def transition(kind: TransitionKind, occurred: datetime) -> Transition:
 def test_policy_steps_are_visible_values() -> None:
     """A completed Task closes its activity; risk scores want the inputs only for a recent
     discharge with its Encounter, and give nothing without them."""
-    done = transition(TransitionKind.TASK_COMPLETED, NOW)
-    (close,) = CloseCompletedActivity().apply(done, None, None, NOW).actions
+    done = Planning(transition(TransitionKind.TASK_COMPLETED, NOW), None, NOW)
+    (close,) = CloseCompletedActivity().apply(done).actions
     assert isinstance(close, CloseActivity) and close.task == "Task/t1"
-    assert (
-        CloseCompletedActivity()
-        .apply(transition(TransitionKind.DISCHARGE, NOW), None, None, NOW)
-        .actions
-        == ()
-    )
+    other = Planning(transition(TransitionKind.DISCHARGE, NOW), None, NOW)
+    assert CloseCompletedActivity().apply(other).actions == ()
     risk = RiskScores(tz="UTC", max_event_age=timedelta(days=14))
-    discharge = transition(TransitionKind.DISCHARGE, NOW - timedelta(days=1))
     resource = stay("e1", "a", 1, "finished")
-    assert risk.wants_risk(discharge, resource, NOW)
-    assert not risk.wants_risk(discharge, None, NOW)
-    assert not risk.wants_risk(
-        transition(TransitionKind.DISCHARGE, NOW - timedelta(days=30)), resource, NOW
-    )
-    assert not risk.wants_risk(transition(TransitionKind.ADMISSION, NOW), resource, NOW)
-    assert risk.apply(discharge, resource, None, NOW).actions == ()
+    discharge = transition(TransitionKind.DISCHARGE, NOW - timedelta(days=1))
+    assert risk.wants_risk(Planning(discharge, resource, NOW))
+    assert not risk.wants_risk(Planning(discharge, None, NOW))
+    old = transition(TransitionKind.DISCHARGE, NOW - timedelta(days=30))
+    assert not risk.wants_risk(Planning(old, resource, NOW))
+    assert not risk.wants_risk(Planning(transition(TransitionKind.ADMISSION, NOW), resource, NOW))
+    assert risk.apply(Planning(discharge, resource, NOW)).actions == ()
 
 
 def test_the_pack_is_the_one_source_of_calendar_and_dispositions(tmp_path: Path) -> None:
