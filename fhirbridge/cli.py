@@ -127,40 +127,37 @@ def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--no-probe",
+    is_flag=True,
+    help="Trust the CapabilityStatement alone; write nothing on the server.",
+)
 @click.pass_obj
-def check(state: _State) -> None:
-    """Connect to the configured server and report what the engine needs from it."""
-    from fhirbridge.fhir import client_from_config
-    from fhirbridge.fhir.capabilities import assess
+def check(state: _State, as_json: bool, no_probe: bool) -> None:
+    """Preflight: reach the server, search each watched type with the configured credentials,
+    probe what the CapabilityStatement leaves open (a tagged test write, deleted afterwards),
+    read the journal's schema version and show the time zone. Exits 1 when a required row
+    fails."""
+    from fhirbridge.preflight import preflight
 
     config = state.config()
-
-    async def work() -> bool:
-        async with client_from_config(config.fhir) as client:
-            statement = await client.capabilities()
-            smart: dict[str, Any] | None = None
-            try:
-                smart = await client.get(".well-known/smart-configuration")
-            except FhirError:
-                smart = None
-            rows = assess(
-                statement,
-                watched=config.engine.watch,
-                smart_configuration=smart,
-                smart_required=config.fhir.auth.type == "smart",
-            )
+    report = _run(state, lambda: preflight(config, probe=not no_probe))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
         click.echo(f"server: {config.fhir.base_url}")
-        width = max(len(r.name) for r in rows)
-        ok_all = True
-        for row in rows:
+        width = max(len(r.name) for r in report.rows)
+        for row in report.rows:
             mark = "yes" if row.ok else ("MISSING" if row.required else "no")
             need = "required" if row.required else "optional"
-            click.echo(f"  {row.name:<{width}}  {mark:<7}  {need:<8}  {row.detail}")
-            ok_all &= row.ok or not row.required
-        return ok_all
-
-    if not _run(state, work):
-        click.echo("fhirbridge: error: the server lacks something the engine requires", err=True)
+            line = f"  {row.name:<{width}}  {mark:<7}  {need:<8}  {row.source:<8}  {row.detail}"
+            click.echo(line.rstrip())
+        if report.profile is not None:
+            click.echo(f"writes: {report.profile.write_path}")
+    if not report.ok:
+        names = ", ".join(row.name for row in report.failed)
+        click.echo(f"fhirbridge: error: the preflight failed: {names}", err=True)
         raise SystemExit(1)
 
 

@@ -1,4 +1,7 @@
-"""What a FHIR server offers the engine, from its CapabilityStatement (``fhirbridge check``)."""
+"""What a FHIR server offers the engine: its CapabilityStatement, read by :func:`assess`,
+and where that declaration is missing, ambiguous or says no, safe probes
+(:mod:`fhirbridge.fhir.probe`) whose findings make a :class:`~fhirbridge.fhir.probe.ServerProfile`.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,19 @@ class Capability:
     required: bool
     ok: bool
     detail: str = ""
+    #: where the answer came from: "declared" (CapabilityStatement), "probed" (tried on the
+    #: server) or "checked" (a preflight step such as an authenticated search)
+    source: str = "declared"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (``fhirbridge check --json``)."""
+        return {
+            "name": self.name,
+            "required": self.required,
+            "ok": self.ok,
+            "source": self.source,
+            "detail": self.detail,
+        }
 
 
 def _resources(statement: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
