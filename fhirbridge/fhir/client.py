@@ -214,7 +214,7 @@ def _certificate_failure(exc: BaseException) -> bool:
             return False
         if isinstance(seen, ssl.SSLCertVerificationError):
             return True
-        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+        if "certificate verify failed" in str(seen).lower():
             return True
         seen = seen.__cause__ or seen.__context__
     return False
