@@ -368,6 +368,7 @@ def subscribe(state: _State, list_only: bool, delete: bool) -> None:
         click.echo("no subscriptions")
     for row in rows:
         error = f"  ({row['error']})" if row.get("error") else ""
+        error += f"  ({row['note']})" if row.get("note") else ""
         click.echo(
             f"Subscription/{row['id']}  {row['status'] or '-':<9} {row['style']:<5} "
             f"{row['payload']:<13} {row['criteria']}  {row['action']}{error}".rstrip()

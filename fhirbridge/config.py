@@ -189,6 +189,7 @@ class SubscriptionConfig(_Section):
     filters: list[str] = Field(default_factory=list)
     payload: Literal["full-resource", "id-only", "empty"] = "full-resource"
     heartbeat: int | None = Field(None, ge=1)
+    fallback_criteria: str | None = None
     signing_secret: SecretStr | None = None
     signing_secret_file: Path | None = None
 
