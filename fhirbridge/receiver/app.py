@@ -41,6 +41,7 @@ from starlette.routing import Route
 
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import FhirError, StoreError
+from fhirbridge.receiver._medplum import is_medplum_delivery, medplum_delivery
 from fhirbridge.receiver._notify import (
     NotificationError,
     is_topic_notification,
@@ -95,6 +96,12 @@ class _Http:
         self.max_body = max_body
         self.readiness_ttl = readiness_ttl
         self._server_check: tuple[float, str] | None = None
+        #: HMAC keys of signed deliveries (subscriptions[].signing_secret)
+        self.signing_keys = [
+            key
+            for spec in receiver.bridge.config.subscriptions
+            if (key := spec.resolved_signing_secret())
+        ]
 
     def _authorized(self, request: Request) -> bool:
         if self.secret is None:
@@ -184,6 +191,11 @@ class _Http:
         """``POST {prefix}``: empty, Backport Bundle, message Bundle or one resource."""
 
         async def handle(call: _Call) -> str:
+            if is_medplum_delivery(request.headers):  # POST of the bare resource
+                call.kind, done = await medplum_delivery(
+                    self.receiver, call.body, request.headers, self.signing_keys
+                )
+                return done
             if not call.body.strip():
                 call.kind = "rest-hook-empty"
                 self.receiver.catch_up("empty-notification")
