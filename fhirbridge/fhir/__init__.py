@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from fhirbridge.errors import ConfigError
 from fhirbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from fhirbridge.fhir.client import FhirClient, Page, SyncFhirClient, WriteResult, to_json_dict
+from fhirbridge.fhir.invariants import check_invariants
+from fhirbridge.fhir.probe import Finding, ServerProfile, server_profile
 from fhirbridge.fhir.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -19,14 +21,18 @@ __all__ = [
     "BasicAuth",
     "BearerAuth",
     "FhirClient",
+    "Finding",
     "NoAuth",
     "Page",
     "RetryPolicy",
+    "ServerProfile",
     "SmartBackendAuth",
     "SyncFhirClient",
     "WriteResult",
     "auth_from_config",
+    "check_invariants",
     "client_from_config",
+    "server_profile",
     "tls_verification",
     "to_json_dict",
 ]

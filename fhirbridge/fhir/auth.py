@@ -204,7 +204,11 @@ class SmartBackendAuth:
         try:
             response = await http.get(url, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise TransportError(f"SMART discovery failed: {exc}", method="GET", url=url) from exc
+            raise TransportError(
+                f"SMART discovery at {url} failed: {type(exc).__name__}: {exc}",
+                method="GET",
+                url=url,
+            ) from exc
         if response.status_code != 200:
             raise AuthError(
                 "the server publishes no .well-known/smart-configuration: set fhir.auth.token_url",
@@ -236,7 +240,9 @@ class SmartBackendAuth:
             response = await http.post(self.token_url, data=form)
         except httpx.HTTPError as exc:
             raise TransportError(
-                f"token request failed: {exc}", method="POST", url=self.token_url
+                f"the token request to {self.token_url} failed: {type(exc).__name__}: {exc}",
+                method="POST",
+                url=self.token_url,
             ) from exc
         body: Any
         try:
