@@ -203,6 +203,8 @@ class SubscriptionConfig(_Section):
     def _one(self) -> SubscriptionConfig:
         if (self.criteria is None) == (self.topic is None):
             raise ValueError("give either criteria (R4) or topic (Backport), not both")
+        if self.fallback_criteria is not None and self.topic is None:
+            raise ValueError("fallback_criteria is for a topic entry (criteria needs none)")
         return self
 
 

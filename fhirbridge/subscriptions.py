@@ -227,6 +227,8 @@ async def ensure_subscriptions(
     secret = config.receiver.resolved_secret()
     if not secret:
         raise ConfigError("receiver.secret: subscriptions send it back as their channel header")
+    if ":" in secret:  # some servers cut a channel.header value at its first ':'
+        log.warning("receiver_secret_has_colon", hint="servers such as Medplum cut it there")
     topics = await _topics_offered(client, config)
     results: list[dict[str, Any]] = []
     for configured in config.subscriptions:

@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import respx
 
 from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
+from fhirbridge.errors import ConfigError
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.store import MemoryStore
 from fhirbridge.subscriptions import EXT_SIGNING_KEY, ensure_subscriptions
@@ -127,3 +129,16 @@ async def test_a_signing_secret_goes_out_as_the_secret_extension(
 
     (held,) = server.held.values()
     assert held["extension"] == [{"url": EXT_SIGNING_KEY, "valueString": "hmac-key"}]
+
+
+def test_fallback_criteria_belongs_to_a_topic_entry() -> None:
+    """fallback_criteria on an R4 criteria entry is a configuration error naming the key."""
+    with pytest.raises(ConfigError, match="fallback_criteria"):
+        load_config(
+            data={
+                "fhir": {"base_url": BASE},
+                "subscriptions": [
+                    {"criteria": "Encounter?status=finished", "fallback_criteria": "Encounter"}
+                ],
+            }
+        )
