@@ -362,42 +362,38 @@ def main(ctx: click.Context) -> None:
 
 @main.command()
 @global_options
-def check() -> None:
-    """Connect to the configured server and report what the engine needs from it."""
+@json_option
+@option(
+    "--no-probe",
+    is_flag=True,
+    help="Trust the CapabilityStatement alone; write nothing on the server.",
+)
+def check(as_json: bool, no_probe: bool) -> None:
+    """Preflight: reach the server, search each watched type with the configured credentials,
+    probe what the CapabilityStatement leaves open (a tagged test write, deleted afterwards),
+    read the journal's schema version and show the time zone. Exits 1 when a required row
+    fails."""
     state = _state()
-    from fhirbridge.fhir import client_from_config
-    from fhirbridge.fhir.capabilities import assess
+    from fhirbridge.preflight import preflight
 
     config = state.config()
-
-    async def work() -> bool:
-        async with client_from_config(config.fhir) as client:
-            statement = await client.capabilities()
-            smart: dict[str, Any] | None = None
-            try:
-                smart = await client.get(".well-known/smart-configuration")
-            except FhirError:
-                smart = None
-            rows = assess(
-                statement,
-                watched=config.engine.watch,
-                smart_configuration=smart,
-                smart_required=config.fhir.auth.type == "smart",
-            )
+    report = _run(state, lambda: preflight(config, probe=not no_probe))
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
         click.echo(f"server: {config.fhir.base_url}")
-        width = max(len(r.name) for r in rows)
-        ok_all = True
-        for row in rows:
+        width = max(len(r.name) for r in report.rows)
+        for row in report.rows:
             mark = "yes" if row.ok else ("MISSING" if row.required else "no")
             need = "required" if row.required else "optional"
-            click.echo(f"  {row.name:<{width}}  {mark:<7}  {need:<8}  {row.detail}")
-            ok_all &= row.ok or not row.required
-        return ok_all
-
-    if not _run(state, work):
-        click.echo("fhirbridge: error: the server lacks something the engine requires", err=True)
+            line = f"  {row.name:<{width}}  {mark:<7}  {need:<8}  {row.source:<8}  {row.detail}"
+            click.echo(line.rstrip())
+        if report.profile is not None:
+            click.echo(f"writes: {report.profile.write_path}")
+    if not report.ok:
+        names = ", ".join(row.name for row in report.failed)
+        click.echo(f"fhirbridge: error: the preflight failed: {names}", err=True)
         raise SystemExit(1)
-
 
 
 @main.command()
@@ -798,6 +794,7 @@ def subscribe(list_only: bool, delete: bool, as_json: bool) -> None:
         click.echo("no subscriptions")
     for row in rows if not as_json else []:
         error = f"  ({row['error']})" if row.get("error") else ""
+        error += f"  ({row['note']})" if row.get("note") else ""
         click.echo(
             f"Subscription/{row['id']}  {row['status'] or '-':<9} {row['style']:<5} "
             f"{row['payload']:<13} {row['criteria']}  {row['action']}{error}".rstrip()

@@ -78,6 +78,9 @@ class AuthConfig(_Section):
             "system/CarePlan.cruds",
             "system/Provenance.c",
             "system/RiskAssessment.cu",
+            "system/Observation.cu",
+            "system/Subscription.cruds",
+            "system/Basic.cruds",
         ]
     )
     token_url: str | None = None
@@ -132,10 +135,18 @@ class FhirConfig(_Section):
     base_url: str = Field(pattern=r"^https?://")
     name: str = "default"
     timeout: float = Field(30.0, gt=0)
-    verify_tls: bool = True
+    verify_tls: bool | Path = Field(
+        True, description="true, false, or the path of a CA bundle (PEM) to trust"
+    )
     page_size: int = Field(100, ge=1, le=1000)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+
+    @model_validator(mode="after")
+    def _ca_bundle(self) -> FhirConfig:
+        if isinstance(self.verify_tls, Path) and not self.verify_tls.is_file():
+            raise ValueError(f"verify_tls: no CA bundle file at {self.verify_tls}")
+        return self
 
 
 class StoreConfig(_Section):
@@ -184,11 +195,22 @@ class SubscriptionConfig(_Section):
     filters: list[str] = Field(default_factory=list)
     payload: Literal["full-resource", "id-only", "empty"] = "full-resource"
     heartbeat: int | None = Field(None, ge=1)
+    fallback_criteria: str | None = None
+    signing_secret: SecretStr | None = None
+    signing_secret_file: Path | None = None
+
+    def resolved_signing_secret(self) -> str | None:
+        """The HMAC-SHA256 key the server signs deliveries with (``x-signature``), if any."""
+        return _secret(
+            self.signing_secret, self.signing_secret_file, "subscriptions[].signing_secret"
+        )
 
     @model_validator(mode="after")
     def _one(self) -> SubscriptionConfig:
         if (self.criteria is None) == (self.topic is None):
             raise ValueError("give either criteria (R4) or topic (Backport), not both")
+        if self.fallback_criteria is not None and self.topic is None:
+            raise ValueError("fallback_criteria is for a topic entry (criteria needs none)")
         return self
 
 
