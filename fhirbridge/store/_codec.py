@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,6 +26,8 @@ __all__ = [
     "encounter_row",
     "from_iso",
     "iso",
+    "lane_key",
+    "patient_key",
     "loads_mapping",
     "outbox_from_row",
     "outbox_letter",
@@ -110,9 +113,35 @@ def relative_reference(reference: str) -> str:
     return f"{match[1]}/{match[2]}" if match else text
 
 
+#: Where each resource type names its patient (the first that holds a reference wins).
+_PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary", "individual")
+
+
+def patient_key(version: ResourceVersion) -> str:
+    """``Patient/id`` of the patient a version is about: the Patient itself, else the first
+    of ``subject``, ``patient``, ``for``, ... that holds a reference; else the version's own
+    reference (a resource about no patient is a lane of its own)."""
+    if version.resource_type == "Patient":
+        return version.reference
+    resource = version.resource
+    for name in _PATIENT_FIELDS:
+        value = resource.get(name)
+        if isinstance(value, Mapping):
+            reference = value.get("reference")
+            if isinstance(reference, str) and reference.strip():
+                return relative_reference(reference)
+    return version.reference
+
+
+def lane_key(version: ResourceVersion) -> int:
+    """The CRC-32 of :func:`patient_key`: a patient's lane among ``n`` is ``lane_key % n``."""
+    return zlib.crc32(patient_key(version).encode())
+
+
 def version_params(version: ResourceVersion, now: datetime | str) -> dict[str, Any]:
     """The bound parameters that identify and hold one resource version."""
     return {
+        "lane_key": lane_key(version),
         "server": version.server,
         "resource_type": version.resource_type,
         "resource_id": version.id,

@@ -12,7 +12,9 @@ connector subclass supplies what differs between the databases:
 - :meth:`SqlStore._stamp`, how an instant is bound (ISO text in SQLite, ``timestamptz`` in
   PostgreSQL), and :meth:`SqlStore._inserted_id`, the id of the row just inserted;
 - optionally :meth:`SqlStore._prepare_migrations` and :meth:`SqlStore._statements` (how a
-  migration script is run), and ``claim_outbox`` (PostgreSQL locks what it claims).
+  migration script is run).
+
+The writer lock, leases and event counters are in :mod:`fhirbridge.store._sqlwork`.
 """
 
 from __future__ import annotations
@@ -306,12 +308,6 @@ class SqlStore(ABC, Generic[_C]):
         now = self._now()
         with self._write() as cur:
             return self._insert_outbox(cur, items, now)
-
-    @translated
-    def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
-        """Pending items, oldest first."""
-        rows = self._read("claim_outbox", {"limit": max(0, limit)})
-        return [_codec.outbox_from_row(row) for row in rows]
 
     def _outbox_item(self, cur: _C, item_id: int) -> OutboxItem:
         cur.execute(self._queries["outbox_item"], {"id": item_id})

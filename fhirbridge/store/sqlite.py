@@ -14,6 +14,10 @@ commit a whole batch of ``complete`` calls at once.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -24,18 +28,25 @@ from typing import Any
 from fhirbridge.errors import ConfigError, StoreError
 from fhirbridge.store import _codec
 from fhirbridge.store._sql import queries
-from fhirbridge.store._sqlbase import SqlStore, translated
+from fhirbridge.store._sqlbase import translated
+from fhirbridge.store._sqlwork import SqlWork
 from fhirbridge.values import ResourceVersion
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(SqlStore[sqlite3.Cursor]):
+class SqliteStore(SqlWork[sqlite3.Cursor]):
     """The :class:`~fhirbridge.store.base.Store` port on one SQLite file.
 
-    ``path`` is a file (its folder is created) or ``":memory:"``. ``busy_timeout`` is how many
-    seconds a call waits for another process's write lock before it fails. ``clock`` stamps
-    arrivals, detections, dead letters and audit records (UTC).
+    ``path`` is a file (its folder is created) or ``":memory:"``. ``create=False`` refuses a
+    file that does not exist yet (a typo in the path would otherwise start an empty journal).
+    ``busy_timeout`` is how many seconds a call waits for another process's write lock before
+    it fails. ``clock`` stamps arrivals, detections, dead letters and audit records (UTC).
+
+    The writer lock (:meth:`acquire_writer`) is an ``flock`` on ``<path>.writer-<hash>.lock``
+    beside the file, one per FHIR server: the kernel releases it when the process ends, so a
+    holder that crashed never leaves a stale lock behind. SQLite keeps one writer per server:
+    the lane and outbox leases work here too, but several workers belong on PostgreSQL.
     """
 
     _dialect = "sqlite"
@@ -47,12 +58,19 @@ class SqliteStore(SqlStore[sqlite3.Cursor]):
         self,
         path: str | Path,
         *,
+        create: bool = True,
         busy_timeout: float = 5.0,
         clock: _codec.Clock = _codec.system_clock,
     ) -> None:
         self.path = str(path)
         self._clock = clock
         self._in_batch = False
+        self._locks: dict[str, int] = {}  # server -> the lock file's descriptor
+        if not create and self.path != ":memory:" and not Path(self.path).is_file():
+            raise ConfigError(
+                f"store.url: there is no journal at {Path(self.path).resolve()} (a typo in the "
+                "path?); create a new one on purpose (fhirbridge --new-journal)"
+            )
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +182,44 @@ class SqliteStore(SqlStore[sqlite3.Cursor]):
     def _read(self, name: str, params: Mapping[str, Any]) -> list[Any]:
         return self._conn.execute(self._queries[name], params).fetchall()
 
+    # -- the writer lock -------------------------------------------------------------------
+    def _lock_path(self, server: str) -> str:
+        digest = hashlib.sha256(server.encode()).hexdigest()[:12]
+        return f"{self.path}.writer-{digest}.lock"
+
+    def _lock_writer(self, server: str) -> bool:
+        """``flock`` the server's lock file (a ``:memory:`` journal is this store's alone)."""
+        if server in self._locks:
+            return False
+        if self.path == ":memory:":
+            self._locks[server] = -1
+            return True
+        try:
+            fd = os.open(self._lock_path(server), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the journal's lock file: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot lock the journal's lock file: {exc}") from exc
+        self._locks[server] = fd
+        return True
+
+    def _unlock_writer(self, server: str) -> None:
+        fd = self._locks.pop(server, -1)
+        if fd >= 0:
+            with suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @staticmethod
+    def _ints(values: Iterable[int]) -> str:
+        return json.dumps(list(values))
+
     @staticmethod
     def _stamp(moment: datetime) -> str:
         return _codec.iso(moment)
@@ -199,6 +255,8 @@ class SqliteStore(SqlStore[sqlite3.Cursor]):
         with suppress(sqlite3.Error):
             self._conn.execute("PRAGMA optimize")
         self._conn.close()
+        for server in list(self._locks):
+            self._unlock_writer(server)
 
     # -- resource versions -----------------------------------------------------------------
     @translated
