@@ -8,11 +8,12 @@ and exit non-zero (2: configuration or rules, 3: FHIR server, 4: journal, 1: oth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +71,13 @@ def _run(state: _State, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except KeyboardInterrupt:
         click.echo("fhirbridge: interrupted", err=True)
         raise SystemExit(130) from None
+
+
+@contextlib.asynccontextmanager
+async def _sole_writer(bridge: Any) -> AsyncIterator[Any]:
+    """Hold the journal's writer lock for the bridge's server (a second writer is refused)."""
+    with bridge.store.acquire_writer(bridge.server):
+        yield bridge
 
 
 def _instant(value: str | None, option: str) -> datetime | None:
@@ -178,7 +186,8 @@ def run(state: _State, once: bool, since: str | None, now: str | None) -> None:
     start = _instant(since, "--since")
 
     async def work() -> None:
-        async with Bridge.from_config(config, clock=_clock(now), progress=progress) as bridge:
+        opened = Bridge.from_config(config, clock=_clock(now), progress=progress)
+        async with opened as bridge, _sole_writer(bridge):
             if once:
                 stats = await bridge.run_once(since=start)
                 progress.done()
@@ -422,7 +431,7 @@ def hl7_command(
     config = state.config()
 
     async def work() -> None:
-        async with Bridge.from_config(config) as bridge:
+        async with Bridge.from_config(config) as bridge, _sole_writer(bridge):
             for path in files:
                 stats = await ingest_hl7(
                     bridge, path.read_bytes(), visit_system=visit_system, mrn_system=mrn_system

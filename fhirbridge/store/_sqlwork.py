@@ -116,7 +116,7 @@ class SqlWork(SqlStore[_C]):
     def writer(self, server: str) -> Holder | None:
         """Who holds (or last held) the writer lock for ``server``, as recorded."""
         rows = self._read("lease", {"name": writer_lease_name(server)})
-        if not rows:
+        if not rows or not rows[0][0]:  # never held, or released (holder '')
             return None
         worker, host, pid, command, acquired_at, _expires, _takeovers = rows[0]
         since = _codec.from_iso(acquired_at) if isinstance(acquired_at, str) else acquired_at

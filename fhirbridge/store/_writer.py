@@ -51,7 +51,9 @@ class Holder:
     since: datetime
 
     @classmethod
-    def here(cls, command: str | None = None, *, clock: _codec.Clock = _codec.system_clock) -> Holder:
+    def here(
+        cls, command: str | None = None, *, clock: _codec.Clock = _codec.system_clock
+    ) -> Holder:
         """This process: its host name, pid and command line (``sys.argv`` by default)."""
         host = socket.gethostname()
         pid = os.getpid()

@@ -56,9 +56,10 @@ _STATE = (
 
 @dataclass(slots=True)
 class _Lease:
-    """A ``lease`` row: who holds it, until when (None: held by a lock), takeovers."""
+    """A ``lease`` row: who holds it (None: released), until when (None: held by a lock),
+    how often it was taken over after its holder stopped renewing it."""
 
-    holder: Holder
+    holder: Holder | None
     expires: datetime | None
     takeovers: int = 0
 
@@ -151,9 +152,7 @@ class MemoryStore:
         state = {name: copy.copy(getattr(self, name)) for name in _STATE}
         state["_outbox"] = {i: replace(row) for i, row in self._outbox.items()}
         state["_leases"] = {n: replace(lease) for n, lease in self._leases.items()}
-        state["_counters"] = {
-            k: replace(c, above=set(c.above)) for k, c in self._counters.items()
-        }
+        state["_counters"] = {k: replace(c, above=set(c.above)) for k, c in self._counters.items()}
         return state
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -196,14 +195,16 @@ class MemoryStore:
             raise busy(server, self.writer(server))
         holder = holder or Holder.here(clock=self._clock)
         self._writers.add(server)
-        self._leases[writer_lease_name(server)] = _Lease(holder, None)
+        name = writer_lease_name(server)
+        before = self._leases.get(name)
+        died = before is not None and before.holder is not None
+        takeovers = (before.takeovers if before is not None else 0) + died
+        self._leases[name] = _Lease(holder, None, takeovers)
         try:
             yield holder
         finally:
             self._writers.discard(server)
-            lease = self._leases.get(writer_lease_name(server))
-            if lease is not None and lease.holder.worker == holder.worker:
-                del self._leases[writer_lease_name(server)]
+            self.release_lease(name, holder)
 
     def writer(self, server: str) -> Holder | None:
         """Who holds (or last held) the writer lock for ``server``."""
@@ -213,8 +214,9 @@ class MemoryStore:
 
     def _take(self, name: str, holder: Holder, now: datetime, until: datetime) -> bool:
         lease = self._leases.get(name)
-        if lease is None:
-            self._leases[name] = _Lease(replace(holder, since=now), until)
+        if lease is None or lease.holder is None:
+            takeovers = lease.takeovers if lease is not None else 0
+            self._leases[name] = _Lease(replace(holder, since=now), until, takeovers)
             return True
         if lease.holder.worker == holder.worker:
             lease.expires = until
@@ -233,15 +235,15 @@ class MemoryStore:
         """Give the lease up if ``holder`` has it."""
         self._check_open()
         lease = self._leases.get(name)
-        if lease is not None and lease.holder.worker == holder.worker:
-            del self._leases[name]
+        if lease is not None and lease.holder is not None and lease.holder.worker == holder.worker:
+            lease.holder = lease.expires = None
 
     def _lanes_of(self, worker: str | None, now: datetime, *, mine: bool) -> list[int]:
         found = []
         for name, lease in self._leases.items():
             if not name.startswith("lane:") or lease.expires is None or lease.expires < now:
                 continue
-            if (lease.holder.worker == worker) == mine:
+            if lease.holder is not None and (lease.holder.worker == worker) == mine:
                 found.append(int(name[5:]))
         return sorted(found)
 

@@ -213,11 +213,11 @@ ON CONFLICT (name) DO UPDATE SET
     command = excluded.command,
     acquired_at = excluded.acquired_at,
     expires_at = NULL,
-    takeovers = lease.takeovers + 1;
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder))::int;
 
 -- name: take_lease
--- Takes a free lease, renews one's own, or takes over one that expired; changes no row when
--- another holder's lease still runs.
+-- Takes a free lease (released: holder ''), renews one's own, or takes over one that expired
+-- (counted in takeovers); changes no row when another holder's lease still runs.
 INSERT INTO lease (name, holder, host, pid, command, acquired_at, expires_at)
 VALUES (%(name)s, %(holder)s, %(host)s, %(pid)s, %(command)s, %(now)s, %(until)s)
 ON CONFLICT (name) DO UPDATE SET
@@ -228,12 +228,13 @@ ON CONFLICT (name) DO UPDATE SET
     acquired_at = CASE WHEN lease.holder = excluded.holder THEN lease.acquired_at
                        ELSE excluded.acquired_at END,
     expires_at = excluded.expires_at,
-    takeovers = lease.takeovers + (lease.holder <> excluded.holder)::int
-WHERE lease.holder = excluded.holder
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder))::int
+WHERE lease.holder IN ('', excluded.holder)
    OR (lease.expires_at IS NOT NULL AND lease.expires_at < excluded.acquired_at);
 
 -- name: release_lease
-DELETE FROM lease WHERE name = %(name)s AND holder = %(holder)s;
+-- The row stays, free (holder ''), so that its takeovers keep counting.
+UPDATE lease SET holder = '', expires_at = NULL WHERE name = %(name)s AND holder = %(holder)s;
 
 -- name: leases_held
 SELECT name FROM lease
@@ -242,10 +243,11 @@ ORDER BY name COLLATE "C";
 
 -- name: leases_of_others
 SELECT name FROM lease
-WHERE holder <> %(holder)s AND starts_with(name, %(prefix)s) AND expires_at >= %(now)s;
+WHERE holder NOT IN ('', %(holder)s) AND starts_with(name, %(prefix)s) AND expires_at >= %(now)s;
 
 -- name: release_leases
-DELETE FROM lease WHERE holder = %(holder)s AND starts_with(name, %(prefix)s);
+UPDATE lease SET holder = '', expires_at = NULL
+WHERE holder = %(holder)s AND starts_with(name, %(prefix)s);
 
 -- name: lease_takeovers
 SELECT coalesce(sum(takeovers), 0) FROM lease WHERE starts_with(name, %(prefix)s);

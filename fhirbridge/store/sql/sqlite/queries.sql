@@ -190,11 +190,11 @@ ON CONFLICT (name) DO UPDATE SET
     command = excluded.command,
     acquired_at = excluded.acquired_at,
     expires_at = NULL,
-    takeovers = lease.takeovers + 1;
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder));
 
 -- name: take_lease
--- Takes a free lease, renews one's own, or takes over one that expired; changes no row when
--- another holder's lease still runs.
+-- Takes a free lease (released: holder ''), renews one's own, or takes over one that expired
+-- (counted in takeovers); changes no row when another holder's lease still runs.
 INSERT INTO lease (name, holder, host, pid, command, acquired_at, expires_at)
 VALUES (:name, :holder, :host, :pid, :command, :now, :until)
 ON CONFLICT (name) DO UPDATE SET
@@ -205,12 +205,13 @@ ON CONFLICT (name) DO UPDATE SET
     acquired_at = CASE WHEN lease.holder = excluded.holder THEN lease.acquired_at
                        ELSE excluded.acquired_at END,
     expires_at = excluded.expires_at,
-    takeovers = lease.takeovers + (lease.holder <> excluded.holder)
-WHERE lease.holder = excluded.holder
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder))
+WHERE lease.holder IN ('', excluded.holder)
    OR (lease.expires_at IS NOT NULL AND lease.expires_at < excluded.acquired_at);
 
 -- name: release_lease
-DELETE FROM lease WHERE name = :name AND holder = :holder;
+-- The row stays, free (holder ''), so that its takeovers keep counting.
+UPDATE lease SET holder = '', expires_at = NULL WHERE name = :name AND holder = :holder;
 
 -- name: leases_held
 SELECT name FROM lease
@@ -220,11 +221,12 @@ ORDER BY name;
 
 -- name: leases_of_others
 SELECT name FROM lease
-WHERE holder <> :holder AND substr(name, 1, length(:prefix)) = :prefix
+WHERE holder NOT IN ('', :holder) AND substr(name, 1, length(:prefix)) = :prefix
   AND expires_at >= :now;
 
 -- name: release_leases
-DELETE FROM lease WHERE holder = :holder AND substr(name, 1, length(:prefix)) = :prefix;
+UPDATE lease SET holder = '', expires_at = NULL
+WHERE holder = :holder AND substr(name, 1, length(:prefix)) = :prefix;
 
 -- name: lease_takeovers
 SELECT coalesce(sum(takeovers), 0) FROM lease WHERE substr(name, 1, length(:prefix)) = :prefix;
