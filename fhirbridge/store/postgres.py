@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fhirbridge.errors import ConfigError, StoreError
 from fhirbridge.store import _codec
 from fhirbridge.store._sql import queries
-from fhirbridge.store._sqlbase import translated
+from fhirbridge.store._sqlbase import _Deferred, translated
 from fhirbridge.store._sqlwork import SqlWork
 from fhirbridge.store.base import OutboxItem
 from fhirbridge.values import ResourceVersion
@@ -113,6 +113,9 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
         every commit is flushed before it returns. Inside :meth:`batch` it is a savepoint of
         the batch's transaction.
         """
+        if self._deferred:
+            with self._conn.cursor() as cur:
+                self._flush(cur)
         with self._conn.transaction(), self._conn.cursor() as cur:
             yield cur
 
@@ -130,16 +133,20 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
             return
         try:
             with self._conn.transaction():
-                self._in_batch = True
+                self._in_batch, self._deferred = True, _Deferred()
                 try:
                     yield
+                    with self._conn.cursor() as cur:
+                        self._flush(cur)
                 finally:
-                    self._in_batch = False
+                    self._in_batch, self._deferred = False, None
         except self._driver_error as exc:
             raise self._failure(exc) from exc
 
     def _read(self, name: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self._conn.cursor() as cur:
+            if self._deferred:
+                self._flush(cur)
             cur.execute(self._queries[name], params)
             return cur.fetchall()
 

@@ -28,7 +28,7 @@ from typing import Any
 from fhirbridge.errors import ConfigError, StoreError
 from fhirbridge.store import _codec
 from fhirbridge.store._sql import queries
-from fhirbridge.store._sqlbase import translated
+from fhirbridge.store._sqlbase import _Deferred, translated
 from fhirbridge.store._sqlwork import SqlWork
 from fhirbridge.values import ResourceVersion
 
@@ -124,6 +124,7 @@ class SqliteStore(SqlWork[sqlite3.Cursor]):
         """
         cursor = self._conn.cursor()
         if self._in_batch:
+            self._flush(cursor)
             cursor.execute("SAVEPOINT store_call")
             try:
                 yield cursor
@@ -164,22 +165,27 @@ class SqliteStore(SqlWork[sqlite3.Cursor]):
         except sqlite3.Error as exc:
             raise self._failure(exc) from exc
         self._in_batch = True
+        self._deferred = _Deferred()
         try:
             yield
         except BaseException:
-            self._in_batch = False
+            self._in_batch, self._deferred = False, None
             with suppress(sqlite3.Error):  # the error that got us here matters more
                 self._conn.rollback()
             raise
-        self._in_batch = False
         try:
+            self._flush(self._conn.cursor())
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with suppress(sqlite3.Error):
                 self._conn.rollback()
             raise self._failure(exc) from exc
+        finally:
+            self._in_batch, self._deferred = False, None
 
     def _read(self, name: str, params: Mapping[str, Any]) -> list[Any]:
+        if self._deferred:
+            self._flush(self._conn.cursor())
         return self._conn.execute(self._queries[name], params).fetchall()
 
     # -- the writer lock -------------------------------------------------------------------
@@ -261,18 +267,31 @@ class SqliteStore(SqlWork[sqlite3.Cursor]):
     # -- resource versions -----------------------------------------------------------------
     @translated
     def append(self, versions: Iterable[ResourceVersion]) -> list[ResourceVersion]:
-        """Journal versions in one durable transaction; return those that were new."""
+        """Journal versions in one durable transaction; return those that were new.
+
+        One statement per page, whatever its size: the versions are inserted with one
+        ``executemany`` (duplicates ignored), then the rows it added (those past the highest
+        ``seq`` before it: the transaction holds the write lock) go on the pending list with
+        one ``INSERT ... SELECT``, and their keys are read back to tell which were new.
+        """
         now = self._now()
         batch = list(versions)
         if not batch:
             return []
-        new: list[ResourceVersion] = []
         q = self._queries
-        insert_version, insert_pending = q["insert_version"], q["insert_pending"]
         with self._write(durable=True) as cur:
-            for version in batch:
-                cur.execute(insert_version, _codec.version_params(version, now))
-                if cur.rowcount == 1:
-                    cur.execute(insert_pending, {"seq": cur.lastrowid})
-                    new.append(version)
+            cur.execute(q["last_seq"])
+            (before,) = cur.fetchone()
+            cur.executemany(q["insert_version"], [_codec.version_params(v, now) for v in batch])
+            cur.execute(q["pend_appended"], {"after": before})
+            if cur.rowcount == 0:
+                return []
+            cur.execute(q["appended_keys"], {"after": before})
+            added = set(cur.fetchall())
+        new: list[ResourceVersion] = []
+        for version in batch:
+            key = (version.server, version.resource_type, version.id, version.version_id)
+            if key in added:
+                added.discard(key)  # a duplicate within the page is not new twice
+                new.append(version)
         return new

@@ -20,8 +20,15 @@ INSERT OR IGNORE INTO resource_version
 VALUES (:server, :resource_type, :resource_id, :version_id, :last_updated, :raw, :now,
         :lane_key);
 
--- name: insert_pending
-INSERT INTO pending_version (seq) VALUES (:seq);
+-- name: last_seq
+SELECT coalesce(max(seq), 0) FROM resource_version;
+
+-- name: pend_appended
+-- The versions an append just inserted (rowids past the highest before it) become pending.
+INSERT INTO pending_version (seq) SELECT seq FROM resource_version WHERE seq > :after;
+
+-- name: appended_keys
+SELECT server, resource_type, resource_id, version_id FROM resource_version WHERE seq > :after;
 
 -- name: repend_version
 -- Puts a journalled version back on the pending list (a replay after a fix).
