@@ -42,8 +42,9 @@ import resource
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +58,7 @@ from fhirbridge.clock import FixedClock
 from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge, RunStats
 from fhirbridge.logs import configure as configure_logging
-from fhirbridge.store import SqliteStore
+from fhirbridge.store import PostgresStore, SqliteStore, Store
 from fhirbridge.values import ResourceVersion
 
 #: The engine's clock: every generated version lies before it (and within max_event_age).
@@ -173,28 +174,61 @@ def run_engine(
 
 
 def time_journal(
-    data: Sequence[bytes], batch: int, journal_dir: str | None = None
+    data: Sequence[bytes], batch: int, open_journal: Callable[[], Store]
 ) -> tuple[float, float, int]:
     """Seconds for the journal alone (parse, durable append per page, then one batch of
     ``complete`` per page), its CPU seconds, and how many versions it journalled."""
-    with tempfile.TemporaryDirectory(prefix="fhirbridge-journal-", dir=journal_dir) as tmp:
-        store = SqliteStore(Path(tmp) / "journal.db")
-        store.migrate()
+    store = open_journal()
+    try:
         journalled = 0
         start, cpu = time.perf_counter(), time.process_time()
         for first in range(0, len(data), batch):
-            versions = [
-                ResourceVersion.from_json("bench", raw) for raw in data[first : first + batch]
-            ]
-            fresh = store.append(versions)
+            page = data[first : first + batch]
+            fresh = store.append([ResourceVersion.from_json("bench", raw) for raw in page])
             journalled += len(fresh)
             with store.batch():
                 for version in fresh:
                     store.complete(version)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         assert store.pending() == []
+    finally:
         store.close()
     return seconds, cpu_seconds, journalled
+
+
+@contextlib.contextmanager
+def sqlite_journal(journal_dir: str | None) -> Iterator[Callable[[], Store]]:
+    """Opens a SQLite journal in a temporary folder (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="fhirbridge-journal-", dir=journal_dir) as tmp:
+
+        def open_journal() -> Store:
+            store = SqliteStore(Path(tmp) / "journal.db")
+            store.migrate()
+            return store
+
+        yield open_journal
+
+
+@contextlib.contextmanager
+def postgres_journal(url: str) -> Iterator[Callable[[], Store]]:
+    """Opens a PostgreSQL journal in a throwaway schema (dropped afterwards)."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"fhirbridge_bench_{uuid.uuid4().hex[:8]}"
+
+    def open_journal() -> Store:
+        store = PostgresStore(url, schema=schema)
+        store.migrate()
+        return store
+
+    try:
+        yield open_journal
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
 
 
 def time_json(data: Sequence[bytes]) -> float:
@@ -257,6 +291,11 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
         help="where the SQLite journal's temporary folder goes (default: the system's temp "
         "directory; /dev/shm takes the disk's fsyncs out of the measurement)",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also time the journal alone on this PostgreSQL database (a throwaway schema)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the engine run")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -284,7 +323,12 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
     engine = run_engine(data, args.batch, profile, args.journal_dir)
     json_seconds = time_json(data)
     orjson_seconds = time_orjson(data)
-    journal_seconds, journal_cpu, journal_count = time_journal(data, args.batch, args.journal_dir)
+    with sqlite_journal(args.journal_dir) as opener:
+        journal_seconds, journal_cpu, journal_count = time_journal(data, args.batch, opener)
+    postgres: tuple[float, float, int] | None = None
+    if args.postgres:
+        with postgres_journal(args.postgres) as opener:
+            postgres = time_journal(data, args.batch, opener)
     step = max(1, count // min(args.sample, count))
     sample = data[::step][: args.sample]
     validate_seconds, validate_json_seconds = time_model_validate(sample)
@@ -307,6 +351,11 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
             "journal alone: parse, append, complete (one batch a page)",
             journal_seconds,
             _rate(count, journal_seconds),
+        ),
+        *(
+            [("journal alone on PostgreSQL", postgres[0], _rate(count, postgres[0]))]
+            if postgres
+            else []
         ),
         ("json.loads only", json_seconds, json_rate),
         ("orjson.loads only", orjson_seconds, _rate(count, orjson_seconds)),
@@ -346,6 +395,11 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
         f"({journal_count:,} journalled; CPU {journal_cpu:.2f} s, "
         f"{_rate(count, journal_cpu):,.0f} per CPU second)"
     )
+    if postgres:
+        out(
+            f"journal alone on PostgreSQL / json.loads {json_seconds / postgres[0]:5.3f}  "
+            f"(CPU {postgres[1]:.2f} s)"
+        )
     out(f"orjson.loads / json.loads {json_seconds / orjson_seconds:6.3f}")
     out(
         f"resident memory (RSS) over the engine run: {engine.rss_before:.0f} MB before, "

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import structlog
+
 from fhirbridge.store import _codec
 from fhirbridge.store._sqlbase import Cursor, SqlStore, translated
 from fhirbridge.store._writer import Holder, busy, writer_lease_name
@@ -28,6 +30,8 @@ from fhirbridge.values import ResourceVersion
 __all__ = ["SqlWork", "lane_name"]
 
 _C = TypeVar("_C", bound=Cursor)
+
+log = structlog.get_logger(__name__)
 
 _LANE = "lane:"
 
@@ -85,6 +89,15 @@ class SqlWork(SqlStore[_C]):
         if not self._translated_lock(server):
             raise busy(server, self.writer(server))
         try:
+            previous = self.writer(server)
+            if previous is not None:  # its process ended without releasing: it died
+                log.warning(
+                    "journal_writer_taken_over",
+                    server=server,
+                    previous_host=previous.host,
+                    previous_pid=previous.pid,
+                    previous_since=previous.since.isoformat(),
+                )
             self._record_writer(server, holder)
         except BaseException:
             self._translated_unlock(server)

@@ -271,3 +271,56 @@ def test_event_numbers_are_counted_across_receivers(backend: Backend, store: Sto
     assert (four.contiguous, four.highest, four.gap) == (4, 7, True)
     assert (five.contiguous, five.highest) == (6, 7)
     assert (other.contiguous, other.highest) == (1, 1)
+
+
+# -- batched completes -----------------------------------------------------------------------
+
+
+def stay(encounter_id: str, version_id: str, **fields: object) -> ResourceVersion:
+    """A version of an inpatient Encounter of patient p1."""
+    resource: dict[str, object] = {
+        "resourceType": "Encounter",
+        "id": encounter_id,
+        "meta": {"versionId": version_id},
+        "status": "in-progress",
+        "class": {"code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": "2024-05-01T08:00:00Z"},
+    }
+    resource.update(fields)
+    return version(resource)
+
+
+def test_a_batch_of_completes_ends_as_the_calls_one_by_one(store: Store) -> None:
+    """Completes gathered in one batch give the same journal as the calls one at a time: the
+    last snapshot of a resource wins, an Encounter that lost its subject leaves the index,
+    rejects are dead-lettered, and a read inside the batch sees the writes before it."""
+    first, second = stay("e1", "1"), stay("e1", "2", status="finished")
+    other, orphan = stay("e2", "1"), stay("e2", "2", subject=None)
+    bad = stay("e3", "1")
+    never_appended = stay("e4", "1")
+    store.append([first, second, other, orphan, bad])
+
+    with store.batch():
+        store.complete(first, outbox=items("t1"))
+        store.complete(other)
+        assert [s.encounter for s in store.stays(SERVER, "Patient/p1")] == [
+            "Encounter/e1",
+            "Encounter/e2",
+        ]
+        store.complete(second, outbox=items("t1", "t2"))
+        store.complete(orphan)
+        store.reject(bad, "unreadable")
+        store.complete(never_appended, update_snapshot=False)
+
+    assert store.pending() == []
+    snap = store.snapshot(SERVER, "Encounter", "e1")
+    assert snap is not None and snap.version_id == "2"
+    assert [(s.encounter, s.status) for s in store.stays(SERVER, "Patient/p1")] == [
+        ("Encounter/e1", "finished")
+    ]
+    assert [i.key for i in store.outbox_items()] == ["t1", "t2"]
+    assert [d.reason for d in store.dead_letters()] == ["unreadable"]
+    assert store.snapshot(SERVER, "Encounter", "e4") is None
+    assert store.repend(SERVER, "Encounter", "e4", "1")  # journalled, not pending
+    assert store.pending() == [never_appended]
