@@ -132,6 +132,11 @@ class Store(Protocol):
     changes several tables does so in one transaction.
     """
 
+    #: Whether several worker processes may share this journal through leases (PostgreSQL);
+    #: where False (SQLite, memory) one writer per server is all it takes, and ``--workers``
+    #: is refused.
+    supports_workers: bool
+
     def migrate(self) -> None:
         """Create or upgrade the schema (idempotent)."""
 

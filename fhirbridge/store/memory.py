@@ -106,6 +106,8 @@ class _Outbox:
 class MemoryStore:
     """The :class:`~fhirbridge.store.base.Store` port held in memory (nothing is durable)."""
 
+    supports_workers = False
+
     def __init__(self, *, clock: _codec.Clock = _codec.system_clock) -> None:
         self._clock = clock
         self._closed = False

@@ -60,6 +60,8 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
     with expiry, for several workers (:meth:`lease_lanes`).
     """
 
+    supports_workers = True
+
     _dialect = "postgres"
     _queries = queries("postgres")
     _label = "PostgreSQL"

@@ -49,6 +49,8 @@ class SqliteStore(SqlWork[sqlite3.Cursor]):
     the lane and outbox leases work here too, but several workers belong on PostgreSQL.
     """
 
+    supports_workers = False
+
     _dialect = "sqlite"
     _queries = queries("sqlite")
     _label = "SQLite"

@@ -324,3 +324,8 @@ def test_a_batch_of_completes_ends_as_the_calls_one_by_one(store: Store) -> None
     assert store.snapshot(SERVER, "Encounter", "e4") is None
     assert store.repend(SERVER, "Encounter", "e4", "1")  # journalled, not pending
     assert store.pending() == [never_appended]
+
+
+def test_only_postgres_says_it_shares_work(backend: Backend, store: Store) -> None:
+    """PostgreSQL journals take several workers; SQLite and memory keep one writer."""
+    assert store.supports_workers is (backend.name == "postgres")
