@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from fhirbridge.values import parse_instant
@@ -28,13 +27,6 @@ def local_reference(value: Any) -> str | None:
         value = value.get("reference")
     if not isinstance(value, str) or not value or value.startswith("#"):
         return None
-    return _local(value)
-
-
-@lru_cache(maxsize=16384)
-def _local(value: str) -> str | None:
-    """:func:`local_reference` of a string (one patient's or ward's reference recurs in
-    every version that names it: parsed once)."""
     parts = value.split("?", 1)[0].rstrip("/").split("/")
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
