@@ -51,7 +51,6 @@ from fhirbridge.rules.model import Defaults
 from fhirbridge.sources.bulk import BulkExport
 from fhirbridge.sources.poll import Poller, PollStats
 from fhirbridge.store import MemoryStore, Store, open_store
-from fhirbridge.store.base import is_shared
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, Plan, ResourceVersion
 from fhirbridge.writeback.writer import Writer, WriteStats
 
@@ -175,7 +174,7 @@ class Bridge:
             disposition_group=self.dispositions.group,
             clock=self.clock,
             concurrency=engine.concurrency,
-            cache_views=not is_shared(store),
+            cache_views=not store.supports_workers,
         )
         return Pipeline(
             store=store,

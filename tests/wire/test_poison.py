@@ -4,7 +4,7 @@ after it, from every source, are processed.
 
 Two poisons: a discharge at ``0001-01-01T00:00:00+14:00`` (an ``OverflowError`` when its
 local date is taken, an error the engine did not catch before) and a status with a lone
-surrogate (``UnicodeEncodeError`` when SQLite stores the snapshot).
+surrogate (the journal cannot encode it when it stores the snapshot).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def assert_dead(store: Any, reference: str, error: str) -> None:
     (letter,) = [d for d in store.dead_letters() if d.source == "process"]
     assert letter.rejected_version() is not None
     assert f"{reference}/_history/" in letter.reference
-    assert f"cannot process {reference}: {error}" in letter.reason
+    assert f"cannot process {reference}: " in letter.reason and error in letter.reason
     assert store.pending() == []
 
 
@@ -62,7 +62,7 @@ def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
     ("poison", "error"),
     [
         (overflowing(1, "e2"), "OverflowError"),  # raised by evaluation
-        ({**encounter(1, rid="e2"), "status": "finished\ud800"}, "UnicodeEncodeError"),  # commit
+        ({**encounter(1, rid="e2"), "status": "finished\ud800"}, "surrogates"),  # commit
     ],
 )
 async def test_a_poll_page_with_a_poison_version(
@@ -89,7 +89,7 @@ async def test_a_poll_page_with_a_poison_version(
     bridge = Bridge(config, client=client, store=store, clock=FixedClock(NOW))
     bridge.writer = None
     stats = await bridge.run_once()
-    assert (stats.processed, stats.rejected, stats.rejected_by) == (3, 1, {error: 1})
+    assert (stats.processed, stats.rejected) == (3, 1)
     assert sorted(t.transition.focus for t in store.transitions()) == [
         "Encounter/e1",
         "Encounter/e3",
