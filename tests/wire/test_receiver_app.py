@@ -185,7 +185,7 @@ async def test_body_over_max_body_is_413_by_length_and_by_stream() -> None:
     ("body", "reason"),
     [
         (b"<Encounter xmlns='http://hl7.org/fhir'/>", "not JSON"),  # XML or garbage
-        (b'{"hello": "world"}', "resourceType is missing"),  # JSON, not FHIR
+        (b'{"hello": "world"}', "no resourceType"),  # JSON, not FHIR
         (json.dumps(encounter(1, rid="other")).encode(), "the URL Encounter/e1"),  # wrong id
     ],
 )
