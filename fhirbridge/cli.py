@@ -416,8 +416,10 @@ def hl7_command(
     host, port = "", 0
     if listen:
         host, _, port_text = listen.rpartition(":")
-        if not host or not port_text.isdigit():
-            raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+        if not host or not port_text.isdigit() or int(port_text) > 65535:
+            raise click.BadParameter(
+                f"{listen!r} is not HOST:PORT (0-65535)", param_hint="--listen"
+            )
         port = int(port_text)
     config = state.config()
 
@@ -430,7 +432,9 @@ def hl7_command(
                 click.echo(f"{path}: {stats.summary()}")
             if not listen:
                 return
-            listener = MllpListener(bridge, visit_system=visit_system, mrn_system=mrn_system)
+            listener = MllpListener.from_config(
+                bridge, config.hl7, visit_system=visit_system, mrn_system=mrn_system
+            )
             bound = await listener.start(host, port)
             click.echo(f"listening for HL7 v2 over MLLP on {host}:{bound}", err=True)
             stop = asyncio.Event()

@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "EngineConfig",
     "FhirConfig",
+    "Hl7Config",
     "ReceiverConfig",
     "RetryConfig",
     "StoreConfig",
@@ -195,6 +196,14 @@ class ReceiverConfig(_Section):
     secret: SecretStr | None = None
     secret_file: Path | None = None
     max_body: int = Field(5 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(64, ge=8, le=512)
+    max_json_values: int = Field(200_000, ge=100)
+    max_string_length: int = Field(1024 * 1024, ge=64)
+    header_timeout: float = Field(10.0, gt=0, le=3600)
+    body_timeout: float = Field(30.0, gt=0, le=3600)
+    keep_alive_timeout: int = Field(5, ge=1, le=3600)
+    max_connections: int = Field(1000, ge=1)
+    max_subscriptions: int = Field(1000, ge=1)
     poll_interval: float = Field(300.0, gt=0)
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
@@ -211,6 +220,16 @@ class ReceiverConfig(_Section):
     def resolved_secret(self) -> str | None:
         """The shared secret senders must present."""
         return _secret(self.secret, self.secret_file, "receiver.secret")
+
+
+class Hl7Config(_Section):
+    """Bounds of the HL7 v2 MLLP listener of ``fhirbridge hl7 --listen`` (``hl7``)."""
+
+    max_frame: int = Field(1024 * 1024, ge=1024, description="bytes in one MLLP frame")
+    max_segments: int = Field(1000, ge=1)
+    max_field: int = Field(65536, ge=16, description="characters in one field")
+    idle_timeout: float = Field(300.0, gt=0, le=86400)
+    max_connections: int = Field(100, ge=1)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -240,6 +259,7 @@ class Config(BaseSettings):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     rules: list[Path] = Field(default_factory=list)
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    hl7: Hl7Config = Field(default_factory=Hl7Config)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
 
     @classmethod

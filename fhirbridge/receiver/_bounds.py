@@ -72,7 +72,9 @@ def load_json(body: bytes, limits: JsonLimits | None = None) -> Any:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise NotificationError(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+        raise NotificationError(
+            f"the body is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
     try:
         data = json.loads(text)
     except RecursionError:

@@ -207,7 +207,9 @@ def _subscription_id(reference: str) -> str:
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
     if len(parts) < 2 or parts[-2] != "Subscription" or not parts[-1]:
-        raise NotificationError(f"the subscription reference {_show(reference)} is not Subscription/id")
+        raise NotificationError(
+            f"the subscription reference {_show(reference)} is not Subscription/id"
+        )
     return parts[-1]
 
 
