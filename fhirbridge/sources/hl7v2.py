@@ -330,6 +330,14 @@ def build_ack(raw: RawMessage | None, code: str, reason: str, now: datetime) -> 
     return str(ack).encode("utf-8")
 
 
+@dataclass(slots=True)
+class _Peer:
+    """One MLLP connection: since when it has waited for a frame (None while answering)."""
+
+    waiting_since: float | None
+    evicted: bool = False
+
+
 class MllpListener:
     """Receives ADT over MLLP (``asyncio.start_server``) and acknowledges each message once
     it is durable; unless ``process`` is False, a worker then processes and writes in the
@@ -338,7 +346,10 @@ class MllpListener:
     Bounds: a frame past ``max_bytes`` gets AR and the connection closes; a message with more
     segments or a longer field than ``limits`` gets AR; a connection that delivers no complete
     frame for ``idle_timeout`` seconds is closed (what it had sent of a frame is
-    dead-lettered); at most ``max_connections`` are open at once, one more is closed at once.
+    dead-lettered); at most ``max_connections`` are open at once: one more first closes the
+    connection that has waited longest without completing a frame (a sender that sends
+    nothing, or a frame a byte at a time), and is itself closed at once only when every open
+    connection is busy with a frame.
     """
 
     def __init__(
@@ -363,12 +374,14 @@ class MllpListener:
         self.limits = limits or V2Limits()
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
-        self.refused = 0  # connections closed at once: max_connections were open
+        self.refused = 0  # connections closed at once: max_connections were busy
+        self.evicted = 0  # connections closed to admit another
         self._process = process
         self._wake = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._worker: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._peers: dict[asyncio.StreamWriter, _Peer] = {}
         self._closing = False
         self.retry_after = 30.0
 
@@ -417,23 +430,41 @@ class MllpListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        peer = _Peer(asyncio.get_running_loop().time())
         try:
-            if len(self._connections) >= self.max_connections:
+            if len(self._peers) >= self.max_connections and not self._evict():
                 self.refused += 1
-                log.warning("mllp_connection_refused", open=len(self._connections))
+                log.warning("mllp_connection_refused", open=len(self._peers))
                 return
+            self._peers[writer] = peer
             if task is not None:
                 self._connections.add(task)
                 task.add_done_callback(self._connections.discard)
-            await self._frames(reader, writer)
+            await self._frames(reader, writer, peer)
         except (ConnectionError, TimeoutError):
             return  # the peer went away or stopped reading its ACKs
         finally:
+            self._peers.pop(writer, None)
             with contextlib.suppress(OSError):
                 writer.close()
                 await writer.wait_closed()
 
-    async def _frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _evict(self) -> bool:
+        """Close the connection that has waited longest for a complete frame."""
+        idle = [(p.waiting_since, w) for w, p in self._peers.items() if p.waiting_since is not None]
+        if not idle:
+            return False
+        _, writer = min(idle, key=lambda item: item[0])
+        self._peers[writer].evicted = True
+        self._peers[writer].waiting_since = None
+        self.evicted += 1
+        log.info("mllp_connection_evicted", open=len(self._peers))
+        writer.close()
+        return True
+
+    async def _frames(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: _Peer
+    ) -> None:
         """Answer each frame; return (closing the connection) at EOF, on an oversized frame,
         or when no complete frame arrived for ``idle_timeout`` seconds."""
         loop = asyncio.get_running_loop()
@@ -443,10 +474,12 @@ class MllpListener:
             while (end := buffer.find(END + b"\r")) >= 0 and end < self.max_bytes + 2:
                 frame = bytes(buffer[: end + 2])
                 del buffer[: end + 2]
+                peer.waiting_since = None  # busy: not to be evicted mid-frame
                 writer.write(START + await self._answer(frame) + END + b"\r")
                 async with asyncio.timeout(self.idle_timeout):
                     await writer.drain()
                 deadline = loop.time() + self.idle_timeout
+                peer.waiting_since = loop.time()
             if len(buffer) > self.max_bytes:
                 reason = f"message larger than {self.max_bytes} bytes"
                 self._unframed(bytes(buffer), reason)
@@ -462,7 +495,12 @@ class MllpListener:
                 self._unframed(bytes(buffer), f"no complete frame within {self.idle_timeout:g} s")
                 return
             if not chunk:
-                self._unframed(bytes(buffer), "the connection closed in the middle of a frame")
+                reason = (
+                    "closed to admit another connection"
+                    if peer.evicted
+                    else "the connection closed in the middle of a frame"
+                )
+                self._unframed(bytes(buffer), reason)
                 return
             buffer += chunk
 

@@ -102,19 +102,27 @@ async def test_a_frame_cut_by_the_sender_closing_is_dead_lettered(listener: Mllp
     assert reasons(listener.bridge.store) == ["the connection closed in the middle of a frame"]
 
 
-async def test_connections_past_the_bound_are_closed_at_once(listener: MllpListener) -> None:
-    """With max_connections open, one more is closed without a word; once one closes, a new
-    connection is served."""
-    held = [await asyncio.open_connection("127.0.0.1", port(listener)) for _ in range(3)]
-    await asyncio.sleep(0.05)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port(listener))
-    assert await asyncio.wait_for(reader.read(), 5) == b""
-    writer.close()
-    assert listener.refused == 1
-    for _, w in held:
-        w.close()
-    await asyncio.sleep(0.05)
-    assert msa(await exchange(port(listener), adt().encode()))[1] == "AA"
+async def test_past_the_bound_the_longest_idle_connection_makes_room(
+    listener: MllpListener,
+) -> None:
+    """With max_connections open and idle, one more closes the one that has waited longest
+    (what it had sent of a frame is dead-lettered) and is served."""
+    listener.idle_timeout = 10.0  # only eviction closes connections here
+    held = []
+    try:
+        for _ in range(3):
+            held.append(await asyncio.open_connection("127.0.0.1", port(listener)))
+            held[-1][1].write(b"\x0bMSH|")
+            await asyncio.sleep(0.02)
+        ack = msa(await exchange(port(listener), adt().encode()))
+        assert ack[1] == "AA"
+        assert await asyncio.wait_for(held[0][0].read(), 5) == b""  # the oldest was closed
+        assert listener.evicted == 1 and listener.refused == 0
+        assert reasons(listener.bridge.store) == ["closed to admit another connection"]
+    finally:
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
 
 
 @pytest.mark.parametrize(
