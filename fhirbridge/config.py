@@ -367,6 +367,10 @@ def load_config(
         rules = raw.get("rules")
         if isinstance(rules, list):
             raw["rules"] = [str(r if Path(r).is_absolute() else (file.parent / r)) for r in rules]
+    odd = [key for key in raw if not isinstance(key, str)]
+    if odd:
+        sections = ", ".join(Config.model_fields)
+        raise ConfigError(f"{source}: {odd[0]!r} is not a section name (sections: {sections})")
     saved_env = None
     if environ is not None:
         saved_env = dict(os.environ)
