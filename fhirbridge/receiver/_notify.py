@@ -176,7 +176,8 @@ def is_topic_notification(data: Any) -> bool:
     if data.get("type") != "history" or not isinstance(entries, list) or not entries:
         return False
     first = entries[0].get("resource") if isinstance(entries[0], Mapping) else None
-    return isinstance(first, Mapping) and first.get("resourceType") in _STATUS_TYPES
+    kind = first.get("resourceType") if isinstance(first, Mapping) else None
+    return isinstance(kind, str) and kind in _STATUS_TYPES
 
 
 def _int(value: Any, name: str) -> int | None:
