@@ -101,6 +101,11 @@ def outcome(
 _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 429: "throttled"}
 
 
+def _storable(text: str) -> str:
+    """``text`` without what a journal's text column refuses (NUL, lone surrogates)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (no route, wrong method) as OperationOutcomes."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -229,9 +234,11 @@ class _Http:
         return outcome(200, "informational", done, severity="information")
 
     def _dead_letter(self, call: _Call, reason: str) -> None:
-        reference = f"{call.request.method} {call.request.url.path}"
+        reference = _storable(f"{call.request.method} {call.request.url.path}"[:500])
         try:
-            self.receiver.bridge.store.dead_letter("notification", reference, reason, call.body)
+            self.receiver.bridge.store.dead_letter(
+                "notification", reference, _storable(reason), call.body
+            )
         except StoreError as exc:
             log.error("dead_letter_failed", error=str(exc))
 

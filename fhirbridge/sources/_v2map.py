@@ -220,12 +220,14 @@ class V2Limits:
 
 
 def check_header(text: str) -> None:
-    """Refuse a message whose MSH cannot be read: ``MSH``, the field separator, then the
-    encoding characters (component, repetition, escape, subcomponent; v2.7 may add a
-    truncation character), all distinct, none a letter, digit or space, then the separator
-    again. python-hl7 asserts rather than reports on these, so they are checked first."""
+    """Refuse a message holding a NUL, or whose MSH cannot be read: ``MSH``, the field
+    separator, then the encoding characters (component, repetition, escape, subcomponent;
+    v2.7 may add a truncation character), all distinct, none a letter, digit or space, then
+    the separator again. python-hl7 asserts rather than reports on these: checked first."""
     if not text.startswith("MSH") or len(text) < 4:
         raise V2Error("MSH", "the message does not start with an MSH segment")
+    if (nul := text.find("\x00")) >= 0:  # no v2 text holds one; a journal cannot keep it
+        raise V2Error("", f"the message holds a NUL character at offset {nul}")
     sep = text[3]
     encoding = text[4:].split(sep, 1)[0].split("\r", 1)[0]
     if sep.isalnum() or sep.isspace():

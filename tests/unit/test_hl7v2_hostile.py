@@ -51,6 +51,7 @@ def port(listener: MllpListener) -> int:
         (b"MSH", "MSH"),  # not even a field separator
         (b"MSHA^~\\&|x", "MSH-1"),  # a letter as field separator
         (b"MSH|^~\\&", "MSH-2"),  # encoding characters but no field after them
+        (adt().replace("DOE", "D\x00E").encode(), "the message holds a NUL"),  # PostgreSQL
     ],
 )
 async def test_unreadable_msh_gets_ar_with_a_reason(

@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from fhirbridge.config import load_config
+from fhirbridge.engine import Bridge
+from fhirbridge.receiver import create_app
 from fhirbridge.receiver._bounds import JsonLimits, load_json
 from fhirbridge.receiver._notify import NotificationError
 from fhirbridge.receiver._tracker import EventTracker
-from fhirbridge.store import MemoryStore
-from tests.wire.test_receiver_app import AUTH, encounter, journalled, put, running
+from fhirbridge.store import MemoryStore, SqliteStore
+from tests.wire.test_receiver_app import AUTH, BASE, SECRET, encounter, journalled, put, running
 
 MESSAGE_HEADER = {
     "resourceType": "MessageHeader",
@@ -179,3 +184,25 @@ def test_tracker_memory_is_bounded() -> None:
     assert len(tracker) == 100
     assert ("s4999", None) in list(tracker.topics())
     assert ("s0", None) not in list(tracker.topics())
+
+
+async def test_dead_letters_keep_only_storable_text(tmp_path: Path) -> None:
+    """A URL with NUL in it is refused and its dead letter written to SQLite with the NUL
+    escaped (a PostgreSQL text column would refuse it, and the letter would be lost)."""
+    store = SqliteStore(tmp_path / "journal.db")
+    store.migrate()
+    config = load_config(data={"fhir": {"base_url": BASE, "name": "ehr"}}, environ={})
+    bridge = Bridge(config, client=None, store=store)
+    app = create_app(bridge, secret=SECRET, max_body=10_000)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://receiver") as http,
+    ):
+        body = json.dumps(encounter(1)).encode()
+        answer = await http.put("/notify/Encounter/e%00%ED%B2%80", content=body, headers=AUTH)
+    assert answer.status_code == 400 and is_outcome(answer)
+    (letter,) = store.dead_letters()
+    assert "\x00" not in letter.reference + letter.reason
+    assert "\\x00" in letter.reference
+    store.close()
