@@ -98,7 +98,7 @@ def outcome(
     )
 
 
-_HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 429: "throttled"}
+_HTTP_CODES = {404: "not-found", 405: "not-supported"}
 
 
 def _storable(text: str) -> str:
