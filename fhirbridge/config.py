@@ -251,6 +251,7 @@ class ReceiverConfig(_Section):
     max_json_values: int = Field(200_000, ge=100)
     max_string_length: int = Field(1024 * 1024, ge=64)
     header_timeout: float = Field(10.0, gt=0, le=3600)
+    max_header_bytes: int = Field(65536, ge=1024)
     body_timeout: float = Field(30.0, gt=0, le=3600)
     keep_alive_timeout: int = Field(5, ge=1, le=3600)
     max_connections: int = Field(1000, ge=1)

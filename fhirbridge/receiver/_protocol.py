@@ -7,6 +7,7 @@ protocol with three additions) closes that:
 
 - a request head must arrive within ``header_timeout`` seconds of the connection (or of the
   first byte of the next request on a kept-alive one), else 408 and the connection closes;
+  and it may be at most ``max_head`` bytes, else 431;
 - a body must be complete within ``body_timeout`` seconds of its head (the app answers 408
   itself when it reads the body; the connection is closed a moment later as a backstop);
 - at most ``max_connections`` are open: one more first evicts the connection that has waited
@@ -31,7 +32,12 @@ from fhirbridge.receiver.app import outcome_json
 __all__ = ["ConnectionLimits", "GuardedHttp", "guarded_protocol"]
 
 log = structlog.get_logger(__name__)
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 429: b"Too Many Requests"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+}
 _BACKSTOP = 2.0  # seconds after body_timeout before the connection itself is closed
 
 
@@ -42,6 +48,7 @@ class ConnectionLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 1000
+    max_head: int = 65536
 
 
 class GuardedHttp(HttpToolsProtocol):
@@ -51,11 +58,12 @@ class GuardedHttp(HttpToolsProtocol):
 
     _timer: asyncio.TimerHandle | None
     _in_head: bool
+    _head_bytes: int
     _opened: float
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Admit the connection (evicting a slow one when full) and start its head timer."""
-        self._timer, self._in_head = None, True
+        self._timer, self._in_head, self._head_bytes = None, True, 0
         self._opened = self.loop.time()
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections and not self._evict():
@@ -68,6 +76,16 @@ class GuardedHttp(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; a request head past ``max_head`` bytes is a 431."""
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        too_large = self._in_head and self._head_bytes > self.limits.max_head
+        if too_large and not self.transport.is_closing():
+            text = f"the request head is larger than {self.limits.max_head} bytes"
+            self._answer(431, "too-costly", text)
+
     def on_message_begin(self) -> None:
         """A request starts: its head must arrive within ``header_timeout``."""
         super().on_message_begin()
@@ -77,7 +95,7 @@ class GuardedHttp(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         """The head arrived: now the body has ``body_timeout``."""
-        self._in_head = False
+        self._in_head, self._head_bytes = False, 0
         self._arm(self.limits.body_timeout + _BACKSTOP)
         super().on_headers_complete()
 
@@ -87,8 +105,9 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        """Answered: the connection waits for a next request (uvicorn's keep-alive timer)."""
-        self._in_head = True
+        """Answered: the connection waits for a next request (uvicorn's keep-alive timer),
+        unless the body of this one is still coming (its deadline still runs)."""
+        self._in_head, self._head_bytes = self._timer is None, 0
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:

@@ -107,6 +107,7 @@ def uvicorn_config(app: Any, receiver: ReceiverConfig) -> uvicorn.Config:
                 header_timeout=receiver.header_timeout,
                 body_timeout=receiver.body_timeout,
                 max_connections=receiver.max_connections,
+                max_head=receiver.max_header_bytes,
             )
         ),
         timeout_keep_alive=receiver.keep_alive_timeout,
