@@ -58,12 +58,13 @@ class GuardedHttp(HttpToolsProtocol):
 
     _timer: asyncio.TimerHandle | None
     _in_head: bool
+    _in_body: bool
     _head_bytes: int
     _opened: float
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Admit the connection (evicting a slow one when full) and start its head timer."""
-        self._timer, self._in_head, self._head_bytes = None, True, 0
+        self._timer, self._in_head, self._in_body, self._head_bytes = None, True, False, 0
         self._opened = self.loop.time()
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections and not self._evict():
@@ -95,19 +96,20 @@ class GuardedHttp(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         """The head arrived: now the body has ``body_timeout``."""
-        self._in_head, self._head_bytes = False, 0
+        self._in_head, self._in_body, self._head_bytes = False, True, 0
         self._arm(self.limits.body_timeout + _BACKSTOP)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         """The whole request arrived: no deadline while the app answers."""
+        self._in_body = False
         self._disarm()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         """Answered: the connection waits for a next request (uvicorn's keep-alive timer),
         unless the body of this one is still coming (its deadline still runs)."""
-        self._in_head, self._head_bytes = self._timer is None, 0
+        self._in_head, self._head_bytes = not self._in_body, 0
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
