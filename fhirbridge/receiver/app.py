@@ -305,7 +305,8 @@ class _Http:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Readiness: the journal answers and the FHIR server's metadata is reachable."""
+        """Readiness: the journal answers and the FHIR server's metadata is reachable (503
+        with an OperationOutcome naming each failing check, else 200)."""
         checks: dict[str, str] = {}
         try:
             self.receiver.bridge.store.outbox_depth()
@@ -313,11 +314,15 @@ class _Http:
         except Exception as exc:
             checks["journal"] = f"failing ({type(exc).__name__})"
         checks["server"] = await self._server()
-        ready = all(v in ("ok", "not configured") for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        failing = {k: v for k, v in checks.items() if v not in ("ok", "not configured")}
+        if not failing:
+            return JSONResponse({"status": "ready", "checks": checks})
+        issues = [
+            {"severity": "error", "code": "transient", "diagnostics": f"{name}: {state}"}
+            for name, state in failing.items()
+        ]
+        body = {"resourceType": "OperationOutcome", "issue": issues}
+        return Response(json.dumps(body), status_code=503, media_type=FHIR_JSON)
 
     async def _server(self) -> str:
         client = self.receiver.bridge.client

@@ -332,6 +332,7 @@ async def test_readiness_fails_when_the_server_is_unreachable(
     async with running(client, readiness_ttl=0) as r:
         down = await r.http.get("/readyz")
         assert down.status_code == 503
-        assert down.json()["checks"]["server"].startswith("unreachable")
+        (issue,) = down.json()["issue"]  # an OperationOutcome, like every refusal
+        assert issue["diagnostics"].startswith("server: unreachable")
         route.respond(200, json={"resourceType": "CapabilityStatement"})
         assert (await r.http.get("/readyz")).status_code == 200
