@@ -2,11 +2,14 @@
 
 Runs are derandomized (the same inputs every run, no example database), so CI is repeatable.
 ``FHIRBRIDGE_FUZZ_EXAMPLES=N`` raises every fuzz test's example count to N (the documented
-long run in tests/fuzz/README.md); the tally of hostile inputs, 5xx answers and bare refusals
+long run in tests/fuzz/README.md; ``FHIRBRIDGE_FUZZ_SEEDED=1`` with ``--hypothesis-seed=S``
+lets several processes share it, each drawing other inputs); the tally of hostile inputs, 5xx answers and bare refusals
 is printed at the end of the session.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -15,7 +18,8 @@ from tests.fuzz._tally import TALLY
 
 settings.register_profile(
     "fhirbridge-fuzz",
-    derandomize=True,
+    # a long run split over processes gives each its own --hypothesis-seed
+    derandomize="FHIRBRIDGE_FUZZ_SEEDED" not in os.environ,
     database=None,
     deadline=None,
     print_blob=True,

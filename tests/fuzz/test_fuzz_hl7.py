@@ -47,7 +47,7 @@ def messages(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=examples(600))
+@settings(max_examples=examples(400))
 @given(text=messages())
 def test_parser_fails_only_with_v2error_and_acks_are_well_formed(text: str) -> None:
     """Whatever the bytes, reading fails only with V2Error (AR or AE, with a reason), and the
@@ -115,7 +115,7 @@ def mllp() -> Iterator[Mllp]:
     served.close()
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(200))
 @given(text=messages())
 def test_every_mllp_frame_gets_an_ack_and_the_connection_stays_usable(
     mllp: Mllp, text: str
