@@ -98,3 +98,17 @@ def test_rule_pack_date_and_yaml_errors_name_the_line(tmp_path: Path) -> None:
     assert "write it as YYYY-MM-DD" in rule_error(tmp_path, pack)
     broken = rule_error(tmp_path, "version: 1\nrules:\n  - id: x\n    when: [a\n")
     assert ":5: not valid YAML: expected ',' or ']'" in broken
+
+
+def test_hl7_listen_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    """``hl7 --listen host:99999`` is refused with one line naming the option, before any
+    socket is opened (it was an OverflowError from asyncio)."""
+    from click.testing import CliRunner
+
+    from fhirbridge.cli import main
+
+    config = tmp_path / "fhirbridge.yaml"
+    config.write_text(BASE)
+    result = CliRunner().invoke(main, ["-c", str(config), "hl7", "--listen", "127.0.0.1:99999"])
+    assert result.exit_code == 2
+    assert "--listen" in result.output and "0-65535" in result.output
