@@ -515,32 +515,37 @@ class MllpListener:
             log.error("dead_letter_failed", error=str(exc))
 
     async def _answer(self, frame: bytes) -> bytes:
+        """The ACK for one frame (never an exception: the connection outlives the frame)."""
         body = frame[frame.rfind(START) + 1 : -2]
         messages = split_messages(body)
         now = self.bridge.clock.now()
-        if len(messages) != 1:
-            reason = f"a frame must hold exactly one message, this one holds {len(messages)}"
-            self.bridge.store.dead_letter(SOURCE, "?", reason, body)
-            return build_ack(messages[0] if messages else None, "AR", reason, now)
-        message = messages[0]
+        message = messages[0] if messages else None
         try:
+            if message is None or len(messages) != 1:
+                count = len(messages)
+                raise V2Error("", f"a frame must hold exactly one message, this one holds {count}")
             check_frame(message.text, self.limits)
             outcome = await self.adapter.handle(message)
-        except V2Error as exc:  # beyond the bounds: refused before it is read
-            self.bridge.store.dead_letter(SOURCE, "?", exc.message, body)
-            outcome = Outcome("", "AR", exc.message)
+        except V2Error as exc:  # beyond the bounds or not one message: refused before reading
+            outcome = self._refuse(body, exc.message)
         except (FhirError, StoreError) as exc:  # nothing journalled: the sender should resend
             log.warning("hl7_not_journalled", error=type(exc).__name__)
             return build_ack(message, "AE", f"temporary failure, resend: {exc.message}", now)
         except Exception as exc:  # a message no rule foresaw must not cost the connection
-            reason = f"the message cannot be read ({type(exc).__name__})"
             log.error("hl7_unreadable", error=type(exc).__name__)
-            self.bridge.store.dead_letter(SOURCE, "?", reason, body)
-            outcome = Outcome("", "AR", reason)
+            outcome = self._refuse(body, f"the message cannot be read ({type(exc).__name__})")
         self.stats.count(outcome)
         if outcome.versions:
             self._wake.set()
         return build_ack(message, outcome.ack, outcome.reason, now)
+
+    def _refuse(self, body: bytes, reason: str) -> Outcome:
+        """AR for a frame, kept as a dead letter (when the journal takes it)."""
+        try:
+            self.bridge.store.dead_letter(SOURCE, "?", reason, body)
+        except StoreError as exc:
+            log.error("dead_letter_failed", error=str(exc))
+        return Outcome("", "AR", reason)
 
     async def _work(self) -> None:
         while not self._closing:
