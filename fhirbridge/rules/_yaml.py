@@ -25,6 +25,7 @@ __all__ = [
     "Loader",
     "YamlDoc",
     "did_you_mean",
+    "first_error",
     "one_of",
     "read_yaml",
     "schema_keys",

@@ -3,8 +3,8 @@
 Runs are derandomized (the same inputs every run, no example database), so CI is repeatable.
 ``FHIRBRIDGE_FUZZ_EXAMPLES=N`` raises every fuzz test's example count to N (the documented
 long run in tests/fuzz/README.md; ``FHIRBRIDGE_FUZZ_SEEDED=1`` with ``--hypothesis-seed=S``
-lets several processes share it, each drawing other inputs); the tally of hostile inputs, 5xx answers and bare refusals
-is printed at the end of the session.
+lets several processes share it, each drawing other inputs). The tally of hostile inputs,
+5xx answers and bare refusals is printed at the end of the session.
 """
 
 from __future__ import annotations

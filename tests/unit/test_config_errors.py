@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
 from fhirbridge.config import load_config
 from fhirbridge.errors import ConfigError, RuleError
@@ -109,6 +110,9 @@ def test_hl7_listen_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
 
     config = tmp_path / "fhirbridge.yaml"
     config.write_text(BASE)
-    result = CliRunner().invoke(main, ["-c", str(config), "hl7", "--listen", "127.0.0.1:99999"])
+    try:
+        result = CliRunner().invoke(main, ["-c", str(config), "hl7", "--listen", "h:99999"])
+    finally:
+        structlog.reset_defaults()  # the CLI configures logging for the whole process
     assert result.exit_code == 2
     assert "--listen" in result.output and "0-65535" in result.output
