@@ -842,13 +842,13 @@ def subscribe(list_only: bool, delete: bool, as_json: bool) -> None:
 @option(
     "--visit-system",
     metavar="URI",
-    help="System of the PV1-19 visit numbers on the server (default: hl7v2.visit_system, "
+    help="System of the PV1-19 visit numbers on the server (default: hl7.visit_system, "
     "then mappings/hl7v2.yaml).",
 )
 @option(
     "--mrn-system",
     metavar="URI",
-    help="System of the PID-3 MRNs on the server (default: hl7v2.mrn_system, then "
+    help="System of the PID-3 MRNs on the server (default: hl7.mrn_system, then "
     "mappings/hl7v2.yaml).",
 )
 @json_option
@@ -873,14 +873,16 @@ def hl7_command(
     if listen:
         host, _, port_text = listen.rpartition(":")
         if not host or not port_text.isdigit() or int(port_text) > 65535:
-            raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+            raise click.BadParameter(
+                f"{listen!r} is not HOST:PORT (0-65535)", param_hint="--listen"
+            )
         port = int(port_text)
     state = _state()
     state.long_running = bool(listen)
     config = state.config()
     _journal_guard(config, new_journal)
-    visit_system = visit_system or config.hl7v2.visit_system
-    mrn_system = mrn_system or config.hl7v2.mrn_system
+    visit_system = visit_system or config.hl7.visit_system
+    mrn_system = mrn_system or config.hl7.mrn_system
     from fhirbridge.engine import Bridge
     from fhirbridge.sources.hl7v2 import MllpListener, ingest_hl7
 
@@ -896,7 +898,9 @@ def hl7_command(
                 else:
                     click.echo(f"{path}: {stats.summary()}")
             if listen:
-                listener = MllpListener(bridge, visit_system=visit_system, mrn_system=mrn_system)
+                listener = MllpListener.from_config(
+                    bridge, config.hl7, visit_system=visit_system, mrn_system=mrn_system
+                )
                 bound = await listener.start(host, port)
                 click.echo(f"listening for HL7 v2 over MLLP on {host}:{bound}", err=True)
                 stop = asyncio.Event()
