@@ -35,6 +35,7 @@ from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.report import Report, build_report
+from fhirbridge.risk.zone import warn_timezone_unset
 from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
@@ -132,6 +133,8 @@ class Bridge:
             readmission_window_days=config.engine.readmission_window_days,
         )
         self._tz = ZoneInfo(self.calendar.tz)
+        if config.engine.risk:
+            warn_timezone_unset(config.engine.timezone, fallback=self.rules.defaults.timezone)
         # projections of the newest Encounter snapshots: a single writer may trust them; with
         # several workers sharing PostgreSQL, another worker may have moved a snapshot on
         self._views: OrderedDict[tuple[str, str], EncounterView] = OrderedDict()
@@ -399,7 +402,13 @@ class Bridge:
             and recent
         ):
             inputs = await fetch_inputs(self.client, transition.patient)
-            results = score(version.resource, inputs, ZoneInfo(self.calendar.tz))
+            results = score(
+                version.resource,
+                inputs,
+                ZoneInfo(self.calendar.tz),
+                patient=patient,
+                settings=self.config.risk,
+            )
             tiers = {name: result.tier for name, result in results.items()}
             extra.extend(score_actions(results, transition, now))
         if transition.kind is TransitionKind.TASK_COMPLETED:
