@@ -4,10 +4,10 @@
 weights in the original Charlson table and in LACE's table, and the hierarchy between
 categories. ``charlson-snomed.yaml`` holds the SNOMED CT side: concepts with their ICD-10-CM
 targets (so a concept lands where Quan's prefixes put its target), local codes, and the
-documented term fallback for concepts the list does not name. ``risk-inputs.yaml`` holds what LACE and HOSPITAL look for in
-Encounters and Observations: classes, acuity signals, laboratory codes and units, oncology
-services. Both are data that integration engineers may edit; a file that does not validate
-raises :class:`~fhirbridge.errors.ConfigError` naming the file and key.
+documented term fallback for concepts the list does not name. ``risk-inputs.yaml`` holds what
+LACE and HOSPITAL look for in Encounters and Observations: classes, acuity signals, laboratory
+codes and units, oncology services. All are data that integration engineers may edit; a file
+that does not validate raises :class:`~fhirbridge.errors.ConfigError` naming the file and key.
 """
 
 from __future__ import annotations
@@ -399,7 +399,9 @@ def _with_snomed(table: CharlsonTable, r: _Reader) -> CharlsonTable:
         replace(
             c,
             snomed=frozenset(
-                code for (sys, code), k in concepts.items() if sys == system and c.key in k.categories
+                code
+                for (sys, code), concept in concepts.items()
+                if sys == system and c.key in concept.categories
             ),
         )
         for c in table.categories

@@ -38,8 +38,7 @@ def score_notes(result: ScoreResult) -> list[dict[str, str]]:
         )
     if result.unrecognised:
         items = "; ".join(
-            _coding_text(u.system, u.code, u.display)
-            + (f" ({u.condition})" if u.condition else "")
+            _coding_text(u.system, u.code, u.display) + (f" ({u.condition})" if u.condition else "")
             for u in result.unrecognised
         )
         notes.append(

@@ -237,8 +237,8 @@ def hospital(
     always. ``oncology_organizations`` and ``oncology_locations`` (``Organization/1``,
     ``Location/onc-ward``) are the facility's oncology units: a stay whose ``serviceProvider``
     or discharge location is one of them scores O even when no service is coded (the
-    ``risk.oncology`` configuration). Dates are taken in ``tz``. An input that is not there counts as 0 points and is
-    named in ``missing``.
+    ``risk.oncology`` configuration). Dates are taken in ``tz``. An input that is not there
+    counts as 0 points and is named in ``missing``.
     """
     check_encounter(encounter)
     inputs = risk_inputs()

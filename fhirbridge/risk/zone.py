@@ -77,9 +77,7 @@ def warn_timezone_unset(timezone: str | None, *, fallback: str | None = None) ->
         if _warned:
             return False
         _warned = True
-    log.warning(
-        "risk_timezone_unset", key=TIMEZONE_KEY, counting_in=fallback or "UTC", detail=line
-    )
+    log.warning("risk_timezone_unset", key=TIMEZONE_KEY, counting_in=fallback or "UTC", detail=line)
     return True
 
 
