@@ -5,7 +5,8 @@ How a Condition finds its categories (``mappings/charlson-icd10.yaml`` and
 
 1. An ICD-10(-CM) coding decides when there is one: Quan's prefixes, nothing else.
 2. Otherwise the SNOMED CT (or local) codes listed with their ICD-10-CM targets.
-3. Otherwise the fallback terms, searched in the displays of the codings and ``code.text``.
+3. Otherwise the fallback terms, searched in ``code.text`` and the displays of the SNOMED CT
+   codings (a local code's display is not guessed at).
 4. Otherwise the Condition is *unrecognised*: its codings are reported, never silently dropped.
 
 Which Conditions count for an index stay is judged on the stay's own dates
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, tzinfo
 from typing import Any, Literal
 
-from fhirbridge.risk._fhir import codings, local_date, resource_key, status_code, texts
+from fhirbridge.risk._fhir import codings, local_date, resource_key, status_code
 from fhirbridge.risk.codes import WEIGHT_TABLES, CharlsonTable, charlson_table
 
 __all__ = [
@@ -140,6 +141,20 @@ def _system(coding: Mapping[str, Any]) -> str | None:
     return system if isinstance(system, str) and system else None
 
 
+def _fallback_texts(code: Any, coded: list[Mapping[str, Any]], table: CharlsonTable) -> list[str]:
+    """What the fallback terms search: ``code.text`` and the displays of the SNOMED CT codings
+    (or codings without a system). A local code's display is not guessed at: the code is
+    reported so that it can be listed under ``local``."""
+    found = []
+    if isinstance(code, Mapping) and isinstance(code.get("text"), str):
+        found.append(code["text"])
+    for coding in coded:
+        display = coding.get("display")
+        if _system(coding) in (None, table.snomed_system) and isinstance(display, str):
+            found.append(display)
+    return found
+
+
 def classify_condition(
     condition: Mapping[str, Any], table: CharlsonTable | None = None
 ) -> ConditionMatch:
@@ -157,7 +172,9 @@ def classify_condition(
     if listed:
         found = {k for concept in listed for k in concept.categories}
         return ConditionMatch(_ordered(table, found), BY_CODE)
-    found = {k for text in texts(code) for k in table.categories_of_text(text)}
+    found = {
+        k for text in _fallback_texts(code, coded, table) for k in table.categories_of_text(text)
+    }
     if found:
         return ConditionMatch(_ordered(table, found), BY_TEXT)
     missing = [
