@@ -553,7 +553,9 @@ def plan(since: str | None, now: str | None, as_json: bool) -> None:
                     f" owner {row['owner'] or '-'} ({row['owner_source']})"
                 )
             elif row["action"] == "record-risk":
-                click.echo(f"    record {row['score']} score {row['total']} ({row['tier']})")
+                unknown = len((row.get("details") or {}).get("unrecognised") or ())
+                note = f", {unknown} Condition code(s) not recognised" if unknown else ""
+                click.echo(f"    record {row['score']} score {row['total']} ({row['tier']}{note})")
             else:
                 click.echo(f"    {row['action']} ({row.get('reason') or row.get('outcome', '')})")
 

@@ -8,9 +8,6 @@ comorbidity weights (van Walraven et al., CMAJ 2010; the LACE scoring sheet).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,17 +16,17 @@ from fhirbridge.errors import ConfigError
 from fhirbridge.risk import charlson, lace
 from fhirbridge.risk import codes as codes_module
 from fhirbridge.risk.codes import (
-    CHARLSON_FILE,
     CHARLSON_SNOMED_FILE,
-    RISK_INPUTS_FILE,
     charlson_table,
 )
 from fhirbridge.risk.comorbidity import charlson_detail, classify_condition
+from tests.unit import test_risk_codes
 
 SCT = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 LOCAL = "https://hospital.example/problem-list"
-REPO_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
+#: The mappings copy of test_risk_codes.py, which the loaders read instead of the shipped files.
+tmp_mappings = test_risk_codes.tmp_mappings
 
 
 def coded(
@@ -379,20 +376,10 @@ def test_lace_result_lists_unrecognised_and_weights() -> None:
     assert len(weights) == 17
 
 
-@pytest.fixture
-def tmp_mappings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy of the shipped mappings that the loaders read instead; caches cleared around."""
-    for name in (CHARLSON_FILE, CHARLSON_SNOMED_FILE, RISK_INPUTS_FILE):
-        shutil.copy(REPO_MAPPINGS / name, tmp_path / name)
-    monkeypatch.setattr(codes_module, "mappings_dir", lambda: tmp_path)
-    charlson_table.cache_clear()
-    yield tmp_path
-    charlson_table.cache_clear()
-
-
-def test_a_local_code_added_to_the_mappings_counts(tmp_mappings: Path) -> None:
+@pytest.mark.usefixtures("tmp_mappings")
+def test_a_local_code_added_to_the_mappings_counts() -> None:
     """The README's example: a local problem-list code with its ICD-10-CM target."""
-    path = tmp_mappings / CHARLSON_SNOMED_FILE
+    path = codes_module.mappings_dir() / CHARLSON_SNOMED_FILE
     path.write_text(
         path.read_text().replace(
             "local: []",
@@ -430,11 +417,10 @@ def test_a_local_code_added_to_the_mappings_counts(tmp_mappings: Path) -> None:
         ),
     ],
 )
-def test_bad_snomed_table_fails_naming_the_key(
-    tmp_mappings: Path, old: str, new: str, message: str
-) -> None:
+@pytest.mark.usefixtures("tmp_mappings")
+def test_bad_snomed_table_fails_naming_the_key(old: str, new: str, message: str) -> None:
     """A SNOMED CT table that does not validate raises ConfigError with the file and key."""
-    path = tmp_mappings / CHARLSON_SNOMED_FILE
+    path = codes_module.mappings_dir() / CHARLSON_SNOMED_FILE
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
