@@ -133,8 +133,6 @@ class Bridge:
             readmission_window_days=config.engine.readmission_window_days,
         )
         self._tz = ZoneInfo(self.calendar.tz)
-        if config.engine.risk:
-            warn_timezone_unset(config.engine.timezone, fallback=self.rules.defaults.timezone)
         # projections of the newest Encounter snapshots: a single writer may trust them; with
         # several workers sharing PostgreSQL, another worker may have moved a snapshot on
         self._views: OrderedDict[tuple[str, str], EncounterView] = OrderedDict()
@@ -401,6 +399,7 @@ class Bridge:
             and self.client is not None
             and recent
         ):
+            warn_timezone_unset(self.config.engine.timezone, fallback=self.rules.defaults.timezone)
             inputs = await fetch_inputs(self.client, transition.patient)
             results = score(
                 version.resource,

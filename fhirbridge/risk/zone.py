@@ -67,7 +67,7 @@ def timezone_warning(timezone: str | None, *, fallback: str | None = None) -> st
 def warn_timezone_unset(timezone: str | None, *, fallback: str | None = None) -> bool:
     """Log ``risk_timezone_unset`` once per process when ``engine.timezone`` is unset.
 
-    Returns True when this call logged. The engine calls it when it starts.
+    Returns True when this call logged. The engine calls it when it first scores a stay.
     """
     global _warned
     line = timezone_warning(timezone, fallback=fallback)
