@@ -48,6 +48,11 @@ RISK_INPUTS_FILE = "risk-inputs.yaml"
 WEIGHT_TABLES = ("charlson", "lace")
 
 _RANGE = re.compile(r"([A-Z]+)(\d+)")
+#: A SNOMED CT fully specified name's semantic tag at the end of a display.
+_SEMANTIC_TAG = re.compile(
+    r"\s*\((disorder|finding|situation|morphologic abnormality|clinical finding|event)\)\s*$",
+    re.IGNORECASE,
+)
 
 
 def mappings_dir() -> Path:
@@ -121,6 +126,7 @@ class CharlsonTable:
     exclude_category_terms: Mapping[str, tuple[re.Pattern[str], ...]] = field(
         default_factory=dict, hash=False
     )
+    snomed_aliases: frozenset[str] = frozenset()
 
     def category(self, key: str) -> CharlsonCategory:
         """The category with this key (KeyError when there is none)."""
@@ -140,13 +146,23 @@ class CharlsonTable:
         concept = self.concept(system, code)
         return concept.categories if concept else ()
 
+    def is_snomed(self, system: str | None) -> bool:
+        """True for SNOMED CT's URI or one of its aliases (``urn:oid:2.16.840.1.113883.6.96``)."""
+        return system == self.snomed_system or system in self.snomed_aliases
+
     def concept(self, system: str | None, code: str) -> CodedConcept | None:
         """The listed SNOMED CT or local concept, or None (a code without system is SNOMED CT's
         when SNOMED CT lists it)."""
-        return self.concepts.get((system or self.snomed_system, code))
+        if system is None or self.is_snomed(system):
+            system = self.snomed_system
+        return self.concepts.get((system, code))
 
     def categories_of_text(self, text: str) -> tuple[str, ...]:
-        """The categories whose fallback terms match a display or text (table order)."""
+        """The categories whose fallback terms match a display or text (table order).
+
+        A trailing SNOMED CT semantic tag ("(disorder)", "(finding)", ...) is dropped first.
+        """
+        text = _SEMANTIC_TAG.sub("", text or "").strip()
         if not text or any(p.search(text) for p in self.exclude_terms):
             return ()
         found = []
@@ -370,6 +386,10 @@ def _concept(
 def _with_snomed(table: CharlsonTable, r: _Reader) -> CharlsonTable:
     """``table`` with the concepts, local codes and terms of ``charlson-snomed.yaml``."""
     system = r.string(r.data.get("snomed_system"), "snomed_system")
+    raw_aliases = r.data.get("snomed_system_aliases")
+    aliases = (
+        frozenset(r.strings(raw_aliases, "snomed_system_aliases")) if raw_aliases else frozenset()
+    )
     concepts: dict[tuple[str, str], CodedConcept] = {}
     for code, raw in r.mapping(r.data.get("concepts"), "concepts").items():
         concept = _concept(r, table, system, str(code), raw, f"concepts.{code}")
@@ -410,6 +430,7 @@ def _with_snomed(table: CharlsonTable, r: _Reader) -> CharlsonTable:
         table,
         categories=categories,
         snomed_system=system,
+        snomed_aliases=aliases,
         concepts=concepts,
         terms=terms,
         exclude_terms=r.patterns(raw_excludes, "exclude_terms") if raw_excludes else (),

@@ -150,7 +150,9 @@ def _fallback_texts(code: Any, coded: list[Mapping[str, Any]], table: CharlsonTa
         found.append(code["text"])
     for coding in coded:
         display = coding.get("display")
-        if _system(coding) in (None, table.snomed_system) and isinstance(display, str):
+        if (_system(coding) is None or table.is_snomed(_system(coding))) and isinstance(
+            display, str
+        ):
             found.append(display)
     return found
 

@@ -426,3 +426,28 @@ def test_bad_snomed_table_fails_naming_the_key(old: str, new: str, message: str)
     path.write_text(text.replace(old, new, 1))
     with pytest.raises(ConfigError, match=message):
         charlson_table()
+
+
+def test_fully_specified_names_match_like_preferred_terms() -> None:
+    """A display carrying its semantic tag ("(disorder)") is read without it."""
+    for display, category in (
+        ("Cardiomyopathy (disorder)", "chf"),
+        ("Chronic kidney disease stage 3B (disorder)", "renal"),
+        ("Disorder of liver (disorder)", "mild-liver"),
+    ):
+        assert charlson([coded((SCT, "999999999", display))])[1] == (category,)
+    assert charlson([coded((SCT, "999999999", "History of malignant neoplasm (situation)"))]) == (
+        0,
+        (),
+    )
+
+
+def test_code_systems_named_by_oid_are_read() -> None:
+    """SNOMED CT, ICD-10-CM and ICD-10 given by their OIDs (CDA-derived data) are read as
+    their URIs."""
+    assert charlson([coded(("urn:oid:2.16.840.1.113883.6.96", "84114007", None))]) == (1, ("chf",))
+    assert charlson([coded(("urn:oid:2.16.840.1.113883.6.90", "N18.4", None))]) == (2, ("renal",))
+    assert charlson([coded(("urn:oid:2.16.840.1.113883.6.3", "F00.1", None))]) == (
+        1,
+        ("dementia",),
+    )
