@@ -383,6 +383,20 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(_State)
 
 
+def _timezone_warning(config: Config) -> str | None:
+    """The risk scores' warning when ``engine.timezone`` is unset (None when it is set)."""
+    from fhirbridge.risk.zone import timezone_warning
+    from fhirbridge.rules import load_rules
+
+    if config.engine.timezone:
+        return None
+    try:
+        fallback = load_rules(config.rules or None).defaults.timezone
+    except ConfigError:
+        fallback = None
+    return timezone_warning(config.engine.timezone, fallback=fallback)
+
+
 @main.command()
 @global_options
 @json_option
@@ -405,6 +419,8 @@ def check(as_json: bool, no_probe: bool) -> None:
         _echo_json(report.as_dict())
     else:
         click.echo(f"server: {config.fhir.base_url}")
+        if config.engine.risk and (zone_line := _timezone_warning(config)):
+            click.echo(f"warning: {zone_line}")
         width = max(len(r.name) for r in report.rows)
         for row in report.rows:
             mark = "yes" if row.ok else ("MISSING" if row.required else "no")
@@ -537,7 +553,9 @@ def plan(since: str | None, now: str | None, as_json: bool) -> None:
                     f" owner {row['owner'] or '-'} ({row['owner_source']})"
                 )
             elif row["action"] == "record-risk":
-                click.echo(f"    record {row['score']} score {row['total']} ({row['tier']})")
+                unknown = len((row.get("details") or {}).get("unrecognised") or ())
+                note = f", {unknown} Condition code(s) not recognised" if unknown else ""
+                click.echo(f"    record {row['score']} score {row['total']} ({row['tier']}{note})")
             else:
                 click.echo(f"    {row['action']} ({row.get('reason') or row.get('outcome', '')})")
 

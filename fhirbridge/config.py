@@ -240,6 +240,20 @@ class EngineConfig(_Section):
         return self
 
 
+class OncologyConfig(_Section):
+    """The facility's oncology services for HOSPITAL's O item (``risk.oncology``)."""
+
+    services: list[str] | None = Field(None, description='"system|code" or "code"')
+    organizations: list[str] = Field(default_factory=list, description="Organization/id")
+    locations: list[str] = Field(default_factory=list, description="Location/id")
+
+
+class RiskConfig(_Section):
+    """How the readmission risk scores read the facility's data (``risk``)."""
+
+    oncology: OncologyConfig = Field(default_factory=OncologyConfig)
+
+
 class SubscriptionConfig(_Section):
     """One Subscription the engine asks the server for (``subscriptions[]``)."""
 
@@ -355,6 +369,7 @@ class Config(BaseSettings):
     fhir: FhirConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
     rules: list[Path] = Field(default_factory=list)
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     hl7: Hl7Config = Field(default_factory=Hl7Config)

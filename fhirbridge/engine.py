@@ -35,6 +35,7 @@ from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.report import Report, build_report
+from fhirbridge.risk.zone import warn_timezone_unset
 from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
@@ -398,8 +399,15 @@ class Bridge:
             and self.client is not None
             and recent
         ):
+            warn_timezone_unset(self.config.engine.timezone, fallback=self.rules.defaults.timezone)
             inputs = await fetch_inputs(self.client, transition.patient)
-            results = score(version.resource, inputs, ZoneInfo(self.calendar.tz))
+            results = score(
+                version.resource,
+                inputs,
+                ZoneInfo(self.calendar.tz),
+                patient=patient,
+                settings=self.config.risk,
+            )
             tiers = {name: result.tier for name, result in results.items()}
             extra.extend(score_actions(results, transition, now))
         if transition.kind is TransitionKind.TASK_COMPLETED:
