@@ -17,14 +17,18 @@ import structlog
 from fhirbridge.detect.projection import local_reference
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir.client import FhirClient
-from fhirbridge.report.model import Period, ReportData
+from fhirbridge.report.measures import compute
+from fhirbridge.report.model import CoordinationReport, Period, ReportData, Scope
+from fhirbridge.rules.calendar import BusinessCalendar
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, parse_instant
 
-__all__ = ["BATCH", "read_report_data"]
+__all__ = ["BATCH", "DEFAULT_DAYS", "default_period", "read_report", "read_report_data"]
 
 log = structlog.get_logger(__name__)
 #: References per search request (kept well under common URL length limits).
 BATCH = 40
+#: The period a report covers when none is given: the last 90 days.
+DEFAULT_DAYS = 90
 ENGINE_TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
 #: RiskAssessment.prediction.qualitativeRisk codes (risk-probability) to report tiers.
 TIER_OF_CODE = {"high": "high", "moderate": "moderate", "low": "low", "negligible": "low"}
@@ -108,3 +112,31 @@ async def _appointments(client: FhirClient, period: Period) -> list[dict[str, An
 def _starts_within(appointment: Mapping[str, Any], start: date, before: date) -> bool:
     instant = parse_instant(appointment.get("start"))
     return instant is not None and start <= instant.date() < before
+
+
+def default_period(
+    as_of: date, start: date | None = None, end: date | None = None, days: int = DEFAULT_DAYS
+) -> Period:
+    """``start`` to ``end`` (default: the ``days`` days up to ``as_of``)."""
+    end = end or as_of
+    return Period(start or end - timedelta(days=days - 1), end)
+
+
+async def read_report(
+    client: FhirClient,
+    *,
+    period: Period,
+    as_of: date,
+    calendar: BusinessCalendar | None = None,
+    codes: Mapping[str, str] | None = None,
+    scope: Scope | None = None,
+) -> CoordinationReport:
+    """Read the server and compute every measure (see :func:`fhirbridge.report.compute`)."""
+    data = await read_report_data(client, period)
+    log.info(
+        "report_read",
+        tasks=len(data.tasks),
+        encounters=len(data.encounters),
+        appointments=len(data.appointments),
+    )
+    return compute(data, period=period, as_of=as_of, calendar=calendar, codes=codes, scope=scope)
