@@ -23,6 +23,7 @@ from fhirbridge.errors import ConfigError
 __all__ = [
     "AuthConfig",
     "Config",
+    "ConsoleConfig",
     "EngineConfig",
     "FhirConfig",
     "ReceiverConfig",
@@ -213,6 +214,13 @@ class ReceiverConfig(_Section):
         return _secret(self.secret, self.secret_file, "receiver.secret")
 
 
+class ConsoleConfig(_Section):
+    """The operator console and coordination report pages served by ``serve`` (``console``)."""
+
+    enabled: bool = True
+    show_names: bool = False  # patient names beside references (PHI on the screen)
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
         super().__init__(settings_cls)
@@ -241,6 +249,7 @@ class Config(BaseSettings):
     rules: list[Path] = Field(default_factory=list)
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib as mpl
 from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -22,7 +22,10 @@ from matplotlib.typing import RcKeyType
 
 from fhirbridge.report.model import Point, Unit
 
-__all__ = ["bar_chart"]
+__all__ = ["ChartUnit", "bar_chart"]
+
+#: A measure's unit, or ``count`` for plain counts (the console's metrics).
+ChartUnit = Unit | Literal["count"]
 
 STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
@@ -37,11 +40,13 @@ EMPTY = "#cbd5e0"
 _PROLOGUE = re.compile(r"^.*?(?=<svg)", re.S)
 
 
-def _label(point: Point, unit: Unit) -> str:
+def _label(point: Point, unit: ChartUnit) -> str:
     if point.value is None:
         return "-"
     if unit == "days":
         return f"{point.value:g} d"
+    if unit == "count":
+        return f"{point.value:g}"
     return f"{point.value:.0%}"
 
 
@@ -49,7 +54,7 @@ def bar_chart(
     chart_id: str,
     points: Sequence[Point],
     *,
-    unit: Unit,
+    unit: ChartUnit,
     title: str,
     width: float = 4.6,
     rotate: bool = False,

@@ -4,6 +4,7 @@ recorded there), the CLI writes the HTML page and the CSV tables."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -109,7 +110,8 @@ async def test_cli_writes_html_csv_and_json(
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
     page, tables = tmp_path / "report.html", tmp_path / "csv"
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",
