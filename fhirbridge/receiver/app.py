@@ -37,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import FhirError, StoreError
@@ -327,4 +327,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.receiver = receiver
+    if bridge.config.console.enabled:  # /console and /report, behind the same secret
+        from fhirbridge.console import console_app
+
+        app.router.routes.append(
+            Mount(
+                "",
+                console_app(
+                    bridge,
+                    secret=secret,
+                    receiver=receiver,
+                    show_names=bridge.config.console.show_names,
+                ),
+            )
+        )
     return app
