@@ -40,6 +40,11 @@ EMPTY = "#cbd5e0"
 _PROLOGUE = re.compile(r"^.*?(?=<svg)", re.S)
 
 
+def _tick(label: str, limit: int = 18) -> str:
+    """A tick label short enough to sit under its bar (the caption keeps the full one)."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
 def _label(point: Point, unit: ChartUnit) -> str:
     if point.value is None:
         return "-"
@@ -61,12 +66,14 @@ def bar_chart(
 ) -> str:
     """An SVG bar chart of ``points`` (value per label); a bar for a point with no
     denominator is drawn empty, at zero. Returns the ``<svg>`` element as text."""
+    labels = [p.label for p in points]
+    ticks = [_tick(label) for label in labels]
+    slanted = rotate or len(points) > 4 or any(len(t) > 10 for t in ticks)
     with mpl.rc_context(STYLE):
         figure = Figure(figsize=(width, 2.3), dpi=96)
-        figure.subplots_adjust(left=0.12, right=0.98, top=0.86, bottom=0.32 if rotate else 0.16)
+        figure.subplots_adjust(left=0.12, right=0.98, top=0.86, bottom=0.36 if slanted else 0.16)
         FigureCanvasSVG(figure)
         axes = figure.add_subplot()
-        labels = [p.label for p in points]
         heights = [(p.value or 0.0) * (100 if unit == "share" else 1) for p in points]
         bars = axes.bar(
             range(len(points)),
@@ -89,9 +96,10 @@ def bar_chart(
             )
         axes.set_xticks(
             range(len(points)),
-            labels,
-            rotation=45 if rotate else 0,
-            ha="right" if rotate else "center",
+            ticks,
+            rotation=30 if slanted else 0,
+            ha="right" if slanted else "center",
+            fontsize=6.5 if slanted else 8,
         )
         if unit == "share":
             axes.set_ylim(0, 118)
