@@ -43,8 +43,9 @@ from fhirbridge.console._status import Sampler, dead_letter_rows, gather_status
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import FhirBridgeError
 from fhirbridge.report.charts import bar_chart
-from fhirbridge.report.fetch import default_period, read_report
+from fhirbridge.report.fetch import default_period, read_report_data
 from fhirbridge.report.html import render_html, stylesheet
+from fhirbridge.report.measures import compute
 from fhirbridge.report.model import CoordinationReport, Scope
 from fhirbridge.report.tables import measure_csv, summary_csv
 
@@ -98,6 +99,7 @@ class _Console:
         self.clock = clock
         self.sampler = Sampler()
         self.lock = asyncio.Lock()
+        self.drawing = asyncio.Lock()
 
     # -- plumbing ------------------------------------------------------------------------
     @staticmethod
@@ -281,29 +283,37 @@ class _Console:
             )
         except ValueError:
             return JSONResponse({"error": "from and to are dates (YYYY-MM-DD)"}, 400)
+        period = default_period(as_of, start, end)
         scope = Scope(
             owner=request.query_params.get("owner") or None,
             organization=request.query_params.get("organization") or None,
         )
         try:
-            return await read_report(
-                client,
-                period=default_period(as_of, start, end),
-                as_of=as_of,
-                calendar=calendar,
-                codes=self.bridge.rules.codes,
-                scope=scope,
-            )
+            data = await read_report_data(client, period)
         except FhirBridgeError as exc:
             return JSONResponse({"error": f"the FHIR server: {exc}"}, status_code=502)
+        # the measures and the charts are CPU work: off the event loop the receiver shares
+        return await asyncio.to_thread(
+            compute,
+            data,
+            period=period,
+            as_of=as_of,
+            calendar=calendar,
+            codes=self.bridge.rules.codes,
+            scope=scope,
+        )
 
     async def report_html(self, request: Request) -> Response:
         report = await self._report(request)
         if isinstance(report, Response):
             return report
-        page = render_html(
-            report, generated=self.clock.now(), server=self.bridge.config.fhir.base_url
-        )
+        async with self.drawing:  # matplotlib's rc settings are process-wide: one at a time
+            page = await asyncio.to_thread(
+                render_html,
+                report,
+                generated=self.clock.now(),
+                server=self.bridge.config.fhir.base_url,
+            )
         return HTMLResponse(page)
 
     async def report_json(self, request: Request) -> Response:

@@ -108,7 +108,7 @@ def bar_chart(
             top = max(heights, default=0.0)
             axes.set_ylim(0, top * 1.25 + 1)
             axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_title(title, fontsize=8, loc="left")
+        figure.text(0.01, 0.97, title, fontsize=8, va="top")
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     return _PROLOGUE.sub("", buffer.getvalue(), count=1)

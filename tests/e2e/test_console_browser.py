@@ -2,8 +2,8 @@
 Selenium) on a running engine after a discharge scenario on sekmet: the console refuses
 without the secret, a replayed dead letter leaves the list and its Tasks appear on the
 server, and every chart of the report has drawn its bars. Screenshots go to the test's
-temporary folder (and to ``$SCREENSHOTS_DIR`` when set: that is how the README's images
-are made)."""
+temporary folder (and the README's two to ``$SCREENSHOTS_DIR`` when set: that is how
+``docs/screenshots`` is made)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SECRET = "browser-s3cret"
 NOW = "2026-11-20T12:00:00+00:00"
+#: The screenshots the README shows (copied to $SCREENSHOTS_DIR).
+README_SHOTS = ("console", "report")
 
 
 def _missing() -> str:
@@ -119,7 +121,7 @@ def shoot(driver: Any, tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     driver.save_screenshot(str(path))
     target = os.environ.get("SCREENSHOTS_DIR")
-    if target:
+    if target and name in README_SHOTS:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(target) / f"{name}.png")
     driver.set_window_size(1280, 2000)
