@@ -144,3 +144,30 @@ async def check_cli(sekmet: SekmetServer, tmp_path: Path) -> None:
     with (tables / "tcm-contact.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["in_numerator"] for r in rows) == ["0", "1"]
+    owner = next(r["owner"] for r in rows if r["in_numerator"] == "1")
+    text = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "fhirbridge",
+            "--config",
+            str(config),
+            "report",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--now",
+            "2026-11-20T12:00:00Z",
+            "--owner",
+            owner,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert text.returncode == 0, text.stderr
+    contact_line = next(line for line in text.stdout.splitlines() if "TCM contact" in line)
+    assert contact_line.rstrip().endswith("100%  (1/1)")  # that owner's one discharge

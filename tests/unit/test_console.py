@@ -126,3 +126,32 @@ async def test_report_needs_a_fhir_client(bridge: Bridge) -> None:
     """An offline engine cannot read the server: the report answers 503, not a blank page."""
     async with client_for(bridge, secret=None) as http:
         assert (await http.get("/report")).status_code == 503
+
+
+async def test_api_replay_all_puts_back_every_dead_letter(bridge: Bridge) -> None:
+    """Replay all: the letter that is a resource is journalled and leaves the list; the one
+    that is still not JSON stays, with its reason."""
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    async with client_for(bridge) as http:
+        answer = await http.post("/console/api/dead-letters/replay", headers=auth)
+        assert answer.status_code == 200 and answer.json()["replayed"] == 1
+        rows = (await http.get("/console/api/dead-letters", headers=auth)).json()
+    assert [r["reason"] for r in rows["dead_letters"]] == ["not JSON"]
+
+
+async def test_replaying_one_dead_write_puts_back_every_dead_write(bridge: Bridge) -> None:
+    """A dead outbox item cannot be put back alone (the store requeues dead writes
+    together, each idempotent on the server): replaying its letter puts both back, and
+    leaves the unrelated input letters alone."""
+    from fhirbridge.store.base import OutboxItem
+
+    store = bridge.store
+    store.enqueue([OutboxItem(key="task:a", kind="create-task", payload={"n": 1})])
+    store.enqueue([OutboxItem(key="task:b", kind="create-task", payload={"n": 2})])
+    for item in store.claim_outbox():
+        store.fail_outbox(item.id, "422 invalid", dead=True)
+    outbox_letters = [d.id for d in store.dead_letters() if d.source == "outbox"]
+    assert len(outbox_letters) == 2
+    assert bridge.replay(only=outbox_letters[0]) == 2
+    assert {i.key for i in store.outbox_items("pending")} == {"task:a", "task:b"}
+    assert [d.source for d in store.dead_letters()] == ["notification", "notification"]
