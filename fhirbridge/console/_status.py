@@ -100,7 +100,7 @@ def dead_letter_rows(
                 "source": letter.source,
                 "reference": letter.reference,
                 "reason": letter.reason,
-                "created_at": letter.created_at.isoformat(),
+                "created_at": letter.created_at.isoformat(timespec="seconds"),
                 "size": len(letter.payload),
             }
         )
@@ -226,6 +226,7 @@ async def gather_status(
         "dead_letters": dead_letter_rows(store.dead_letters()),
         "transitions": recent,
         "audit": [
-            {**record, "at": record["at"].isoformat()} for record in store.audit_log(limit=30)
+            {**record, "at": record["at"].isoformat(timespec="seconds")}
+            for record in store.audit_log(limit=30)
         ],
     }
