@@ -66,6 +66,8 @@ def _charts(measure: Measure, report: CoordinationReport) -> list[dict[str, Any]
         charts.append(("group", f"By {measure.group_label or 'group'}", measure.by_group(), False))
     out = []
     for kind, title, points, rotate in charts:
+        if not points:  # e.g. no risk tier known: no empty frame
+            continue
         chart_id = f"{measure.id}-{kind}"
         svg = bar_chart(chart_id, points, unit=measure.unit, title=title, rotate=rotate)
         out.append(

@@ -24,7 +24,7 @@ from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
 from tests.e2e.conftest import fixed, recent
 from tests.e2e.test_discharge_flow import engine_tasks
-from tests.e2e.test_report_e2e import complete, discharged_home
+from tests.e2e.test_report_e2e import discharged_home, scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -88,14 +88,17 @@ def free_port() -> int:
 async def served(
     sekmet: SekmetServer, make_bridge: Callable[..., Bridge]
 ) -> AsyncIterator[tuple[str, Bridge]]:
-    """The demo-like scenario on sekmet, then the console app of its engine under uvicorn
-    on loopback (in the test's event loop); yields the base URL and the engine."""
-    first, _ = discharged_home(sekmet, "2026-11-02T08:00:00Z", "2026-11-05T15:00:00Z")
-    discharged_home(sekmet, "2026-11-02T09:00:00Z", "2026-11-05T16:00:00Z")
-    bridge = make_bridge(clock=fixed("2026-11-06T09:00:00+00:00"))
-    await bridge.run_once(since=recent())
-    contact = next(t for t in engine_tasks(sekmet, first) if "contact" in json.dumps(t["code"]))
-    complete(sekmet, contact["id"], "2026-11-06T11:30:00Z")
+    """A scenario on sekmet (discharges, a contact done, a readmission, two referrals of
+    which one completed, the engine's timers on 19 Nov), then the console app of its engine
+    under uvicorn on loopback (in the test's event loop); yields the base URL and the engine."""
+    ids = await scenario(sekmet, make_bridge)  # two discharges, a contact done, a readmission
+    first = sekmet.referral(ids["first"])
+    sekmet.referral(ids["second"])  # stays open
+    await make_bridge(clock=fixed("2026-11-09T10:00:00+00:00")).run_once(since=recent())
+    referral = sekmet.read("ServiceRequest", first)
+    referral["status"] = "completed"
+    sekmet.update(referral)
+    await make_bridge(clock=fixed("2026-11-19T10:00:00+00:00")).run_once(since=recent())
     engine = make_bridge(clock=fixed(NOW))
     port = free_port()
     app = console_app(engine, secret=SECRET, clock=fixed(NOW))
@@ -122,8 +125,12 @@ def shoot(driver: Any, tmp_path: Path, name: str) -> None:
     driver.save_screenshot(str(path))
     target = os.environ.get("SCREENSHOTS_DIR")
     if target and name in README_SHOTS:
+        from PIL import Image  # matplotlib's dependency; a 64-colour palette keeps it small
+
         Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(target) / f"{name}.png")
+        with Image.open(path) as image:
+            small = image.convert("RGB").quantize(colors=64)
+            small.save(Path(target) / f"{name}.png", optimize=True)
     driver.set_window_size(1280, 2000)
 
 
