@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from fhirbridge.report.charts import bar_chart
 from fhirbridge.report.model import CoordinationReport, Measure, Point
-from fhirbridge.report.tables import measure_csv, summary_csv
+from fhirbridge.report.tables import measure_csv, owner_weeks_csv, summary_csv
 
 __all__ = ["environment", "figure_text", "render_html", "stylesheet"]
 
@@ -90,6 +90,7 @@ def render_html(report: CoordinationReport, *, generated: datetime, server: str 
             "total": measure.total,
             "charts": _charts(measure, report),
             "csv": _data_uri(measure_csv(measure)),
+            "weeks_csv": _data_uri(owner_weeks_csv(measure)) if measure.owner_weeks else "",
         }
         for measure in report.measures
     ]

@@ -481,7 +481,9 @@ def _overdue(ctx: _Context, period: Period, as_of: date) -> Measure:
         for task in ctx.tasks
         if task.status in OPEN
     ]
-    trend = []
+    trend: list[Point] = []
+    by_owner: defaultdict[str, list[Point]] = defaultdict(list)
+    owners = sorted({t.owner for t in ctx.tasks})
     for monday in period.weeks():
         end = min(monday + timedelta(days=6), as_of, period.end)
         if end < monday:
@@ -491,27 +493,35 @@ def _overdue(ctx: _Context, period: Period, as_of: date) -> Measure:
             for t in ctx.tasks
             if t.authored <= end and (t.status in OPEN or (t.closed is not None and t.closed > end))
         ]
-        late = sum(1 for t in open_then if t.due is not None and t.due < end)
-        trend.append(
-            Point(
-                monday.isoformat(),
-                late,
-                len(open_then),
-                late / len(open_then) if open_then else None,
-            )
-        )
+        trend.append(_overdue_point(monday, open_then, end))
+        for owner in owners:
+            mine = [t for t in open_then if t.owner == owner]
+            by_owner[owner].append(_overdue_point(monday, mine, end))
     return Measure(
         id="overdue",
         title="Overdue work per owner",
         definition=(
             "Open Tasks (requested, accepted, in progress, on hold...) on the report date, per "
-            "owner; met when past the due date. The weekly trend counts, at the end of each "
-            "week, the Tasks open then and those of them already past due."
+            "owner; met when past the due date. The weekly trend and the table per owner and "
+            "week count, at the end of each week, the Tasks open then and those of them "
+            "already past due."
         ),
         numerator_label="open Tasks past due",
         denominator_label="open Tasks",
         cases=tuple(cases),
         trend_override=tuple(trend),
+        owner_weeks=tuple(
+            (owner, tuple(points))
+            for owner, points in by_owner.items()
+            if any(p.denominator for p in points)
+        ),
+    )
+
+
+def _overdue_point(monday: date, open_then: list[_Task], end: date) -> Point:
+    late = sum(1 for t in open_then if t.due is not None and t.due < end)
+    return Point(
+        monday.isoformat(), late, len(open_then), late / len(open_then) if open_then else None
     )
 
 

@@ -138,6 +138,8 @@ class Measure:
     unit: Unit = "share"
     group_label: str = ""
     trend_override: tuple[Point, ...] | None = None
+    #: Per owner, one point per week (overdue work per owner and week).
+    owner_weeks: tuple[tuple[str, tuple[Point, ...]], ...] = ()
 
     @property
     def total(self) -> Point:
@@ -202,6 +204,7 @@ class Measure:
             "by_owner": rows(self.by_owner()),
             "by_tier": rows(self.by_tier()),
             "by_group": rows(self.by_group()),
+            "by_owner_and_week": {owner: rows(points) for owner, points in self.owner_weeks},
             "group_label": self.group_label,
         }
 

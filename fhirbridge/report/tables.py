@@ -12,7 +12,14 @@ from pathlib import Path
 
 from fhirbridge.report.model import CoordinationReport, Measure
 
-__all__ = ["CASE_COLUMNS", "SUMMARY_COLUMNS", "measure_csv", "summary_csv", "write_csv"]
+__all__ = [
+    "CASE_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "measure_csv",
+    "owner_weeks_csv",
+    "summary_csv",
+    "write_csv",
+]
 
 CASE_COLUMNS = (
     "measure",
@@ -66,6 +73,17 @@ def measure_csv(measure: Measure) -> str:
     return out.getvalue()
 
 
+def owner_weeks_csv(measure: Measure) -> str:
+    """A measure's figures per owner and week (``week, owner, numerator, denominator``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("measure", "week", "owner", "numerator", "denominator"))
+    for owner, points in measure.owner_weeks:
+        for point in points:
+            writer.writerow((measure.id, point.label, owner, point.numerator, point.denominator))
+    return out.getvalue()
+
+
 def summary_csv(report: CoordinationReport) -> str:
     """One row per measure: its headline figure and definition."""
     out = io.StringIO()
@@ -90,8 +108,9 @@ def summary_csv(report: CoordinationReport) -> str:
 
 
 def write_csv(report: CoordinationReport, folder: Path) -> list[Path]:
-    """Write ``summary.csv`` and ``{measure id}.csv`` per measure into ``folder`` (made if
-    missing); returns the paths written."""
+    """Write ``summary.csv``, ``{measure id}.csv`` per measure and ``{measure id}-by-week.csv``
+    where a measure has figures per owner and week into ``folder`` (made if missing);
+    returns the paths written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "summary.csv"]
     written[0].write_text(summary_csv(report), encoding="utf-8")
@@ -99,4 +118,8 @@ def write_csv(report: CoordinationReport, folder: Path) -> list[Path]:
         path = folder / f"{measure.id}.csv"
         path.write_text(measure_csv(measure), encoding="utf-8")
         written.append(path)
+        if measure.owner_weeks:
+            path = folder / f"{measure.id}-by-week.csv"
+            path.write_text(owner_weeks_csv(measure), encoding="utf-8")
+            written.append(path)
     return written

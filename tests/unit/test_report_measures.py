@@ -291,6 +291,13 @@ def test_overdue_per_owner_includes_an_owner_with_nothing_overdue() -> None:
     assert weekly["2026-11-16"] == (1, 1)
     assert weekly["2026-11-09"] == (1, 2)
     assert weekly["2026-11-30"] == (1, 3)
+    per_owner = {
+        owner: {p.label: (p.numerator, p.denominator) for p in points}
+        for owner, points in overdue.owner_weeks
+    }
+    assert per_owner["Practitioner/casey"]["2026-11-16"] == (1, 1)
+    assert per_owner["Practitioner/robin"]["2026-11-16"] == (0, 0)  # not written yet
+    assert per_owner["Practitioner/robin"]["2026-11-30"] == (0, 1)
 
 
 def test_no_shows_compare_high_risk_patients_with_others() -> None:
@@ -372,7 +379,12 @@ def test_csv_rows_and_html_bars_match_the_cases(tmp_path: Any) -> None:
     rows = list(csv.DictReader(io.StringIO(measure_csv(contact))))
     assert [(r["subject"], r["in_numerator"]) for r in rows] == [("Task/1", "1"), ("Task/2", "0")]
     written = write_csv(report, tmp_path / "csv")
-    assert {p.name for p in written} >= {"summary.csv", "tcm-contact.csv", "overdue.csv"}
+    assert {p.name for p in written} >= {
+        "summary.csv",
+        "tcm-contact.csv",
+        "overdue.csv",
+        "overdue-by-week.csv",
+    }
 
     page = render_html(report, generated=datetime(2026, 12, 1, 9, 0))
     assert "<script" not in page and "http://" not in page.split("<svg", 1)[0]
@@ -380,6 +392,7 @@ def test_csv_rows_and_html_bars_match_the_cases(tmp_path: Any) -> None:
     assert len(weekly_bars) == len(report.weeks) == 6  # 1 Nov 2026 is a Sunday
     assert len(re.findall(r'id="tcm-contact-tier-bar-\d+"', page)) == 2
     assert 'data-numerator="1" data-denominator="2"' in page
+    assert 'id="overdue-by-week"' in page
 
 
 @pytest.mark.parametrize(
