@@ -106,34 +106,8 @@ async def check_cli(sekmet: SekmetServer, tmp_path: Path) -> None:
             }
         )
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
     page, tables = tmp_path / "report.html", tmp_path / "csv"
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "fhirbridge",
-            "--config",
-            str(config),
-            "report",
-            "--from",
-            "2026-11-01",
-            "--to",
-            "2026-11-30",
-            "--now",
-            "2026-11-20T12:00:00Z",
-            "--html",
-            str(page),
-            "--csv",
-            str(tables),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    result = await november_report(config, "--html", str(page), "--csv", str(tables), "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     measures = {m["id"]: m for m in figures["measures"]}
@@ -145,29 +119,22 @@ async def check_cli(sekmet: SekmetServer, tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert sorted(r["in_numerator"] for r in rows) == ["0", "1"]
     owner = next(r["owner"] for r in rows if r["in_numerator"] == "1")
-    text = await asyncio.to_thread(
+    text = await november_report(config, "--owner", owner)
+    assert text.returncode == 0, text.stderr
+    contact_line = next(line for line in text.stdout.splitlines() if "TCM contact" in line)
+    assert contact_line.rstrip().endswith("100%  (1/1)")  # that owner's one discharge
+
+
+async def november_report(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`fhirbridge report` for November 2026 as of 20 Nov, in a clean environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
+    command = [sys.executable, "-m", "fhirbridge", "--config", str(config), "report"]
+    period = ["--from", "2026-11-01", "--to", "2026-11-30", "--now", "2026-11-20T12:00:00Z"]
+    return await asyncio.to_thread(
         subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "fhirbridge",
-            "--config",
-            str(config),
-            "report",
-            "--from",
-            "2026-11-01",
-            "--to",
-            "2026-11-30",
-            "--now",
-            "2026-11-20T12:00:00Z",
-            "--owner",
-            owner,
-        ],
+        [*command, *period, *options],
         capture_output=True,
         text=True,
         env=env,
         check=False,
     )
-    assert text.returncode == 0, text.stderr
-    contact_line = next(line for line in text.stdout.splitlines() if "TCM contact" in line)
-    assert contact_line.rstrip().endswith("100%  (1/1)")  # that owner's one discharge
