@@ -24,6 +24,7 @@ needs them, so ``--help`` and ``--version`` answer at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -31,7 +32,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -196,6 +197,28 @@ def _run(state: _State, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except KeyboardInterrupt:
         click.echo("fhirbridge: interrupted", err=True)
         raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def sole_writer(config: Config) -> Iterator[None]:
+    """Hold the journal's writer lock for the configured server while the block runs: a
+    second ``run``, ``serve``, ``hl7``, ``backfill`` or ``replay`` on the same journal is
+    refused with one line naming the holder, and exit 4."""
+    from fhirbridge.store import open_store
+
+    try:
+        store = open_store(config.store.url)
+    except FhirBridgeError as exc:
+        click.echo(f"fhirbridge: error: {exc}", err=True)
+        raise SystemExit(4) from None
+    with contextlib.ExitStack() as held:
+        held.callback(store.close)
+        try:
+            held.enter_context(store.acquire_writer(config.fhir.name))
+        except StoreError as exc:
+            click.echo(f"fhirbridge: error: {exc}", err=True)
+            raise SystemExit(4) from None
+        yield
 
 
 def _instant(value: str | None, option: str) -> datetime | None:
@@ -446,7 +469,8 @@ def run(
                 stats = await bridge.run_once(since=start)
                 return stats, _new_dead_letters(bridge.store, before)
 
-        stats, dead = _run(state, once_work)
+        with sole_writer(config):
+            stats, dead = _run(state, once_work)
         progress.done()
         if as_json:
             _echo_json({**stats.counts(), "new_dead_letters": dead})
@@ -474,7 +498,8 @@ def run(
             else:
                 await service.run()
 
-    _run(state, work)
+    with sole_writer(config):
+        _run(state, work)
 
 
 @main.command()
@@ -542,7 +567,8 @@ def replay(as_json: bool, allow_dead_letters: bool) -> None:
             }
             return figures, _new_dead_letters(bridge.store, before)
 
-    figures, dead = _run(state, work)
+    with sole_writer(config):
+        figures, dead = _run(state, work)
     if as_json:
         _echo_json({**figures, "new_dead_letters": dead})
     else:
@@ -577,7 +603,8 @@ def backfill(
             stats = await bridge.backfill(since=start, progress=progress.message)
             return stats, _new_dead_letters(bridge.store, before)
 
-    stats, dead = _run(state, work)
+    with sole_writer(config):
+        stats, dead = _run(state, work)
     progress.done()
     if as_json:
         _echo_json({**stats.counts(), "new_dead_letters": dead})
@@ -829,7 +856,8 @@ def serve(no_poll: bool, new_journal: bool) -> None:
         + "; SIGTERM stops",
         err=True,
     )
-    _run(state, lambda: serve_receiver(config, poll=not no_poll))
+    with sole_writer(config):
+        _run(state, lambda: serve_receiver(config, poll=not no_poll))
 
 
 @main.command()
@@ -953,7 +981,8 @@ def hl7_command(
                     click.echo(f"mllp: {listener.stats.summary()}")
             return _new_dead_letters(bridge.store, before)
 
-    dead = _run(state, work)
+    with sole_writer(config):
+        dead = _run(state, work)
     if not listen:  # a listener is a service: its dead letters are watched by metrics
         _fail_on_dead_letters(dead, allow_dead_letters)
 

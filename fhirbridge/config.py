@@ -154,6 +154,9 @@ class StoreConfig(_Section):
     """Where the journal lives (``store``)."""
 
     url: str = "sqlite:///fhirbridge.db"
+    lease_seconds: float = Field(
+        30.0, gt=0, description="how long a worker's lane and outbox leases run unless renewed"
+    )
 
 
 class EngineConfig(_Section):
