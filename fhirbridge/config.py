@@ -33,6 +33,7 @@ from fhirbridge.rules._yaml import Loader, did_you_mean, first_error, schema_key
 __all__ = [
     "AuthConfig",
     "Config",
+    "ConsoleConfig",
     "EngineConfig",
     "FhirConfig",
     "Hl7Config",
@@ -317,6 +318,13 @@ class ReceiverConfig(_Section):
         return _secret(self.secret, self.secret_file, "receiver.secret")
 
 
+class ConsoleConfig(_Section):
+    """The operator console and coordination report pages served by ``serve`` (``console``)."""
+
+    enabled: bool = True
+    show_names: bool = False  # patient names beside references (PHI on the screen)
+
+
 class LoggingConfig(_Section):
     """How events are logged (``logging``).
 
@@ -375,6 +383,7 @@ class Config(BaseSettings):
     hl7: Hl7Config = Field(default_factory=Hl7Config)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -44,7 +44,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import FhirError, StoreError
@@ -440,4 +440,18 @@ def create_app(
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.receiver = receiver
+    if bridge.config.console.enabled:  # /console and /report, behind the same secret
+        from fhirbridge.console import console_app
+
+        app.router.routes.append(
+            Mount(
+                "",
+                console_app(
+                    bridge,
+                    secret=secret,
+                    receiver=receiver,
+                    show_names=bridge.config.console.show_names,
+                ),
+            )
+        )
     return app
