@@ -98,7 +98,12 @@ class Bridge:
             policy
             if policy is not None
             else default_policy(
-                risk=engine.risk, tz=self.calendar.tz, max_event_age=engine.max_event_age
+                risk=engine.risk,
+                tz=self.calendar.tz,
+                max_event_age=engine.max_event_age,
+                settings=config.risk,
+                configured_tz=engine.timezone,
+                pack_tz=self.rules.defaults.timezone,
             )
         )
         writer = (
@@ -350,12 +355,17 @@ class Bridge:
         )
         return build_report(tasks, self.calendar.local_date(self.clock.now()))
 
-    def replay(self) -> int:
+    def replay(self, only: int | None = None) -> int:
         """Put dead-lettered work back: dead outbox items to pending, rejected versions back
         on the pending list, unusable inputs re-ingested. Returns how many were put back;
-        ``process`` and ``drain`` then retry them (after the cause was fixed)."""
-        count = self.store.requeue_dead_outbox()
-        for letter in self.store.dead_letters():
+        ``process`` and ``drain`` then retry them (after the cause was fixed).
+
+        ``only`` replays the one dead letter with that id; a dead write (outbox) cannot be
+        put back alone, so it puts back every dead write (each is idempotent)."""
+        letters = [d for d in self.store.dead_letters() if only is None or d.id == only]
+        outbox = only is None or any(d.source == "outbox" for d in letters)
+        count = self.store.requeue_dead_outbox() if outbox else 0
+        for letter in letters:
             rejected = letter.rejected_version()
             if rejected is not None:
                 if not self.store.repend(*rejected):

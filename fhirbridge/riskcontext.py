@@ -14,17 +14,39 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
+import structlog
+
+from fhirbridge.config import RiskConfig
 from fhirbridge.risk import ScoreResult, hospital, lace, risk_assessment, score_observation
+from fhirbridge.risk.eligibility import not_scored_reason
+from fhirbridge.risk.findings import score_details
 from fhirbridge.values import RecordRisk, Transition
 from fhirbridge.writeback.writer import OBSERVATION_PLACEHOLDER
 
 __all__ = ["RiskInputs", "score", "score_actions"]
 
+log = structlog.get_logger(__name__)
 RiskInputs = dict[str, list[dict[str, Any]]]
 
 
-def score(encounter: Mapping[str, Any], inputs: RiskInputs, tz: tzinfo) -> dict[str, ScoreResult]:
-    """LACE and HOSPITAL for one index stay (pure)."""
+def score(
+    encounter: Mapping[str, Any],
+    inputs: RiskInputs,
+    tz: tzinfo,
+    *,
+    patient: Mapping[str, Any] | None = None,
+    settings: RiskConfig | None = None,
+) -> dict[str, ScoreResult]:
+    """LACE and HOSPITAL for one index stay (pure); nothing for a death in hospital.
+
+    ``patient`` (the Patient resource) tells a death by the discharge date; ``settings`` is the
+    ``risk`` configuration (oncology services, organizations and locations).
+    """
+    reason = not_scored_reason(encounter, patient, tz=tz)
+    if reason is not None:
+        log.info("risk_not_scored", encounter=encounter.get("id"), reason=reason)
+        return {}
+    oncology = (settings or RiskConfig()).oncology
     own = encounter.get("id")
     others = [e for e in inputs["encounters"] if e.get("id") != own]
     return {
@@ -35,6 +57,9 @@ def score(encounter: Mapping[str, Any], inputs: RiskInputs, tz: tzinfo) -> dict[
             procedures=inputs["procedures"],
             encounters=others,
             tz=tz,
+            oncology_services=oncology.services,
+            oncology_organizations=oncology.organizations,
+            oncology_locations=oncology.locations,
         ),
     }
 
@@ -73,6 +98,7 @@ def score_actions(
                 observation=observation,
                 risk_assessment=assessment,
                 transition_key=transition.key,
+                details=score_details(result),
             )
         )
     return actions

@@ -91,7 +91,7 @@ class Planner:
         )
         tiers: dict[str, str] = {}
         extra: list[Action] = []
-        planning = Planning(transition, resource, now, inputs)
+        planning = Planning(transition, resource, now, inputs, patient)
         for step in self.policy:
             added = step.apply(planning)
             tiers.update(added.tiers)

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from fhirbridge.config import RiskConfig
+from fhirbridge.risk.zone import warn_timezone_unset
 from fhirbridge.riskcontext import RiskInputs, score, score_actions
 from fhirbridge.values import Action, CloseActivity, Transition, TransitionKind
 
@@ -32,12 +34,13 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Planning:
     """What a policy step sees: the transition, the version that caused it (None for
-    timers), the clock's now, and the patient's risk inputs once they are looked up."""
+    timers), the clock's now, and, once looked up, the patient's risk inputs and Patient."""
 
     transition: Transition
     resource: Mapping[str, Any] | None
     now: datetime
     risk_inputs: RiskInputs | None = None
+    patient: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +69,15 @@ class Policy(Protocol):
 class RiskScores:
     """LACE and HOSPITAL for a discharge younger than ``max_event_age``: the tiers for the
     rules and a RecordRisk action per score. Needs the discharged Encounter and the
-    patient's risk inputs (no server, no scores)."""
+    patient's risk inputs (no server, no scores). ``settings`` is the ``risk``
+    configuration; ``configured_tz`` and ``pack_tz`` say whether ``engine.timezone`` was
+    set (a warning once when it was not)."""
 
     tz: str
     max_event_age: timedelta
+    settings: RiskConfig | None = None
+    configured_tz: str | None = None
+    pack_tz: str | None = None
     name: str = "risk-scores"
 
     def wants_risk(self, planning: Planning) -> bool:
@@ -87,7 +95,14 @@ class RiskScores:
             return Enriched()
         if not self.wants_risk(planning):
             return Enriched()
-        results = score(planning.resource, planning.risk_inputs, ZoneInfo(self.tz))
+        warn_timezone_unset(self.configured_tz, fallback=self.pack_tz)
+        results = score(
+            planning.resource,
+            planning.risk_inputs,
+            ZoneInfo(self.tz),
+            patient=planning.patient,
+            settings=self.settings,
+        )
         return Enriched(
             tiers={name: result.tier for name, result in results.items()},
             actions=tuple(score_actions(results, planning.transition, planning.now)),
@@ -118,8 +133,13 @@ class CloseCompletedActivity:
         return Enriched(actions=(close,))
 
 
-def default_policy(*, risk: bool, tz: str, max_event_age: timedelta) -> tuple[Policy, ...]:
-    """The engine's steps: risk scores (when ``engine.risk``), then closing activities."""
-    steps: list[Policy] = [RiskScores(tz=tz, max_event_age=max_event_age)] if risk else []
+def default_policy(
+    *, risk: bool, tz: str, max_event_age: timedelta, **risk_options: Any
+) -> tuple[Policy, ...]:
+    """The engine's steps: risk scores (when ``engine.risk``; ``risk_options`` are the other
+    fields of :class:`RiskScores`), then closing activities."""
+    steps: list[Policy] = (
+        [RiskScores(tz=tz, max_event_age=max_event_age, **risk_options)] if risk else []
+    )
     steps.append(CloseCompletedActivity())
     return tuple(steps)
