@@ -5,7 +5,6 @@ engine's profile before it is returned.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -16,6 +15,7 @@ from fhir.resources.R4B.task import Task
 from pydantic import ValidationError
 
 from fhirbridge.errors import ProfileError
+from fhirbridge.identity import careplan_identifier, identifier_query
 from fhirbridge.values import (
     ENGINE_TAG_CODE,
     ENGINE_TAG_SYSTEM,
@@ -50,16 +50,6 @@ CAREPLAN_CODE = {
 def engine_tag() -> dict[str, str]:
     """The ``meta.tag`` coding on everything the engine writes."""
     return {"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}
-
-
-def identifier_query(value: str) -> str:
-    """The search (for If-None-Exist) that finds the resource with this engine identifier."""
-    return f"identifier={IDENTIFIER_SYSTEM}|{value}"
-
-
-def careplan_identifier(patient: str) -> str:
-    """The deterministic identifier of a patient's transitional-care CarePlan."""
-    return hashlib.sha256(f"careplan|transitional-care|{patient}".encode()).hexdigest()[:32]
 
 
 def _validated(model: Any, data: dict[str, Any]) -> dict[str, Any]:
