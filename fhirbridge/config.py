@@ -134,6 +134,9 @@ class FhirConfig(_Section):
     page_size: int = Field(100, ge=1, le=1000)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    max_requests_per_second: float | None = Field(
+        None, gt=0, description="cap on requests per second to the server (unset: no cap)"
+    )
 
 
 class StoreConfig(_Section):
@@ -157,6 +160,9 @@ class EngineConfig(_Section):
     readmission_window_days: int = Field(30, ge=1, le=365)
     sweep_interval: float = Field(3600.0, gt=0)
     risk: bool = True
+    concurrency: int = Field(
+        8, ge=1, le=64, description="patients whose writes proceed at once (one lane each)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

@@ -145,6 +145,7 @@ class Bridge:
                 clock=self.clock,
                 agent=config.engine.requester,
                 codes=self.rules.codes,
+                concurrency=config.engine.concurrency,
             )
             if client is not None
             else None

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhirbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
 from fhirbridge.fhir.client import FhirClient, Page, SyncFhirClient, WriteResult, to_json_dict
-from fhirbridge.fhir.retry import RetryPolicy
+from fhirbridge.fhir.retry import RequestLimiter, RetryPolicy
 
 if TYPE_CHECKING:
     from fhirbridge.config import FhirConfig
@@ -61,6 +61,7 @@ def client_from_config(config: FhirConfig, **overrides: Any) -> FhirClient:
         "timeout": config.timeout,
         "retry": retry,
         "verify": config.verify_tls,
+        "limiter": RequestLimiter(config.max_requests_per_second),
     }
     options.update(overrides)
     return FhirClient(config.base_url, **options)

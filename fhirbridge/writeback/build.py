@@ -5,7 +5,7 @@ engine's profile before it is returned.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from fhir.resources.R4B.task import Task
 from pydantic import ValidationError
 
 from fhirbridge.errors import ProfileError
-from fhirbridge.identity import careplan_identifier, identifier_query
+from fhirbridge.identity import UNIT_TAG_SYSTEM, careplan_identifier, identifier_query
 from fhirbridge.values import (
     ENGINE_TAG_CODE,
     ENGINE_TAG_SYSTEM,
@@ -139,19 +139,26 @@ def build_careplan(patient: str, *, created: datetime) -> dict[str, Any]:
 
 
 def build_provenance(
-    target: str,
+    target: str | Sequence[str],
     *,
     recorded: datetime,
     agent: str,
     entities: Collection[str] = (),
     activity: str = "CREATE",
     reason: str | None = None,
+    unit: str | None = None,
 ) -> dict[str, Any]:
-    """A Provenance naming the engine as agent for a write to ``target`` (a versioned ref)."""
+    """A Provenance naming the engine as agent for a write to ``target`` (one reference or
+    several: every resource of a write unit). ``unit`` tags it with the unit's code
+    (:func:`fhirbridge.identity.unit_tag`), the key a replay finds it by."""
+    targets = [target] if isinstance(target, str) else list(target)
+    tags = [engine_tag()]
+    if unit:
+        tags.append({"system": UNIT_TAG_SYSTEM, "code": unit})
     data: dict[str, Any] = {
         "resourceType": "Provenance",
-        "meta": {"tag": [engine_tag()]},
-        "target": [{"reference": target}],
+        "meta": {"tag": tags},
+        "target": [{"reference": ref} for ref in targets],
         "recorded": recorded.isoformat(),
         "activity": {
             "coding": [
