@@ -157,6 +157,9 @@ def check(state: _State) -> None:
             need = "required" if row.required else "optional"
             click.echo(f"  {row.name:<{width}}  {mark:<7}  {need:<8}  {row.detail}")
             ok_all &= row.ok or not row.required
+        from fhirbridge.writeback.units import write_path_for
+
+        click.echo(f"  write path: {write_path_for(statement)} (one unit per transition)")
         return ok_all
 
     if not _run(state, work):

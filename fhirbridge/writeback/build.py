@@ -52,17 +52,40 @@ def engine_tag() -> dict[str, str]:
     return {"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}
 
 
+def instant(moment: datetime) -> str:
+    """A FHIR instant as ``fhir.resources`` writes it (UTC as ``Z``)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, dict | list) and not value)
+
+
+def _without_none(value: Any) -> Any:
+    """FHIR JSON has no nulls and no empty arrays or objects: drop them (as a dump would)."""
+    if isinstance(value, dict):
+        pairs = ((k, _without_none(v)) for k, v in value.items())
+        return {k: v for k, v in pairs if not _empty(v)}
+    if isinstance(value, list):
+        items = (_without_none(v) for v in value)
+        return [v for v in items if not _empty(v)]
+    return value
+
+
 def _validated(model: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (JSON-ready, built here) once ``fhir.resources`` accepts it. The model is
+    not dumped back: that costs as much again as validating and gives the same JSON."""
+    data = _without_none(data)
     try:
-        instance = model.model_validate(data)
+        model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ProfileError(
             f"{data['resourceType']} is not valid FHIR: {where}: {first['msg']}"
         ) from exc
-    dumped: dict[str, Any] = instance.model_dump(mode="json", exclude_none=True, by_alias=True)
-    return dumped
+    return data
 
 
 def build_task(
@@ -90,8 +113,8 @@ def build_task(
         "description": action.description,
         "focus": {"reference": action.focus},
         "for": {"reference": action.patient},
-        "authoredOn": authored_on.isoformat(),
-        "lastModified": authored_on.isoformat(),
+        "authoredOn": instant(authored_on),
+        "lastModified": instant(authored_on),
         "requester": {"reference": requester},
         "restriction": {"period": {"end": action.due.isoformat()}},
         "note": [{"text": f"owner chosen by: {action.owner_source}; rule: {action.rule_id}"}],
@@ -131,7 +154,7 @@ def build_careplan(patient: str, *, created: datetime) -> dict[str, Any]:
         "title": "Transitional care",
         "description": "Coordination work after transitions of care, kept by fhirbridge.",
         "subject": {"reference": patient},
-        "created": created.isoformat(),
+        "created": instant(created),
     }
     careplan = _validated(CarePlan, data)
     ensure(careplan, "fhirbridge-transitional-care-careplan")
@@ -159,7 +182,7 @@ def build_provenance(
         "resourceType": "Provenance",
         "meta": {"tag": tags},
         "target": [{"reference": ref} for ref in targets],
-        "recorded": recorded.isoformat(),
+        "recorded": instant(recorded),
         "activity": {
             "coding": [
                 {
