@@ -18,6 +18,7 @@ __all__ = [
     "FhirClient",
     "NoAuth",
     "Page",
+    "RequestLimiter",
     "RetryPolicy",
     "SmartBackendAuth",
     "SyncFhirClient",

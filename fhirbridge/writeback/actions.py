@@ -35,7 +35,13 @@ from fhirbridge.writeback.session import Finish, Session
 if TYPE_CHECKING:
     from fhirbridge.writeback.writer import WriteStats
 
-__all__ = ["HANDLERS", "OPEN_TASK_STATUSES", "Handler", "handler_for", "handles"]
+__all__ = [
+    "HANDLERS",
+    "Handler",
+    "OPEN_TASK_STATUSES",
+    "handler_for",
+    "handles",
+]
 
 log = structlog.get_logger(__name__)
 OPEN_TASK_STATUSES = (

@@ -34,6 +34,7 @@ __all__ = [
     "careplan_identifier",
     "engine_tag",
     "identifier_query",
+    "instant",
 ]
 
 ASSESS_PLAN = {

@@ -15,8 +15,8 @@ from fhirbridge.identity import unit_tag
 from fhirbridge.store.base import OutboxItem
 
 __all__ = [
-    "TRANSACTION",
     "PER_RESOURCE",
+    "TRANSACTION",
     "WritePath",
     "WriteUnit",
     "lanes",

@@ -238,6 +238,9 @@ class Writer:
             except (ProfileError, ResourceNotFound, InvalidResource) as exc:
                 # one item cannot be staged: the per-resource path isolates it
                 return InvalidResource(str(exc), status=getattr(exc, "status", 400))
+            except FhirBridgeError as exc:
+                self._note_failure(unit, exc)
+                raise
             try:
                 await session.finish()
             except ServerError as exc:
