@@ -326,3 +326,47 @@ async def test_a_second_journal_heals_instead_of_dead_lettering(
         t for t in engine_resources(sekmet, patient)["Task"] if t["status"] != "entered-in-error"
     ]
     assert len({identifier(t) for t in tasks}) == len(tasks)
+
+
+async def test_replay_heals_a_multiple_matches_dead_letter(
+    sekmet: SekmetServer, tmp_path: Path
+) -> None:
+    """A create-task dead-lettered with MultipleMatches (as an earlier release left it, with a
+    twin on the server): ``replay`` puts it back, the write heals the twin and succeeds, and no
+    dead letter is left."""
+    patient = sick_discharge(sekmet)
+    clock = fixed("2026-11-18T09:00:00+00:00")
+    first = engine(sekmet, tmp_path / "one", transactions=True, clock=clock)
+    try:
+        await first.run_once(since=recent())
+    finally:
+        await first.aclose()
+    (contact,) = [
+        t
+        for t in engine_resources(sekmet, patient)["Task"]
+        if t["code"]["coding"][0]["code"] == "tcm-contact"
+    ]
+    twin = {k: v for k, v in contact.items() if k not in ("id", "meta")}
+    sekmet.create({**twin, "meta": {"tag": contact["meta"]["tag"]}})
+
+    second = engine(sekmet, tmp_path / "two", transactions=True, clock=clock)
+    try:
+        await second.poller().poll(recent())
+        await second.process()
+        (item,) = [
+            i
+            for i in second.store.outbox_items("pending")
+            if i.payload["action"].get("identifier") == identifier(contact)
+        ]
+        second.store.fail_outbox(item.id, "MultipleMatches (HTTP 412 on POST Task)", dead=True)
+        await second.drain()
+        assert [i.key for i in second.store.outbox_items("dead")] == [item.key]
+        assert second.replay() >= 1
+        stats = await second.drain()
+        assert stats.dead == 0 and second.store.outbox_items("dead") == []
+    finally:
+        await second.aclose()
+    active = [
+        t for t in engine_resources(sekmet, patient)["Task"] if t["status"] != "entered-in-error"
+    ]
+    assert [t["id"] for t in active if identifier(t) == identifier(contact)] == [contact["id"]]
