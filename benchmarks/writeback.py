@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 from fhirbridge.clock import FixedClock  # noqa: E402
 from fhirbridge.config import load_config  # noqa: E402
 from fhirbridge.engine import Bridge  # noqa: E402
+from fhirbridge.logs import configure  # noqa: E402
 from fhirbridge.testing.sekmet import SekmetServer  # noqa: E402
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -433,6 +434,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
     parser.add_argument("--concurrency", type=int, default=8, help="engine.concurrency")
     parser.add_argument("--seed", type=int, default=20261130)
     args = parser.parse_args(argv)
+    configure()  # as the CLI does: warnings and up
     for latency in args.latency or [0.0, 10.0, 50.0]:
         one_latency(args, latency, out)
     return 0

@@ -13,7 +13,7 @@ from fhirbridge.clock import Clock
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import MultipleMatches
 from fhirbridge.fhir.client import FhirClient
-from fhirbridge.identity import DUPLICATE_SYSTEM, identifier_query
+from fhirbridge.identity import DUPLICATE_SYSTEM, careplan_identifier, identifier_query
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
 from fhirbridge.writeback.writer import Writer
@@ -252,7 +252,7 @@ async def test_racing_writers_duplicates_are_healed_by_the_sweep(
             "intent": "plan",
             "subject": {"reference": f"Patient/{patient}"},
             "identifier": [
-                {"system": IDENTIFIER_SYSTEM, "value": _careplan_value(patient)},
+                {"system": IDENTIFIER_SYSTEM, "value": careplan_identifier(f"Patient/{patient}")},
             ],
             "activity": [{"reference": {"reference": f"Task/{t['id']}"}} for t in twins],
         }
@@ -286,10 +286,26 @@ async def test_racing_writers_duplicates_are_healed_by_the_sweep(
     assert not again.created and again.id == kept["id"]
 
 
-def _careplan_value(patient: str) -> str:
-    from fhirbridge.identity import careplan_identifier
+CLOCK = "2026-11-18T09:00:00+00:00"
 
-    return careplan_identifier(f"Patient/{patient}")
+
+async def twinned_contact(server: SekmetServer, folder: Path) -> tuple[str, dict[str, Any]]:
+    """A discharge written by one engine, then its contact Task copied as a racing writer
+    would leave it (same engine identifier): returns the patient and the original Task."""
+    patient = sick_discharge(server)
+    first = engine(server, folder, transactions=True, clock=fixed(CLOCK))
+    try:
+        await first.run_once(since=recent())
+    finally:
+        await first.aclose()
+    (contact,) = [
+        t
+        for t in engine_resources(server, patient)["Task"]
+        if t["code"]["coding"][0]["code"] == "tcm-contact"
+    ]
+    twin = {k: v for k, v in contact.items() if k not in ("id", "meta")}
+    server.create({**twin, "meta": {"tag": contact["meta"]["tag"]}})
+    return patient, contact
 
 
 async def test_a_second_journal_heals_instead_of_dead_lettering(
@@ -297,26 +313,12 @@ async def test_a_second_journal_heals_instead_of_dead_lettering(
 ) -> None:
     """A Task already on the server twice (another engine, another journal): writing the same
     unit meets MultipleMatches, heals, and writes on; no dead letter, one active Task each."""
-    patient = sick_discharge(sekmet)
-    clock = fixed("2026-11-18T09:00:00+00:00")
-    first = engine(sekmet, tmp_path / "one", transactions=True, clock=clock)
-    try:
-        await first.run_once(since=recent())
-    finally:
-        await first.aclose()
-    (contact,) = [
-        t
-        for t in engine_resources(sekmet, patient)["Task"]
-        if t["code"]["coding"][0]["code"] == "tcm-contact"
-    ]
-    copy = {k: v for k, v in contact.items() if k not in ("id", "meta")}
-    copy["meta"] = {"tag": contact["meta"]["tag"]}
-    sekmet.create(copy)  # the twin a racing writer left
+    patient, contact = await twinned_contact(sekmet, tmp_path / "one")
     async with FhirClient(sekmet.base_url) as client:
         with pytest.raises(MultipleMatches):
-            await client.create(copy, if_none_exist=identifier_query(identifier(contact)))
+            await client.create(contact, if_none_exist=identifier_query(identifier(contact)))
 
-    second = engine(sekmet, tmp_path / "two", transactions=True, clock=clock)
+    second = engine(sekmet, tmp_path / "two", transactions=True, clock=fixed(CLOCK))
     try:
         stats = await second.run_once(since=recent())
         assert stats.dead == 0 and second.store.outbox_items("dead") == []
@@ -334,22 +336,8 @@ async def test_replay_heals_a_multiple_matches_dead_letter(
     """A create-task dead-lettered with MultipleMatches (as an earlier release left it, with a
     twin on the server): ``replay`` puts it back, the write heals the twin and succeeds, and no
     dead letter is left."""
-    patient = sick_discharge(sekmet)
-    clock = fixed("2026-11-18T09:00:00+00:00")
-    first = engine(sekmet, tmp_path / "one", transactions=True, clock=clock)
-    try:
-        await first.run_once(since=recent())
-    finally:
-        await first.aclose()
-    (contact,) = [
-        t
-        for t in engine_resources(sekmet, patient)["Task"]
-        if t["code"]["coding"][0]["code"] == "tcm-contact"
-    ]
-    twin = {k: v for k, v in contact.items() if k not in ("id", "meta")}
-    sekmet.create({**twin, "meta": {"tag": contact["meta"]["tag"]}})
-
-    second = engine(sekmet, tmp_path / "two", transactions=True, clock=clock)
+    patient, contact = await twinned_contact(sekmet, tmp_path / "one")
+    second = engine(sekmet, tmp_path / "two", transactions=True, clock=fixed(CLOCK))
     try:
         await second.poller().poll(recent())
         await second.process()
