@@ -291,8 +291,9 @@ class Proxy:
 
 
 # -- the two runs ----------------------------------------------------------------------------
-async def run_engine(base_url: str, journal: Path, concurrency: int) -> dict[str, float]:
+async def run_engine(base_url: str, journal: Path, concurrency: int | None) -> dict[str, float]:
     """One ``run --once`` as the CLI runs it, timed in its two halves."""
+    lanes = {} if concurrency is None else {"concurrency": concurrency}
     config = load_config(
         data={
             "fhir": {"base_url": base_url, "name": "bench", "timeout": 300},
@@ -300,7 +301,7 @@ async def run_engine(base_url: str, journal: Path, concurrency: int) -> dict[str
             "engine": {
                 "max_event_age": "P3650D",
                 "default_owner": "Organization/care-coordination",
-                "concurrency": concurrency,
+                **lanes,
             },
         }
     )
@@ -310,7 +311,7 @@ async def run_engine(base_url: str, journal: Path, concurrency: int) -> dict[str
         await bridge.process()
         cpu_eval, wall_eval = time.process_time(), time.perf_counter()
         written = await bridge.drain()
-        path = bridge.writer.path if bridge.writer is not None else None
+        path = getattr(bridge.writer, "path", None)
     return {
         "wall_evaluate": wall_eval - wall,
         "wall_write": time.perf_counter() - wall_eval,
@@ -386,7 +387,7 @@ def one_latency(args: argparse.Namespace, latency_ms: float, out: Callable[[str]
     reads = stages.get("poll", 0) + stages.get("lookup", 0)
     engine_wall = engine["wall_evaluate"] + engine["wall_write"]
     baseline_requests = sum(baseline_counts.values())
-    out(f"\n## latency {latency_ms:g} ms, engine.concurrency {args.concurrency}")
+    out(f"\n## latency {latency_ms:g} ms, engine.concurrency {args.concurrency or 'default'}")
     out(
         f"discharges: {discharges}; Tasks created: {engine['created']:.0f}; "
         f"dead letters: {engine['dead']:.0f}; "
@@ -431,7 +432,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
     parser.add_argument("--patients", type=int, default=28)
     parser.add_argument("--stays", type=int, default=10, help="inpatient stays per patient")
     parser.add_argument("--latency", type=float, action="append", help="ms (repeatable)")
-    parser.add_argument("--concurrency", type=int, default=8, help="engine.concurrency")
+    parser.add_argument("--concurrency", type=int, help="engine.concurrency (default: unset, 8)")
     parser.add_argument("--seed", type=int, default=20261130)
     args = parser.parse_args(argv)
     configure()  # as the CLI does: warnings and up

@@ -170,13 +170,15 @@ class Healer:
         moved = [a for d in duplicates for a in d.get("activity") or ()]
 
         def change(careplan: dict[str, Any]) -> bool:
-            have = {
-                (a.get("reference") or {}).get("reference") for a in careplan.get("activity") or ()
-            }
-            new = [a for a in moved if (a.get("reference") or {}).get("reference") not in have]
-            if not new:
-                return False
-            careplan.setdefault("activity", []).extend(new)
-            return True
+            activities = careplan.setdefault("activity", [])
+            have = {(a.get("reference") or {}).get("reference") for a in activities}
+            added = False
+            for activity in moved:
+                ref = (activity.get("reference") or {}).get("reference")
+                if ref not in have:
+                    have.add(ref)
+                    activities.append(activity)
+                    added = True
+            return added
 
         await versioned_update(self.client, keep, change)

@@ -163,10 +163,16 @@ class _Base:
         cached = self.writer.careplans.get(patient)
         if cached is not None:
             return copy.deepcopy(cached)
-        found = await self.writer.client.search_all(
-            "CarePlan", {"identifier": token(careplan_identifier(patient))}
-        )
+        identifier = careplan_identifier(patient)
+        found = await self.writer.client.search_all("CarePlan", {"identifier": token(identifier)})
         active = [c for c in found if c.get("status") != "entered-in-error"]
+        if len(active) > 1:
+            # two writers created it at once: keep the oldest, move the activities over
+            await self.writer.healer.heal("CarePlan", identifier)
+            found = await self.writer.client.search_all(
+                "CarePlan", {"identifier": token(identifier)}
+            )
+            active = [c for c in found if c.get("status") != "entered-in-error"]
         if not active:
             return None
         self.writer.careplans[patient] = active[0]

@@ -358,3 +358,43 @@ async def test_replay_heals_a_multiple_matches_dead_letter(
         t for t in engine_resources(sekmet, patient)["Task"] if t["status"] != "entered-in-error"
     ]
     assert [t["id"] for t in active if identifier(t) == identifier(contact)] == [contact["id"]]
+
+
+async def test_two_careplans_of_one_patient_are_merged_before_writing(
+    sekmet: SekmetServer, tmp_path: Path
+) -> None:
+    """Two engine CarePlans for one patient (racing writers): the next unit for that patient
+    keeps the oldest, moves the other's activities to it, retires the other, and writes its
+    own activities to the survivor."""
+    patient = sick_discharge(sekmet)
+    value = careplan_identifier(f"Patient/{patient}")
+
+    def careplan(created: str, task: str) -> dict[str, Any]:
+        return sekmet.create(
+            {
+                "resourceType": "CarePlan",
+                "meta": {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]},
+                "identifier": [{"system": IDENTIFIER_SYSTEM, "value": value}],
+                "status": "active",
+                "intent": "plan",
+                "subject": {"reference": f"Patient/{patient}"},
+                "created": created,
+                "activity": [{"reference": {"reference": task}}],
+            }
+        )
+
+    older = careplan("2026-11-01T00:00:00Z", "Task/earlier-one")
+    newer = careplan("2026-11-02T00:00:00Z", "Task/earlier-two")
+    bridge = engine(sekmet, tmp_path, transactions=True, clock=fixed(CLOCK))
+    try:
+        stats = await bridge.run_once(since=recent())
+        assert stats.dead == 0 and stats.created >= 2
+    finally:
+        await bridge.aclose()
+    assert sekmet.read("CarePlan", newer["id"])["status"] == "entered-in-error"
+    kept = sekmet.read("CarePlan", older["id"])
+    refs = [a["reference"]["reference"] for a in kept["activity"]]
+    assert refs[:2] == ["Task/earlier-one", "Task/earlier-two"]
+    tasks = engine_resources(sekmet, patient)["Task"]
+    assert {f"Task/{t['id']}" for t in tasks} <= set(refs)
+    assert all(t["basedOn"] == [{"reference": f"CarePlan/{older['id']}"}] for t in tasks)
