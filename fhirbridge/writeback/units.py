@@ -1,13 +1,13 @@
 """Write units: what one transition planned, written together.
 
 The outbox holds one item per planned action; the writer groups the pending items by the
-transition that planned them (a **unit**), and the units by patient (a **lane**): one
-patient's units are written in order, different patients' concurrently.
+transition that planned them (a **unit**), and the units by patient (a **lane**, :mod:`.lanes`):
+one patient's units are written in order, different patients' concurrently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +19,6 @@ __all__ = [
     "TRANSACTION",
     "WritePath",
     "WriteUnit",
-    "lanes",
     "write_path_for",
     "write_units",
 ]
@@ -66,18 +65,6 @@ def write_units(items: Iterable[OutboxItem]) -> list[WriteUnit]:
         patient = str(_transition(members[0]).get("patient") or "")
         units.append(WriteUnit(key, patient, tuple(members)))
     return units
-
-
-def lanes(units: Sequence[WriteUnit]) -> list[list[WriteUnit]]:
-    """Units grouped by patient (a unit without a patient is a lane of its own), order kept."""
-    by_patient: dict[str, list[WriteUnit]] = {}
-    alone: list[list[WriteUnit]] = []
-    for unit in units:
-        if unit.patient:
-            by_patient.setdefault(unit.patient, []).append(unit)
-        else:
-            alone.append([unit])
-    return [*by_patient.values(), *alone]
 
 
 def write_path_for(statement: Mapping[str, Any]) -> WritePath:

@@ -15,9 +15,8 @@ Two engine resources with one identifier (racing writers) are healed (:mod:`.hea
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,7 @@ from fhirbridge.identity import OBSERVATION_PLACEHOLDER
 from fhirbridge.store.base import OutboxItem, Store
 from fhirbridge.writeback.actions import OPEN_TASK_STATUSES, handler_for
 from fhirbridge.writeback.heal import Healer
+from fhirbridge.writeback.lanes import Lanes
 from fhirbridge.writeback.outbox import action_from_payload
 from fhirbridge.writeback.session import EachSession, Finish, Session, TransactionSession
 from fhirbridge.writeback.units import (
@@ -45,7 +45,6 @@ from fhirbridge.writeback.units import (
     TRANSACTION,
     WritePath,
     WriteUnit,
-    lanes,
     write_path_for,
     write_units,
 )
@@ -174,28 +173,18 @@ class Writer:
     async def drain(self, *, batch: int = 200) -> WriteStats:
         """Perform every pending item, patients concurrently, each patient's units in order.
 
-        A failure a retry may fix (transport, 5xx, 429 after the client's retries) stops that
-        patient's lane, leaving its items pending; the other lanes finish, then it propagates.
+        A failure a retry may fix (transport, 5xx, 429 after the client's retries) stops the
+        drain, leaving its items pending: the lanes writing finish their unit, then it
+        propagates.
         """
         stats = WriteStats()
         await self.write_path()
-        slots = asyncio.Semaphore(self.concurrency)
 
-        async def lane(units: Sequence[WriteUnit]) -> None:
-            async with slots:
-                for unit in units:
-                    await self.write_unit(unit, stats)
+        async def write(unit: WriteUnit) -> None:
+            await self.write_unit(unit, stats)
 
-        while True:
-            items = self.store.claim_outbox(batch)
-            if not items:
-                return stats
-            results = await asyncio.gather(
-                *(lane(group) for group in lanes(write_units(items))), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+        await Lanes(write, concurrency=self.concurrency, batch=batch).run(self.store.claim_outbox)
+        return stats
 
     async def perform(self, item: OutboxItem, stats: WriteStats | None = None) -> None:
         """Perform one item (a unit of its own) and record the outcome in the store."""

@@ -3,12 +3,18 @@ a CapabilityStatement suggests, and the action registry."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
+import pytest
+
+from fhirbridge.errors import TransportError
 from fhirbridge.store.base import OutboxItem
 from fhirbridge.writeback.actions import HANDLERS
+from fhirbridge.writeback.lanes import Lanes
 from fhirbridge.writeback.outbox import _KINDS
-from fhirbridge.writeback.units import lanes, write_path_for, write_units
+from fhirbridge.writeback.units import WriteUnit, write_path_for, write_units
 
 
 def item(key: str, transition: str, patient: str) -> OutboxItem:
@@ -32,18 +38,50 @@ def test_items_group_into_units_by_transition_in_order() -> None:
     assert units[0].tag != units[2].tag
 
 
-def test_lanes_hold_one_patient_each_in_order() -> None:
-    """A lane per patient, its units in order; a unit without a patient is a lane alone."""
-    units = write_units(
-        [
-            item("a", "t1", "Patient/1"),
-            item("b", "t2", "Patient/2"),
-            item("c", "t3", "Patient/1"),
-            item("d", "t4", ""),
-        ]
-    )
-    grouped = [[u.transition_key for u in lane] for lane in lanes(units)]
-    assert grouped == [["t1", "t3"], ["t2"], ["t4"]]
+async def test_lanes_keep_each_patients_order_and_the_bound() -> None:
+    """Three patients, two lanes at a time: never more than two units in flight, each
+    patient's units in the order planned, every item claimed once."""
+    pending = [
+        item(f"{p}{n}", f"t-{p}{n}", f"Patient/{p}") for n in range(3) for p in ("a", "b", "c")
+    ]
+    pending = [dataclasses.replace(i, id=n + 1) for n, i in enumerate(pending)]
+    done: list[str] = []
+    active = [0, 0]
+
+    def claim(limit: int) -> list[OutboxItem]:
+        return [i for i in pending if i.key not in done][:limit]
+
+    async def write(unit: WriteUnit) -> None:
+        active[0] += 1
+        active[1] = max(active[1], active[0])
+        await asyncio.sleep(0)
+        done.extend(i.key for i in unit.items)
+        active[0] -= 1
+
+    await Lanes(write, concurrency=2, batch=4).run(claim)
+    assert active[1] == 2
+    assert sorted(done) == sorted(i.key for i in pending) and len(done) == len(set(done))
+    for patient in "abc":
+        assert [k for k in done if k.startswith(patient)] == [f"{patient}{n}" for n in range(3)]
+
+
+async def test_a_failed_lane_stops_the_drain_and_raises() -> None:
+    """A unit that fails for a reason a retry may fix: nothing more is started, the error
+    propagates, and the failed item is not written (it stays pending)."""
+    pending = [
+        dataclasses.replace(item(k, f"t-{k}", "Patient/a"), id=n + 1)
+        for n, k in enumerate(["a0", "a1"])
+    ]
+    written: list[str] = []
+
+    async def write(unit: WriteUnit) -> None:
+        if unit.items[0].key == "a0":
+            raise TransportError("down")
+        written.append(unit.items[0].key)
+
+    with pytest.raises(TransportError):
+        await Lanes(write, concurrency=2).run(lambda limit: pending[:limit])
+    assert written == []
 
 
 def test_the_write_path_follows_the_system_interactions() -> None:
