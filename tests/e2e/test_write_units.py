@@ -4,6 +4,9 @@ per-resource fallback leaving the same state, crash replay, and duplicate healin
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -398,3 +401,26 @@ async def test_two_careplans_of_one_patient_are_merged_before_writing(
     tasks = engine_resources(sekmet, patient)["Task"]
     assert {f"Task/{t['id']}" for t in tasks} <= set(refs)
     assert all(t["basedOn"] == [{"reference": f"CarePlan/{older['id']}"}] for t in tasks)
+
+
+def test_check_names_the_write_path(sekmet: SekmetServer, tmp_path: Path) -> None:
+    """`fhirbridge check` says which write path the server gets (sekmet: transactions)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
+    env["FHIRBRIDGE_FHIR__BASE_URL"] = sekmet.base_url
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fhirbridge",
+            "--config",
+            str(root / "examples/sekmet.yaml"),
+            "check",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "write path: transaction" in result.stdout
