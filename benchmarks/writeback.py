@@ -27,6 +27,7 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import socket
 import sys
@@ -291,8 +292,11 @@ class Proxy:
 
 
 # -- the two runs ----------------------------------------------------------------------------
-async def run_engine(base_url: str, journal: Path, concurrency: int | None) -> dict[str, float]:
-    """One ``run --once`` as the CLI runs it, timed in its two halves."""
+async def run_engine(
+    base_url: str, journal: Path, concurrency: int | None, *, per_resource: bool = False
+) -> dict[str, float]:
+    """One ``run --once`` as the CLI runs it, timed in its two halves (``per_resource``:
+    the writer forced onto the path a server without transactions gets)."""
     lanes = {} if concurrency is None else {"concurrency": concurrency}
     config = load_config(
         data={
@@ -307,6 +311,18 @@ async def run_engine(base_url: str, journal: Path, concurrency: int | None) -> d
     )
     cpu, wall = time.process_time(), time.perf_counter()
     async with Bridge.from_config(config, clock=FixedClock(NOW)) as bridge:
+        if per_resource and bridge.client is not None:
+            from fhirbridge.writeback.writer import Writer
+
+            bridge.writer = Writer(
+                bridge.client,
+                bridge.store,
+                clock=bridge.clock,
+                agent=config.engine.requester,
+                codes=bridge.rules.codes,
+                concurrency=config.engine.concurrency,
+                transactions=False,
+            )
         await bridge.poller().poll(NOW - timedelta(days=3650))
         await bridge.process()
         cpu_eval, wall_eval = time.process_time(), time.perf_counter()
@@ -359,6 +375,12 @@ def run_baseline(base_url: str) -> tuple[float, int]:
     return time.perf_counter() - started, discharges
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _by_stage(counts: Counter[str]) -> dict[str, int]:
     stages: Counter[str] = Counter()
     for kind, count in counts.items():
@@ -373,11 +395,23 @@ def one_latency(args: argparse.Namespace, latency_ms: float, out: Callable[[str]
         with SekmetServer.start(work / "sekmet") as server:
             load(server, cohort(args.patients, args.stays, args.seed))
             proxy = Proxy(server.base_url, latency_ms / 1000)
+            pid = server._process.pid  # the server process, for its CPU time
             try:
                 proxy.counts(reset=True)
-                engine = asyncio.run(run_engine(proxy.base_url, work / "j.db", args.concurrency))
+                cpu_before = process_cpu(pid)
+                engine = asyncio.run(
+                    run_engine(
+                        proxy.base_url,
+                        work / "j.db",
+                        args.concurrency,
+                        per_resource=args.per_resource,
+                    )
+                )
+                engine_server_cpu = process_cpu(pid) - cpu_before
                 engine_counts = proxy.counts(reset=True)
+                cpu_before = process_cpu(pid)
                 baseline_wall, discharges = run_baseline(proxy.base_url)
+                baseline_server_cpu = process_cpu(pid) - cpu_before
                 baseline_counts = proxy.counts(reset=True)
             finally:
                 proxy.stop()
@@ -418,6 +452,11 @@ def one_latency(args: argparse.Namespace, latency_ms: float, out: Callable[[str]
         f"ratio engine/baseline wall: {engine_wall / baseline_wall:.2f}x "
         f"(write stage alone {engine['wall_write'] / baseline_wall:.2f}x)"
     )
+    out(
+        f"server CPU per discharge: engine {engine_server_cpu / per * 1000:.1f} ms, "
+        f"baseline {baseline_server_cpu / per * 1000:.1f} ms; machine load "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     target_writes = writes / per <= 4
     out(f"target <= 4 write requests per discharge: {'PASS' if target_writes else 'MISS'}")
     if latency_ms == 10:
@@ -434,6 +473,9 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
     parser.add_argument("--latency", type=float, action="append", help="ms (repeatable)")
     parser.add_argument("--concurrency", type=int, help="engine.concurrency (default: unset, 8)")
     parser.add_argument("--seed", type=int, default=20261130)
+    parser.add_argument(
+        "--per-resource", action="store_true", help="force the writer's per-resource path"
+    )
     args = parser.parse_args(argv)
     configure()  # as the CLI does: warnings and up
     for latency in args.latency or [0.0, 10.0, 50.0]:

@@ -184,7 +184,11 @@ class _Base:
 
 
 class EachSession(_Base):
-    """One request per write, in order; the Provenance last."""
+    """One request per write, in order; the CarePlan activities and the Provenance last."""
+
+    def __init__(self, writer: Writer, unit: WriteUnit) -> None:
+        super().__init__(writer, unit)
+        self._activities: dict[str, list[tuple[str, str]]] = {}
 
     async def careplan(self, patient: str) -> Handle:
         """The CarePlan, by conditional create when the engine has not seen one."""
@@ -220,14 +224,23 @@ class EachSession(_Base):
             return await self.writer.client.create(resource, if_none_exist=query)
 
     async def add_activity(self, patient: str, task: Handle, identifier: str) -> None:
-        """Add the activity now, by versioned update."""
-        handle = await self.careplan(patient)
-        written, current = await versioned_update(
-            self.writer.client, copy.deepcopy(handle.resource), _add_activity(task.ref, identifier)
-        )
-        self.writer.careplans[patient] = current
-        if written is not None:
-            handle.status = written.status
+        """Note the activity; :meth:`finish` adds all of the unit's in one versioned update."""
+        await self.careplan(patient)
+        self._activities.setdefault(patient, []).append((task.reference, identifier))
+
+    async def _add_activities(self) -> None:
+        for patient, wanted in self._activities.items():
+            found = await self._find_careplan(patient)
+            if found is None:  # pragma: no cover - careplan() made it
+                continue
+
+            def change(careplan: dict[str, Any], wanted: Any = wanted) -> bool:
+                changes = [_add_activity(ref, identifier)(careplan) for ref, identifier in wanted]
+                return any(changes)
+
+            _, current = await versioned_update(self.writer.client, found, change)
+            self.writer.careplans[patient] = current
+        self._activities.clear()
 
     async def change_careplan(self, patient: str, change: Change) -> Handle | None:
         """Change the CarePlan now, by versioned update."""
@@ -280,7 +293,9 @@ class EachSession(_Base):
         return handle
 
     async def finish(self) -> None:
-        """The unit's Provenance, once (conditional create on the unit's tag)."""
+        """The CarePlan activities of the unit (one update), then its Provenance, once
+        (conditional create on the unit's tag)."""
+        await self._add_activities()
         targets = [h.reference for h in self.handles]
         if not targets:
             return
