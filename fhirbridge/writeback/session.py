@@ -455,6 +455,8 @@ class TransactionSession(_Base):
 
     async def _after(self, writer: Writer) -> None:
         for patient, staged in self.careplans.items():
+            if not staged.new and not staged.changed:
+                continue  # not sent: the CarePlan last seen is still current
             careplan = staged.handle.resource
             if staged.new and not staged.handle.created and careplan.get("id"):
                 # another writer made the CarePlan first: it lacks this unit's activities
