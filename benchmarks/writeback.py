@@ -293,7 +293,12 @@ class Proxy:
 
 # -- the two runs ----------------------------------------------------------------------------
 async def run_engine(
-    base_url: str, journal: Path, concurrency: int | None, *, per_resource: bool = False
+    base_url: str,
+    journal: Path,
+    concurrency: int | None,
+    *,
+    per_resource: bool = False,
+    server_cpu: Callable[[], float] = lambda: 0.0,
 ) -> dict[str, float]:
     """One ``run --once`` as the CLI runs it, timed in its two halves (``per_resource``:
     the writer forced onto the path a server without transactions gets)."""
@@ -309,7 +314,7 @@ async def run_engine(
             },
         }
     )
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, server = time.process_time(), time.perf_counter(), server_cpu()
     async with Bridge.from_config(config, clock=FixedClock(NOW)) as bridge:
         if per_resource and bridge.client is not None:
             from fhirbridge.writeback.writer import Writer
@@ -325,7 +330,7 @@ async def run_engine(
             )
         await bridge.poller().poll(NOW - timedelta(days=3650))
         await bridge.process()
-        cpu_eval, wall_eval = time.process_time(), time.perf_counter()
+        cpu_eval, wall_eval, server_eval = time.process_time(), time.perf_counter(), server_cpu()
         written = await bridge.drain()
         path = getattr(bridge.writer, "path", None)
     return {
@@ -333,6 +338,8 @@ async def run_engine(
         "wall_write": time.perf_counter() - wall_eval,
         "cpu_evaluate": cpu_eval - cpu,
         "cpu_write": time.process_time() - cpu_eval,
+        "server_evaluate": server_eval - server,
+        "server_write": server_cpu() - server_eval,
         "created": float(written.created),
         "dead": float(written.dead),
         "transactions": 1.0 if path == "transaction" else 0.0,
@@ -405,6 +412,7 @@ def one_latency(args: argparse.Namespace, latency_ms: float, out: Callable[[str]
                         work / "j.db",
                         args.concurrency,
                         per_resource=args.per_resource,
+                        server_cpu=lambda: process_cpu(pid),
                     )
                 )
                 engine_server_cpu = process_cpu(pid) - cpu_before
@@ -453,8 +461,10 @@ def one_latency(args: argparse.Namespace, latency_ms: float, out: Callable[[str]
         f"(write stage alone {engine['wall_write'] / baseline_wall:.2f}x)"
     )
     out(
-        f"server CPU per discharge: engine {engine_server_cpu / per * 1000:.1f} ms, "
-        f"baseline {baseline_server_cpu / per * 1000:.1f} ms; machine load "
+        f"server CPU per discharge: engine {engine_server_cpu / per * 1000:.1f} ms "
+        f"(write stage {engine['server_write'] / per * 1000:.1f}, reads "
+        f"{engine['server_evaluate'] / per * 1000:.1f}), baseline "
+        f"{baseline_server_cpu / per * 1000:.1f} ms; machine load "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     target_writes = writes / per <= 4
