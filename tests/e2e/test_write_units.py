@@ -14,7 +14,7 @@ import pytest
 
 from fhirbridge.clock import Clock
 from fhirbridge.engine import Bridge
-from fhirbridge.errors import MultipleMatches
+from fhirbridge.errors import MultipleMatches, VersionConflict
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.identity import DUPLICATE_SYSTEM, careplan_identifier, identifier_query
 from fhirbridge.testing.sekmet import SekmetServer
@@ -424,3 +424,45 @@ def test_check_names_the_write_path(sekmet: SekmetServer, tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert "write path: transaction" in result.stdout
+
+
+async def test_a_stale_careplan_is_reread_and_the_unit_rebuilt(
+    sekmet: SekmetServer, tmp_path: Path
+) -> None:
+    """The EHR changed the CarePlan after the engine last saw it: the next unit's
+    transaction is refused on ``ifMatch`` (412), the engine re-reads the CarePlan, rebuilds
+    the unit and writes it; the EHR's change is kept and nothing is dead-lettered."""
+    patient = sick_discharge(sekmet)
+    bridge = engine(sekmet, tmp_path, transactions=True, clock=fixed(CLOCK))
+    try:
+        await bridge.run_once(since=recent())
+        (careplan,) = engine_resources(sekmet, patient)["CarePlan"]
+        careplan["note"] = [{"text": "reviewed by the case manager"}]
+        sekmet.update(careplan)  # a new version the engine has not seen
+        second = sekmet.admit(patient)
+        sekmet.discharge(second, "home")
+        assert bridge.writer is not None
+        client = bridge.writer.client
+        send = client.transaction
+        answers: list[str] = []
+
+        async def transaction(bundle: Any) -> dict[str, Any]:
+            try:
+                response = await send(bundle)
+            except VersionConflict:
+                answers.append("412")
+                raise
+            answers.append("200")
+            return response
+
+        client.transaction = transaction  # type: ignore[method-assign]
+        stats = await bridge.run_once(since=recent())
+        assert stats.dead == 0 and stats.created >= 2
+    finally:
+        await bridge.aclose()
+    assert answers[0] == "412" and answers[1] == "200"
+    (current,) = engine_resources(sekmet, patient)["CarePlan"]
+    assert current["note"] == [{"text": "reviewed by the case manager"}]
+    tasks = engine_resources(sekmet, patient)["Task"]
+    refs = {a["reference"]["reference"] for a in current["activity"]}
+    assert {f"Task/{t['id']}" for t in tasks} == refs
