@@ -71,7 +71,6 @@ class WriteStats:
     updated: int = 0
     dead: int = 0
     written: list[str] = field(default_factory=list)
-    healed: int = 0
 
 
 def _is_dead(exc: FhirBridgeError) -> bool:
