@@ -13,9 +13,9 @@ Stages are usable alone: :mod:`fhirbridge.detect`, :mod:`fhirbridge.rules`,
 
 from __future__ import annotations
 
+import typing
+
 from fhirbridge.clock import Clock, FixedClock, SystemClock
-from fhirbridge.config import Config, load_config
-from fhirbridge.engine import Bridge, RunStats
 from fhirbridge.errors import (
     AuthError,
     ConfigError,
@@ -33,7 +33,6 @@ from fhirbridge.errors import (
     TransportError,
     VersionConflict,
 )
-from fhirbridge.fhir import FhirClient, SyncFhirClient
 from fhirbridge.values import (
     CancelTasks,
     CompleteTasks,
@@ -44,7 +43,38 @@ from fhirbridge.values import (
     TransitionKind,
 )
 
+if typing.TYPE_CHECKING:
+    from fhirbridge.config import Config, load_config
+    from fhirbridge.engine import Bridge, RunStats
+    from fhirbridge.fhir import FhirClient, SyncFhirClient
+
 __version__ = "0.1.0"
+
+#: Names whose modules are heavy (pydantic settings, fhir.resources, httpx): imported on
+#: first use, so ``fhirbridge --help`` and scripts that need one stage start fast.
+_LAZY = {
+    "Bridge": "fhirbridge.engine",
+    "RunStats": "fhirbridge.engine",
+    "Config": "fhirbridge.config",
+    "load_config": "fhirbridge.config",
+    "FhirClient": "fhirbridge.fhir",
+    "SyncFhirClient": "fhirbridge.fhir",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fhirbridge' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "AuthError",

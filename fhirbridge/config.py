@@ -25,6 +25,8 @@ __all__ = [
     "Config",
     "EngineConfig",
     "FhirConfig",
+    "Hl7Config",
+    "LoggingConfig",
     "ReceiverConfig",
     "RetryConfig",
     "StoreConfig",
@@ -76,6 +78,9 @@ class AuthConfig(_Section):
             "system/CarePlan.cruds",
             "system/Provenance.c",
             "system/RiskAssessment.cu",
+            "system/Observation.cu",
+            "system/Subscription.cruds",
+            "system/Basic.cruds",
         ]
     )
     token_url: str | None = None
@@ -130,7 +135,9 @@ class FhirConfig(_Section):
     base_url: str = Field(pattern=r"^https?://")
     name: str = "default"
     timeout: float = Field(30.0, gt=0)
-    verify_tls: bool = True
+    verify_tls: bool | Path = Field(
+        True, description="true, false, or the path of a CA bundle (PEM) to trust"
+    )
     page_size: int = Field(100, ge=1, le=1000)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -138,11 +145,20 @@ class FhirConfig(_Section):
         None, gt=0, description="cap on requests per second to the server (unset: no cap)"
     )
 
+    @model_validator(mode="after")
+    def _ca_bundle(self) -> FhirConfig:
+        if isinstance(self.verify_tls, Path) and not self.verify_tls.is_file():
+            raise ValueError(f"verify_tls: no CA bundle file at {self.verify_tls}")
+        return self
+
 
 class StoreConfig(_Section):
     """Where the journal lives (``store``)."""
 
     url: str = "sqlite:///fhirbridge.db"
+    lease_seconds: float = Field(
+        30.0, gt=0, description="how long a worker's lane and outbox leases run unless renewed"
+    )
 
 
 class EngineConfig(_Section):
@@ -162,6 +178,9 @@ class EngineConfig(_Section):
     risk: bool = True
     concurrency: int = Field(
         8, ge=1, le=64, description="patients whose writes proceed at once (one lane each)"
+    )
+    stop_grace: float = Field(
+        30.0, ge=0, description="seconds a stop waits for the pass in progress in `run`"
     )
 
     @model_validator(mode="after")
@@ -184,11 +203,22 @@ class SubscriptionConfig(_Section):
     filters: list[str] = Field(default_factory=list)
     payload: Literal["full-resource", "id-only", "empty"] = "full-resource"
     heartbeat: int | None = Field(None, ge=1)
+    fallback_criteria: str | None = None
+    signing_secret: SecretStr | None = None
+    signing_secret_file: Path | None = None
+
+    def resolved_signing_secret(self) -> str | None:
+        """The HMAC-SHA256 key the server signs deliveries with (``x-signature``), if any."""
+        return _secret(
+            self.signing_secret, self.signing_secret_file, "subscriptions[].signing_secret"
+        )
 
     @model_validator(mode="after")
     def _one(self) -> SubscriptionConfig:
         if (self.criteria is None) == (self.topic is None):
             raise ValueError("give either criteria (R4) or topic (Backport), not both")
+        if self.fallback_criteria is not None and self.topic is None:
+            raise ValueError("fallback_criteria is for a topic entry (criteria needs none)")
         return self
 
 
@@ -219,6 +249,27 @@ class ReceiverConfig(_Section):
         return _secret(self.secret, self.secret_file, "receiver.secret")
 
 
+class LoggingConfig(_Section):
+    """How events are logged (``logging``).
+
+    ``format: auto`` renders for people on a terminal and one JSON object per line
+    otherwise (a service under systemd or in a container). ``level`` applies to the
+    long-running commands (``run``, ``serve``, ``hl7 --listen``); the one-shot commands
+    log warnings and up unless ``--verbose``.
+    """
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Hl7Config(_Section):
+    """Identifier systems of HL7 v2 feeds (``hl7v2``): how PV1-19 visit numbers and PID-3
+    MRNs are written on the FHIR server. Unset: the defaults of ``mappings/hl7v2.yaml``."""
+
+    visit_system: str | None = None
+    mrn_system: str | None = None
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
         super().__init__(settings_cls)
@@ -247,6 +298,8 @@ class Config(BaseSettings):
     rules: list[Path] = Field(default_factory=list)
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    hl7v2: Hl7Config = Field(default_factory=Hl7Config)
 
     @classmethod
     def settings_customise_sources(
@@ -268,6 +321,54 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
         else:
             out += ("." if out else "") + part
     return out
+
+
+def _with_rule_files(raw: dict[str, Any], source: str, folder: Path | None) -> dict[str, Any]:
+    """``rules`` as the list of rule files to load: the shipped pack first, then the user's
+    files (relative to the configuration's folder), unless ``rules.replace_shipped``.
+
+    ``rules`` is a list of files, or ``{files: [...], replace_shipped: true|false}``.
+    """
+    rules = raw.get("rules")
+    if rules is None:
+        return raw
+    replace = False
+    files: Any = rules
+    if isinstance(rules, Mapping):
+        unknown = set(rules) - {"files", "replace_shipped"}
+        if unknown:
+            raise ConfigError(
+                f"{source}: rules.{sorted(unknown)[0]}: unknown key "
+                "(rules takes files and replace_shipped)"
+            )
+        files = rules.get("files") or []
+        replace = rules.get("replace_shipped", False)
+        if not isinstance(replace, bool):
+            raise ConfigError(f"{source}: rules.replace_shipped: give true or false")
+    if not isinstance(files, list) or not all(isinstance(f, str | Path) for f in files):
+        raise ConfigError(f"{source}: rules: give a list of rule files (YAML paths)")
+    if not files and replace:
+        raise ConfigError(
+            f"{source}: rules.replace_shipped: true needs at least one file in rules.files"
+        )
+    resolved = [
+        Path(f) if Path(f).is_absolute() or folder is None else folder / f for f in files
+    ]
+    if not replace:
+        from fhirbridge.rules._paths import mappings_dir
+        from fhirbridge.rules.loader import SHIPPED_PACK
+
+        shipped = mappings_dir() / SHIPPED_PACK
+        if not any(_same_file(p, shipped) for p in resolved):
+            resolved.insert(0, shipped)
+    return {**raw, "rules": [str(p) for p in resolved]}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def load_config(
@@ -296,9 +397,7 @@ def load_config(
             raise ConfigError(f"{file}{where}: not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: the configuration must be a mapping of sections")
-        rules = raw.get("rules")
-        if isinstance(rules, list):
-            raw["rules"] = [str(r if Path(r).is_absolute() else (file.parent / r)) for r in rules]
+    raw = _with_rule_files(raw, source, Path(path).parent if path is not None else None)
     saved_env = None
     if environ is not None:
         saved_env = dict(os.environ)

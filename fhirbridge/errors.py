@@ -17,6 +17,7 @@ The docstring of each class is its default message::
     │       ├── InvalidResource        400 / 422: the server rejected what we sent
     │       └── RateLimited            429 or 503 after every retry was spent
     ├── StoreError               the journal database failed
+    │   └── JournalBusy          another process holds the journal's writer lock
     └── ProfileError             an outgoing resource does not satisfy the engine's profile
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "FhirError",
     "FhirTimeoutError",
     "InvalidResource",
+    "JournalBusy",
     "MultipleMatches",
     "OutcomeIssue",
     "ProfileError",
@@ -64,6 +66,10 @@ class RuleError(ConfigError):
 
 class StoreError(FhirBridgeError):
     """The journal database failed: check that it is reachable and writable."""
+
+
+class JournalBusy(StoreError):
+    """Another process is writing this journal for the same FHIR server: stop it first."""
 
 
 class ProfileError(FhirBridgeError):

@@ -40,9 +40,10 @@ def redact_phi(
     return event_dict
 
 
-def configure(*, verbose: bool = False, json_output: bool = False) -> None:
-    """Log events to stderr: warnings and up (``verbose``: debug), PHI redacted."""
-    level = logging.DEBUG if verbose else logging.WARNING
+def configure(*, verbose: bool = False, json_output: bool = False, level: str = "warning") -> None:
+    """Log events to stderr at ``level`` and up (``verbose``: debug), PHI redacted; one JSON
+    object per line with ``json_output``, else rendered for a console."""
+    threshold = logging.DEBUG if verbose else logging.getLevelNamesMapping()[level.upper()]
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_output
@@ -56,7 +57,7 @@ def configure(*, verbose: bool = False, json_output: bool = False) -> None:
             redact_phi,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

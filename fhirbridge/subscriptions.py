@@ -16,6 +16,14 @@ each carries the engine's deterministic identifier as a ``meta.tag`` (system
 ``https://fhirbridge.dev/fhir/identifier``, a hash of endpoint, criteria and filters) plus the
 engine tag: running again finds it by tag and updates it (only when it differs or is not
 active) instead of creating another.
+
+Servers differ in how a Subscription becomes active. The engine creates it ``requested`` and
+waits; a server that leaves it ``requested`` (one that expects clients to create Subscriptions
+``active``) gets an update to ``active``, and the summary says so. A server that declares no
+topic-based subscriptions gets, for each ``topic`` entry with ``fallback_criteria``, an R4
+criteria Subscription with the same meaning (said per Subscription); an entry without one is
+reported and skipped. A ``signing_secret`` goes out as the Subscription's secret extension,
+which servers that sign deliveries (``x-signature``: HMAC-SHA256 of the body) use as the key.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from fhirbridge import identity
 from fhirbridge.config import Config, SubscriptionConfig
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import ConfigError, FhirError, ResourceNotFound
+from fhirbridge.fhir.capabilities import offers_topic_subscriptions
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.receiver.app import DEFAULT_PREFIX
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
@@ -39,6 +48,7 @@ __all__ = [
     "build_subscription",
     "delete_subscriptions",
     "ensure_subscriptions",
+    "fallback_spec",
     "list_subscriptions",
     "receiver_endpoint",
     "subscription_key",
@@ -50,8 +60,10 @@ BACKPORT_PROFILE = f"{_BP}/backport-subscription"
 EXT_FILTER = f"{_BP}/backport-filter-criteria"
 EXT_CONTENT = f"{_BP}/backport-payload-content"
 EXT_HEARTBEAT = f"{_BP}/backport-heartbeat-period"
+#: The extension that carries the HMAC key of signed deliveries (as Medplum reads it).
+EXT_SIGNING_KEY = "https://www.medplum.com/fhir/StructureDefinition/subscription-secret"
 FHIR_JSON = "application/fhir+json"
-_COMPARED = ("criteria", "_criteria", "channel", "reason")
+_COMPARED = ("criteria", "_criteria", "channel", "reason", "extension")
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -88,6 +100,9 @@ def build_subscription(spec: SubscriptionConfig, *, endpoint: str, secret: str) 
         "criteria": spec.criteria or spec.topic,
         "channel": channel,
     }
+    signing = spec.resolved_signing_secret()
+    if signing:
+        resource["extension"] = [{"url": EXT_SIGNING_KEY, "valueString": signing}]
     if spec.criteria is not None:
         if spec.payload == "id-only":
             raise ConfigError("subscriptions[]: id-only content needs a topic (R4 has no id-only)")
@@ -106,6 +121,23 @@ def build_subscription(spec: SubscriptionConfig, *, endpoint: str, secret: str) 
     if spec.heartbeat is not None:
         channel["extension"] = [{"url": EXT_HEARTBEAT, "valueUnsignedInt": spec.heartbeat}]
     return resource
+
+
+def fallback_spec(spec: SubscriptionConfig) -> SubscriptionConfig | None:
+    """The R4 criteria entry with the meaning of a topic entry (its ``fallback_criteria``),
+    for a server without topic-based subscriptions; None when none is configured."""
+    if spec.topic is None or not spec.fallback_criteria:
+        return None
+    payload = "empty" if spec.payload == "empty" else "full-resource"
+    return spec.model_copy(
+        update={
+            "criteria": spec.fallback_criteria,
+            "topic": None,
+            "filters": [],
+            "heartbeat": None,
+            "payload": payload,
+        }
+    )
 
 
 def _summary(resource: Mapping[str, Any], action: str = "") -> dict[str, Any]:
@@ -130,6 +162,7 @@ def _summary(resource: Mapping[str, Any], action: str = "") -> dict[str, Any]:
         "status": resource.get("status"),
         "error": resource.get("error"),
         "action": action,
+        "note": "",
     }
 
 
@@ -152,6 +185,25 @@ async def _await_active(
     return resource
 
 
+async def _topics_offered(client: FhirClient, config: Config) -> bool:
+    if not any(spec.topic for spec in config.subscriptions):
+        return True
+    return offers_topic_subscriptions(await client.capabilities())
+
+
+async def _activate(
+    client: FhirClient, reached: dict[str, Any], wait: float, sleep: Sleep
+) -> tuple[dict[str, Any], str]:
+    """A Subscription the server left ``requested``: update it to ``active`` ourselves."""
+    if reached.get("status") != "requested":
+        return reached, ""
+    updated = await client.update({**reached, "status": "active"})
+    resource = updated.resource or await client.read("Subscription", str(reached["id"]))
+    resource = await _await_active(client, resource, wait, sleep)
+    log.info("subscription_activated", subscription=str(reached["id"]))
+    return resource, "the server left it requested: fhirbridge set it active"
+
+
 async def ensure_subscriptions(
     bridge: Bridge,
     config: Config | None = None,
@@ -160,7 +212,9 @@ async def ensure_subscriptions(
     sleep: Sleep = asyncio.sleep,
 ) -> list[dict[str, Any]]:
     """Create or update every configured Subscription; returns one summary each, with
-    ``action`` created/updated/unchanged and the ``status`` reached within ``wait`` seconds.
+    ``action`` created/updated/unchanged/skipped, the ``status`` reached within ``wait``
+    seconds and a ``note`` when the engine adapted (activated it, or fell back from a topic
+    to R4 criteria).
 
     The receiver must already be listening: a topic subscription becomes active only after
     the server's handshake to it succeeds.
@@ -171,8 +225,34 @@ async def ensure_subscriptions(
     secret = config.receiver.resolved_secret()
     if not secret:
         raise ConfigError("receiver.secret: subscriptions send it back as their channel header")
+    if ":" in secret:  # some servers cut a channel.header value at its first ':'
+        log.warning("receiver_secret_has_colon", hint="servers such as Medplum cut it there")
+    topics = await _topics_offered(client, config)
     results: list[dict[str, Any]] = []
-    for spec in config.subscriptions:
+    for configured in config.subscriptions:
+        spec, note = configured, ""
+        if configured.topic is not None and not topics:
+            fallback = fallback_spec(configured)
+            if fallback is None:
+                log.warning("subscription_skipped", topic=configured.topic)
+                results.append(
+                    {
+                        "id": None,
+                        "key": subscription_key(configured, endpoint),
+                        "style": "topic",
+                        "criteria": configured.topic,
+                        "payload": configured.payload,
+                        "endpoint": endpoint,
+                        "status": None,
+                        "error": "the server offers no topic-based subscriptions; give "
+                        "subscriptions[].fallback_criteria for an R4 criteria Subscription",
+                        "action": "skipped",
+                        "note": "",
+                    }
+                )
+                continue
+            spec = fallback
+            note = f"no topic-based subscriptions here: R4 criteria instead of {configured.topic}"
         desired = build_subscription(spec, endpoint=endpoint, secret=secret)
         key = subscription_key(spec, endpoint)
         found = await client.search_all("Subscription", {"_tag": f"{IDENTIFIER_SYSTEM}|{key}"})
@@ -190,8 +270,11 @@ async def ensure_subscriptions(
                 written = (await client.update({**desired, "id": current["id"]})).resource
                 action = "updated"
         reached = await _await_active(client, written, wait, sleep)
+        reached, activated = await _activate(client, reached, wait, sleep)
         log.info("subscription_ensured", key=key, action=action, status=reached.get("status"))
-        results.append(_summary(reached, action))
+        summary = _summary(reached, action)
+        summary["note"] = "; ".join(filter(None, [note, activated]))
+        results.append(summary)
     return results
 
 

@@ -17,6 +17,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 __all__ = [
     "ENGINE_SYSTEM",
     "ENGINE_TAG_CODE",
@@ -102,6 +104,18 @@ class ResourceVersion:
         """The relative reference, ``Type/id``."""
         return f"{self.resource_type}/{self.id}"
 
+    @staticmethod
+    def parse_json(raw: bytes | str) -> Any:
+        """Parse JSON bytes with orjson (1.6 to 3.3 times ``json.loads``'s speed on these
+        FHIR resources, ``benchmarks/README.md``), falling back to ``json`` for what orjson
+        refuses and ``json`` reads (``NaN``); an integer beyond 64 bits (never a FHIR
+        integer) becomes the nearest float. Invalid JSON raises ``ValueError`` as
+        ``json.loads`` does."""
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return json.loads(raw)
+
     @classmethod
     def from_json(cls, server: str, data: bytes | str | Mapping[str, Any]) -> ResourceVersion:
         """Build from raw JSON bytes/str or an already parsed dict.
@@ -113,7 +127,7 @@ class ResourceVersion:
             raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         else:
             raw = data.encode() if isinstance(data, str) else bytes(data)
-            resource = json.loads(raw)
+            resource = cls.parse_json(raw)
         if not isinstance(resource, Mapping):
             raise ValueError("not a JSON object")
         rtype = resource.get("resourceType")

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
@@ -20,9 +20,47 @@ import jwt
 
 from fhirbridge.errors import AuthError, ConfigError, TransportError
 
-__all__ = ["Auth", "BasicAuth", "BearerAuth", "NoAuth", "SmartBackendAuth"]
+__all__ = [
+    "Auth",
+    "BasicAuth",
+    "BearerAuth",
+    "NoAuth",
+    "SmartBackendAuth",
+    "missing_scopes",
+    "scope_covers",
+]
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: SMART v1 permission words as SMART v2 letters.
+_V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+def scope_covers(granted: Iterable[str], resource_type: str, letters: str) -> bool:
+    """Whether the ``granted`` SMART scopes allow ``letters`` (v2: c, r, u, d, s) on
+    ``resource_type`` at system level (``system/Task.cruds``, ``system/*.rs``, v1
+    ``system/Task.read``, ``system/*.*``); each letter may come from a different scope."""
+    allowed = ""
+    for scope in granted:
+        context, _, rest = scope.partition("/")
+        if context != "system" or "." not in rest:
+            continue
+        rtype, _, permission = rest.partition(".")
+        if rtype not in ("*", resource_type):
+            continue
+        permission = permission.split("?", 1)[0]
+        allowed += _V1_PERMISSIONS.get(permission, permission)
+    return all(letter in allowed for letter in letters)
+
+
+def missing_scopes(granted: Iterable[str], needs: Mapping[str, str]) -> list[str]:
+    """The ``system/{type}.{letters}`` scopes of ``needs`` (type -> letters) that ``granted``
+    does not cover, e.g. ``["system/Subscription.cruds"]``."""
+    have = list(granted)
+    return [
+        f"system/{t}.{letters}"
+        for t, letters in needs.items()
+        if not scope_covers(have, t, letters)
+    ]
 
 
 @runtime_checkable
@@ -166,7 +204,11 @@ class SmartBackendAuth:
         try:
             response = await http.get(url, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise TransportError(f"SMART discovery failed: {exc}", method="GET", url=url) from exc
+            raise TransportError(
+                f"SMART discovery at {url} failed: {type(exc).__name__}: {exc}",
+                method="GET",
+                url=url,
+            ) from exc
         if response.status_code != 200:
             raise AuthError(
                 "the server publishes no .well-known/smart-configuration: set fhir.auth.token_url",
@@ -198,7 +240,9 @@ class SmartBackendAuth:
             response = await http.post(self.token_url, data=form)
         except httpx.HTTPError as exc:
             raise TransportError(
-                f"token request failed: {exc}", method="POST", url=self.token_url
+                f"the token request to {self.token_url} failed: {type(exc).__name__}: {exc}",
+                method="POST",
+                url=self.token_url,
             ) from exc
         body: Any
         try:

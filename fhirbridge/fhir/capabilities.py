@@ -1,4 +1,7 @@
-"""What a FHIR server offers the engine, from its CapabilityStatement (``fhirbridge check``)."""
+"""What a FHIR server offers the engine: its CapabilityStatement, read by :func:`assess`,
+and where that declaration is missing, ambiguous or says no, safe probes
+(:mod:`fhirbridge.fhir.probe`) whose findings make a :class:`~fhirbridge.fhir.probe.ServerProfile`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Capability", "assess"]
+__all__ = ["Capability", "assess", "offers_topic_subscriptions"]
 
 BACKPORT_TOPIC_EXT = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -25,6 +28,19 @@ class Capability:
     required: bool
     ok: bool
     detail: str = ""
+    #: where the answer came from: "declared" (CapabilityStatement), "probed" (tried on the
+    #: server) or "checked" (a preflight step such as an authenticated search)
+    source: str = "declared"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (``fhirbridge check --json``)."""
+        return {
+            "name": self.name,
+            "required": self.required,
+            "ok": self.ok,
+            "source": self.source,
+            "detail": self.detail,
+        }
 
 
 def _resources(statement: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -39,6 +55,24 @@ def _resources(statement: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 def _interactions(entries: Any) -> set[str]:
     return {str(i.get("code")) for i in entries or () if isinstance(i, Mapping)}
+
+
+def _topics(subscription: Mapping[str, Any] | None) -> list[str]:
+    return [
+        str(ext.get("valueCanonical"))
+        for ext in (subscription or {}).get("extension") or ()
+        if ext.get("url") == BACKPORT_TOPIC_EXT
+    ]
+
+
+def offers_topic_subscriptions(statement: Mapping[str, Any]) -> bool:
+    """Whether the server declares topic-based (Subscriptions Backport) subscriptions: topic
+    canonicals on its Subscription resource, or the backport-subscription profile."""
+    subscription = _resources(statement).get("Subscription")
+    if subscription is None:
+        return False
+    profiles = subscription.get("supportedProfile") or ()
+    return bool(_topics(subscription)) or BACKPORT_PROFILE in profiles
 
 
 def assess(
@@ -90,14 +124,8 @@ def assess(
             "",
         )
     )
-    topics = [
-        str(ext.get("valueCanonical"))
-        for ext in (subscription or {}).get("extension") or ()
-        if ext.get("url") == BACKPORT_TOPIC_EXT
-    ]
-    backport = bool(topics) or BACKPORT_PROFILE in (
-        (subscription or {}).get("supportedProfile") or ()
-    )
+    topics = _topics(subscription)
+    backport = offers_topic_subscriptions(statement)
     rows.append(
         Capability("topic-based subscriptions (Backport)", False, backport, f"{len(topics)} topics")
     )

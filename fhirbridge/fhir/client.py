@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -181,6 +182,9 @@ def _classify(
     if status in (401, 403):
         return AuthError(message, **kwargs)
     if status in (404, 410):
+        if urlsplit(url).path.rstrip("/").endswith("/metadata"):
+            base = _where(url)[: -len("/metadata")]
+            message = f"no FHIR server answers at {base}: check the path of fhir.base_url"
         return ResourceNotFound(message, **kwargs)
     if status == 409:
         return VersionConflict(message, **kwargs)
@@ -195,6 +199,46 @@ def _classify(
     if status in (429, 503):
         return RateLimited(message, **kwargs)
     return ServerError(message or "the FHIR server answered with an error", **kwargs)
+
+
+TLS_HINT = (
+    "the server's TLS certificate is not trusted: set fhir.verify_tls to the path of a CA "
+    "bundle (PEM) that signs it, or fix the certificate; it was not retried"
+)
+
+
+def _where(url: str) -> str:
+    """``scheme://host:port/path`` of ``url``: never its query (it may carry PHI)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _certificate_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failed TLS certificate verification."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if "certificate verify failed" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _transport_error(exc: httpx.HTTPError, method: str, url: str) -> TransportError:
+    """One httpx failure without an HTTP answer, as a TransportError naming the URL."""
+    where = _where(url)
+    if _certificate_failure(exc):
+        return TransportError(
+            f"cannot reach the FHIR server at {where}: {TLS_HINT}", method=method, url=url
+        )
+    return TransportError(
+        f"cannot reach the FHIR server at {where}: {type(exc).__name__}: {exc}",
+        method=method,
+        url=url,
+    )
 
 
 class FhirClient:
@@ -219,7 +263,7 @@ class FhirClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         headers: Mapping[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
@@ -327,7 +371,8 @@ class FhirClient:
                     )
                 except httpx.TimeoutException as exc:
                     error: FhirError = FhirTimeoutError(
-                        f"no answer in time for {method} {resource_type}: {type(exc).__name__}",
+                        f"no answer in time from {_where(url)} ({method} {resource_type}): "
+                        f"{type(exc).__name__}",
                         method=method,
                         url=url,
                     )
@@ -337,12 +382,10 @@ class FhirClient:
                         raise RetrySignal(error) from exc
                     raise error from exc
                 except httpx.HTTPError as exc:
-                    error = TransportError(
-                        f"cannot reach the FHIR server: {type(exc).__name__}: {exc}",
-                        method=method,
-                        url=url,
-                    )
+                    error = _transport_error(exc, method, url)
                     _log_attempt(method, resource_type, None, started, attempt)
+                    if _certificate_failure(exc):
+                        raise error from exc  # a retry gets the same certificate
                     if safe or isinstance(exc, httpx.ConnectError):
                         raise RetrySignal(error) from exc
                     raise error from exc

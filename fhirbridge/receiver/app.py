@@ -11,6 +11,8 @@ Routes, under one prefix (``/notify`` by default; the Subscription endpoint is
                                           query-status); a Da Vinci message Bundle; or one
                                           resource
 ``POST {prefix}/$process-message``        Da Vinci notification message Bundle
+``POST {prefix}/azure`` ``/google``         Azure Event Grid and Google Pub/Sub push events
+                                          (:mod:`fhirbridge.receiver._cloud`)
 ``GET  /healthz`` ``/readyz`` ``/metrics`` liveness, readiness (journal and server), Prometheus
 ========================================= ==============================================
 
@@ -41,6 +43,8 @@ from starlette.routing import Route
 
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import FhirError, StoreError
+from fhirbridge.receiver._cloud import CloudRoutes
+from fhirbridge.receiver._medplum import is_medplum_delivery, medplum_delivery
 from fhirbridge.receiver._notify import (
     NotificationError,
     is_topic_notification,
@@ -95,6 +99,12 @@ class _Http:
         self.max_body = max_body
         self.readiness_ttl = readiness_ttl
         self._server_check: tuple[float, str] | None = None
+        #: HMAC keys of signed deliveries (subscriptions[].signing_secret)
+        self.signing_keys = [
+            key
+            for spec in receiver.bridge.config.subscriptions
+            if (key := spec.resolved_signing_secret())
+        ]
 
     def _authorized(self, request: Request) -> bool:
         if self.secret is None:
@@ -184,6 +194,11 @@ class _Http:
         """``POST {prefix}``: empty, Backport Bundle, message Bundle or one resource."""
 
         async def handle(call: _Call) -> str:
+            if is_medplum_delivery(request.headers):  # POST of the bare resource
+                call.kind, done = await medplum_delivery(
+                    self.receiver, call.body, request.headers, self.signing_keys
+                )
+                return done
             if not call.body.strip():
                 call.kind = "rest-hook-empty"
                 self.receiver.catch_up("empty-notification")
@@ -305,6 +320,7 @@ def create_app(
         clock=clock,
     )
     http = _Http(receiver, secret=secret, max_body=max_body, readiness_ttl=readiness_ttl)
+    cloud = CloudRoutes(receiver, secret=secret, max_body=max_body)
     prefix = "/" + prefix.strip("/")
 
     @contextlib.asynccontextmanager
@@ -321,6 +337,8 @@ def create_app(
             Route("/readyz", http.readyz, methods=["GET"]),
             Route("/metrics", http.metrics, methods=["GET"]),
             Route(f"{prefix}/$process-message", http.process_message, methods=["POST"]),
+            Route(f"{prefix}/azure", cloud.event_grid, methods=["POST", "OPTIONS"]),
+            Route(f"{prefix}/google", cloud.pubsub, methods=["POST"]),
             Route(prefix, http.post, methods=["POST"]),
             Route(prefix + "/{type}/{id}", http.put_resource, methods=["PUT"]),
         ],

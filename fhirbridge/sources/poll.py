@@ -6,6 +6,13 @@ repeats the overlap brings). The next watermark is the server's clock when the s
 began (the first page's ``Bundle.meta.lastUpdated``, else its ``Date`` header), never the
 largest ``meta.lastUpdated`` seen: a resource updated while we page can move past a page
 we already read. The watermark moves only after every page is durable.
+
+Servers differ in how they compare instants: some treat ``ge…:10Z`` as the whole second,
+others compare exact instants (``gt…:10Z`` matches ``…:10.148Z``). The watermark is kept at
+millisecond precision; the search sends it at ``precision`` (``"second"``, floored, which
+every server takes, or ``"millisecond"`` where the server's profile says it takes fractional
+seconds), always with ``ge`` and minus the overlap, so neither reading loses a version. Only
+the ``next`` links are followed: no ``Bundle.total``, no ``last`` link, no ``_history``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -27,9 +34,20 @@ __all__ = ["PollStats", "Poller", "format_instant"]
 log = structlog.get_logger(__name__)
 
 
-def format_instant(value: datetime) -> str:
-    """A FHIR instant in UTC with seconds precision, e.g. ``2026-01-02T03:04:05Z``."""
-    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+Precision = Literal["second", "millisecond"]
+
+
+def format_instant(value: datetime, precision: Precision = "second") -> str:
+    """A FHIR instant in UTC, floored to ``precision``: ``2026-01-02T03:04:05Z`` or
+    ``2026-01-02T03:04:05.148Z``."""
+    moment = value.astimezone(UTC)
+    if precision == "millisecond":
+        text = moment.replace(microsecond=moment.microsecond // 1000 * 1000).isoformat(
+            timespec="milliseconds"
+        )
+    else:
+        text = moment.replace(microsecond=0).isoformat()
+    return text.replace("+00:00", "Z")
 
 
 def _server_time(page: Page) -> datetime | None:
@@ -57,7 +75,8 @@ class PollStats:
 
 
 class Poller:
-    """Polls one server for the watched types into the journal."""
+    """Polls one server for the watched types into the journal (``precision``: how the
+    ``_lastUpdated`` search sends the watermark, see the module docstring)."""
 
     def __init__(
         self,
@@ -71,6 +90,7 @@ class Poller:
         sort: bool = True,
         progress: Callable[[PollStats], None] | None = None,
         sink: Callable[[list[ResourceVersion]], Awaitable[None]] | None = None,
+        precision: Precision = "second",
     ) -> None:
         self.client = client
         self.store = store
@@ -81,6 +101,7 @@ class Poller:
         self.sort = sort
         self.progress = progress
         self.sink = sink
+        self.precision: Precision = precision
 
     async def poll(self, default_since: datetime, stats: PollStats | None = None) -> PollStats:
         """Poll every watched type once."""
@@ -96,7 +117,7 @@ class Poller:
         mark = parse_instant(self.store.watermark(self.server, resource_type))
         since = (mark - self.overlap) if mark is not None else default_since
         params: dict[str, Any] = {
-            "_lastUpdated": f"ge{format_instant(since)}",
+            "_lastUpdated": f"ge{format_instant(since, self.precision)}",
             "_count": self.page_size,
         }
         if self.sort:
@@ -136,5 +157,7 @@ class Poller:
         # every page is journalled: the mark may move
         mark_to = next_mark or newest_seen
         if mark_to is not None:
-            self.store.set_watermark(self.server, resource_type, format_instant(mark_to))
+            self.store.set_watermark(
+                self.server, resource_type, format_instant(mark_to, "millisecond")
+            )
         log.info("poll_done", resource_type=resource_type, read=stats.read, new=stats.new)

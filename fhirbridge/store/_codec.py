@@ -6,11 +6,14 @@ or an outbox payload come back the same way from each (through JSON).
 
 from __future__ import annotations
 
-import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from fhirbridge.store.base import DeadLetter, OutboxItem, Stay, StoredTransition
 from fhirbridge.values import ResourceVersion, Transition, TransitionKind, parse_instant
@@ -25,6 +28,8 @@ __all__ = [
     "encounter_row",
     "from_iso",
     "iso",
+    "lane_key",
+    "patient_key",
     "loads_mapping",
     "outbox_from_row",
     "outbox_letter",
@@ -88,31 +93,82 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+_DUMPS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON with sorted keys; dates become ISO text, anything else unknown its ``str``."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+    """Compact JSON with sorted keys; dates become ISO text, anything else unknown its ``str``.
+
+    orjson writes it (non-ASCII as UTF-8 rather than ``\\u`` escapes); a value it cannot
+    write at all (an integer beyond 64 bits) goes through :func:`_json_default` as text.
+    """
+    try:
+        return orjson.dumps(value, default=_json_default, option=_DUMPS).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_plain(value), default=_json_default, option=_DUMPS).decode()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with integers orjson cannot write as text (they are never FHIR numbers)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(item) for item in value]
+    return value
 
 
 def loads_mapping(value: Any) -> dict[str, Any]:
     """A JSON object column (text, or already decoded by the driver) as a dict."""
-    decoded = json.loads(value) if isinstance(value, str | bytes) else value
+    decoded = ResourceVersion.parse_json(value) if isinstance(value, str | bytes) else value
     return dict(decoded) if isinstance(decoded, Mapping) else {}
 
 
+@lru_cache(maxsize=16384)
 def relative_reference(reference: str) -> str:
     """``Type/id`` from a relative, absolute or versioned reference; anything else unchanged.
 
     ``https://ehr.example/fhir/Patient/7/_history/2`` and ``Patient/7`` both give ``Patient/7``;
-    ``urn:uuid:...`` and ``#contained`` stay as they are.
+    ``urn:uuid:...`` and ``#contained`` stay as they are. Cached: a patient's reference
+    recurs in every version about them.
     """
     text = reference.strip()
     match = _REFERENCE.search(text)
     return f"{match[1]}/{match[2]}" if match else text
 
 
+#: Where each resource type names its patient (the first that holds a reference wins).
+_PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary", "individual")
+
+
+def patient_key(version: ResourceVersion) -> str:
+    """``Patient/id`` of the patient a version is about: the Patient itself, else the first
+    of ``subject``, ``patient``, ``for``, ... that holds a reference; else the version's own
+    reference (a resource about no patient is a lane of its own)."""
+    if version.resource_type == "Patient":
+        return version.reference
+    resource = version.resource
+    for name in _PATIENT_FIELDS:
+        value = resource.get(name)
+        if isinstance(value, Mapping):
+            reference = value.get("reference")
+            if isinstance(reference, str) and reference.strip():
+                return relative_reference(reference)
+    return version.reference
+
+
+def lane_key(version: ResourceVersion) -> int:
+    """The CRC-32 of :func:`patient_key`: a patient's lane among ``n`` is ``lane_key % n``."""
+    return zlib.crc32(patient_key(version).encode())
+
+
 def version_params(version: ResourceVersion, now: datetime | str) -> dict[str, Any]:
     """The bound parameters that identify and hold one resource version."""
     return {
+        "lane_key": lane_key(version),
         "server": version.server,
         "resource_type": version.resource_type,
         "resource_id": version.id,
@@ -135,7 +191,7 @@ def version_from_row(row: tuple[Any, ...] | Any) -> ResourceVersion:
         version_id=version_id,
         last_updated=last_updated,
         raw=raw,
-        resource=json.loads(raw),
+        resource=ResourceVersion.parse_json(raw),
     )
 
 

@@ -12,7 +12,9 @@ connector subclass supplies what differs between the databases:
 - :meth:`SqlStore._stamp`, how an instant is bound (ISO text in SQLite, ``timestamptz`` in
   PostgreSQL), and :meth:`SqlStore._inserted_id`, the id of the row just inserted;
 - optionally :meth:`SqlStore._prepare_migrations` and :meth:`SqlStore._statements` (how a
-  migration script is run), and ``claim_outbox`` (PostgreSQL locks what it claims).
+  migration script is run).
+
+The writer lock, leases and event counters are in :mod:`fhirbridge.store._sqlwork`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
@@ -74,6 +77,24 @@ def translated(
     return wrapper
 
 
+#: A snapshot row, and the encounter_index row to upsert or the key of the one to delete.
+_SnapshotRows = tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """The rows the ``complete`` and ``reject`` calls of an open batch have gathered."""
+
+    processed: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    letters: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: dict[tuple[str, str, str], _SnapshotRows] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.processed)
+
+
 class SqlStore(ABC, Generic[_C]):
     """The :class:`~fhirbridge.store.base.Store` port on a SQL database reached through ``_C``
     cursors; a subclass per dialect supplies connection, transactions and bindings."""
@@ -83,6 +104,8 @@ class SqlStore(ABC, Generic[_C]):
     _label: ClassVar[str]
     _driver_error: type[Exception]
     _clock: _codec.Clock
+    #: Inside a batch, what its ``complete``/``reject`` calls gathered (None outside one).
+    _deferred: _Deferred | None = None
 
     # -- what each connector supplies ------------------------------------------------------
     @abstractmethod
@@ -175,12 +198,6 @@ class SqlStore(ABC, Generic[_C]):
         rows = self._read("snapshot", params)
         return _codec.version_from_row(rows[0]) if rows else None
 
-    def _mark_processed(self, cur: _C, version: ResourceVersion, now: datetime | str) -> None:
-        params = _codec.version_params(version, now)
-        cur.execute(self._queries["mark_processed"], params)
-        if cur.rowcount == 0:  # processed already, or never appended: journal it, not pending
-            cur.execute(self._queries["insert_version"], params)
-
     @translated
     def complete(
         self,
@@ -191,51 +208,94 @@ class SqlStore(ABC, Generic[_C]):
         notes: Mapping[str, str] | None = None,
         update_snapshot: bool = True,
     ) -> None:
-        """Mark ``version`` processed, atomically with its transitions, outbox and snapshot."""
-        now = self._now()
-        with self._write() as cur:
-            self._mark_processed(cur, version, now)
-            if transitions:
-                rows = _codec.transition_rows(transitions, notes, now)
-                cur.executemany(self._queries["insert_transition"], rows)
-            if outbox:
-                self._insert_outbox(cur, outbox, now)
-            if update_snapshot:
-                self._update_snapshot(cur, version)
+        """Mark ``version`` processed, atomically with its transitions, outbox and snapshot.
 
-    def _update_snapshot(self, cur: _C, version: ResourceVersion) -> None:
-        key = {
+        Inside :meth:`batch` the rows are gathered and written when the batch ends (or before
+        anything else reads or writes the store), one statement per table for the whole
+        batch; outside, they are written at once in one transaction.
+        """
+        now = self._now()
+        # everything that can fail in Python is done before the first row is gathered
+        processed = _codec.version_params(version, now)
+        found = _codec.transition_rows(transitions, notes, now) if transitions else []
+        items = [self._outbox_params(item, now) for item in outbox]
+        snapshot = self._snapshot_rows(version) if update_snapshot else None
+        rows = self._deferred if self._deferred is not None else _Deferred()
+        rows.processed.append(processed)
+        rows.transitions.extend(found)
+        rows.outbox.extend(items)
+        if snapshot is not None:
+            rows.snapshots[snapshot[0]["key"]] = snapshot
+        if rows is not self._deferred:
+            with self._write() as cur:
+                self._write_rows(cur, rows)
+
+    def _snapshot_rows(self, version: ResourceVersion) -> _SnapshotRows:
+        """The snapshot row, and the encounter_index row to upsert or the one to delete."""
+        snapshot = {
             "server": version.server,
             "resource_type": version.resource_type,
             "resource_id": version.id,
             "version_id": version.version_id,
+            "key": (version.server, version.resource_type, version.id),
         }
-        cur.execute(self._queries["upsert_snapshot"], key)
         if version.resource_type != "Encounter":
-            return
+            return snapshot, None, None
         row = _codec.encounter_row(version)
         if row is None:
             encounter = f"Encounter/{version.id}"
-            params = {"server": version.server, "encounter": encounter}
-            cur.execute(self._queries["delete_encounter"], params)
-            return
+            return snapshot, None, {"server": version.server, "encounter": encounter}
         for column in ("start_at", "end_at"):
             if row[column] is not None:
                 row[column] = self._stamp(row[column])
-        cur.execute(self._queries["upsert_encounter"], row)
+        return snapshot, row, None
+
+    def _write_rows(self, cur: _C, rows: _Deferred) -> None:
+        """Write gathered rows: one ``executemany`` per statement, in an order that gives what
+        the calls one by one would have given (the last snapshot of a resource wins)."""
+        q = self._queries
+        if rows.processed:
+            # a version processed without being appended is journalled (not pending); one
+            # that was appended is taken off the pending list
+            cur.executemany(q["insert_version"], rows.processed)
+            cur.executemany(q["mark_processed"], rows.processed)
+        if rows.transitions:
+            cur.executemany(q["insert_transition"], rows.transitions)
+        if rows.outbox:
+            cur.executemany(q["insert_outbox"], rows.outbox)
+        if rows.letters:
+            cur.executemany(q["insert_dead_letter"], rows.letters)
+        if rows.snapshots:
+            snapshots = list(rows.snapshots.values())
+            cur.executemany(q["upsert_snapshot"], [s for s, _, _ in snapshots])
+            upserts = [row for _, row, _ in snapshots if row is not None]
+            deletes = [gone for _, _, gone in snapshots if gone is not None]
+            if upserts:
+                cur.executemany(q["upsert_encounter"], upserts)
+            if deletes:
+                cur.executemany(q["delete_encounter"], deletes)
+
+    def _flush(self, cur: _C) -> None:
+        """Write what the open batch gathered so far (before any other statement in it)."""
+        rows = self._deferred
+        if rows:
+            self._deferred = _Deferred()
+            self._write_rows(cur, rows)
 
     @translated
     def reject(self, version: ResourceVersion, reason: str) -> None:
         """Mark ``version`` processed without effect and put it in the dead letters.
 
         The dead letter's source is ``process``, its reference ``server|Type/id/_history/vid``
-        and its payload the raw bytes.
+        and its payload the raw bytes. Inside :meth:`batch` it is gathered as ``complete`` is.
         """
         now = self._now()
-        with self._write() as cur:
-            self._mark_processed(cur, version, now)
-            letter = {**_codec.rejected_letter(version, reason), "now": now}
-            cur.execute(self._queries["insert_dead_letter"], letter)
+        rows = self._deferred if self._deferred is not None else _Deferred()
+        rows.processed.append(_codec.version_params(version, now))
+        rows.letters.append({**_codec.rejected_letter(version, reason), "now": now})
+        if rows is not self._deferred:
+            with self._write() as cur:
+                self._write_rows(cur, rows)
 
     @translated
     def repend(self, server: str, resource_type: str, resource_id: str, version_id: str) -> bool:
@@ -285,16 +345,19 @@ class SqlStore(ABC, Generic[_C]):
             cur.execute(self._queries["set_watermark"], params)
 
     # -- outbox ----------------------------------------------------------------------------
+    @staticmethod
+    def _outbox_params(item: OutboxItem, now: datetime | str) -> dict[str, Any]:
+        return {
+            "key": item.key,
+            "kind": item.kind,
+            "payload": _codec.dumps(dict(item.payload)),
+            "now": now,
+        }
+
     def _insert_outbox(self, cur: _C, items: Sequence[OutboxItem], now: datetime | str) -> int:
         added = 0
         for item in items:
-            params = {
-                "key": item.key,
-                "kind": item.kind,
-                "payload": _codec.dumps(dict(item.payload)),
-                "now": now,
-            }
-            cur.execute(self._queries["insert_outbox"], params)
+            cur.execute(self._queries["insert_outbox"], self._outbox_params(item, now))
             added += cur.rowcount
         return added
 
@@ -306,12 +369,6 @@ class SqlStore(ABC, Generic[_C]):
         now = self._now()
         with self._write() as cur:
             return self._insert_outbox(cur, items, now)
-
-    @translated
-    def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
-        """Pending items, oldest first."""
-        rows = self._read("claim_outbox", {"limit": max(0, limit)})
-        return [_codec.outbox_from_row(row) for row in rows]
 
     def _outbox_item(self, cur: _C, item_id: int) -> OutboxItem:
         cur.execute(self._queries["outbox_item"], {"id": item_id})

@@ -11,6 +11,13 @@ The engine's flow through the store, and why it never loses or repeats work:
    before it leaves the version pending; after it, the outbox holds the work.
 4. ``claim_outbox`` / ``finish_outbox`` / ``fail_outbox`` drain the writes. An item whose
    write is lost in a crash is claimed again; writes are idempotent on the server.
+
+Who may write: ``acquire_writer`` gives one process the journal for one FHIR server (a second
+``run``/``serve``/``hl7`` is refused with :class:`~fhirbridge.errors.JournalBusy`). Several
+workers share a PostgreSQL journal through leases instead: ``lease_lanes`` shares the patient
+lanes out among the live workers (``pending(lanes=...)`` then hands a worker its lanes'
+versions only), ``claim_outbox(holder=...)`` leases items, ``take_lease`` elects one poller;
+a worker that dies stops renewing and its leases are taken over when they expire.
 """
 
 from __future__ import annotations
@@ -19,11 +26,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fhirbridge.values import ResourceVersion, Transition
 
-__all__ = ["DeadLetter", "OutboxItem", "Stay", "Store", "StoredTransition"]
+if TYPE_CHECKING:
+    from fhirbridge.store._writer import Holder
+
+__all__ = [
+    "LANES",
+    "LEASE_SECONDS",
+    "DeadLetter",
+    "EventCount",
+    "OutboxItem",
+    "Stay",
+    "Store",
+    "StoredTransition",
+]
+
+#: How many lanes the patients are hashed to (``lane_key % LANES``).
+LANES = 64
+#: How long a lease runs unless renewed (``store.lease_seconds``).
+LEASE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +104,26 @@ class Stay:
     end: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class EventCount:
+    """A subscription's event numbers after a notification was recorded.
+
+    Every number up to ``contiguous`` arrived; ``highest`` is the highest number received or
+    claimed by the server (``events-since-subscription-start``); ``duplicates`` counts the
+    numbers of this notification that had arrived before. ``highest > contiguous`` means
+    events may be missing.
+    """
+
+    contiguous: int
+    highest: int
+    duplicates: int = 0
+
+    @property
+    def gap(self) -> bool:
+        """Whether some event numbers up to ``highest`` have not arrived."""
+        return self.highest > self.contiguous
+
+
 @runtime_checkable
 class Store(Protocol):
     """The durable journal. Implementations: ``SqliteStore``, ``PostgresStore``, ``MemoryStore``.
@@ -88,11 +132,89 @@ class Store(Protocol):
     changes several tables does so in one transaction.
     """
 
+    #: Whether several worker processes may share this journal through leases (PostgreSQL);
+    #: where False (SQLite, memory) one writer per server is all it takes, and ``--workers``
+    #: is refused.
+    supports_workers: bool
+
     def migrate(self) -> None:
         """Create or upgrade the schema (idempotent)."""
 
     def close(self) -> None:
         """Release connections."""
+
+    def schema_version(self) -> int:
+        """The number of the latest migration applied (0 before ``migrate``)."""
+
+    # -- one writer, and leases for several workers ---------------------------------------
+    def acquire_writer(
+        self, server: str, holder: Holder | None = None
+    ) -> AbstractContextManager[Holder]:
+        """Hold the journal's writer lock for ``server`` while the block runs.
+
+        Raises :class:`~fhirbridge.errors.JournalBusy` (one line: who holds it, since when)
+        when another process holds it. It is released when the block ends, and when the
+        holding process dies however it dies; ``holder`` defaults to this process.
+        """
+
+    def writer(self, server: str) -> Holder | None:
+        """Who holds (or last held) the writer lock for ``server``, as recorded."""
+
+    def take_lease(self, name: str, holder: Holder, seconds: float = LEASE_SECONDS) -> bool:
+        """Take or renew the lease ``name`` for ``seconds``; False while another holds it.
+
+        A lease that expired is taken over (and counted in ``takeovers``).
+        """
+
+    def release_lease(self, name: str, holder: Holder) -> None:
+        """Give the lease up if ``holder`` has it."""
+
+    def lease_lanes(
+        self, holder: Holder, *, lanes: int = LANES, seconds: float = LEASE_SECONDS
+    ) -> frozenset[int]:
+        """Renew this worker's lanes and take its fair share of the free or expired ones.
+
+        Marks the worker alive for ``seconds``; its share is ``ceil(lanes / live workers)``:
+        lanes beyond it are given up for newcomers, free ones taken up to it. Call it more
+        often than ``seconds``. Returns the lanes (``0 .. lanes - 1``) it holds now.
+        """
+
+    def release_lanes(self, holder: Holder) -> None:
+        """Give up the worker's lanes and outbox leases, and forget the worker (on exit)."""
+
+    def takeovers(self, prefix: str = "lane:") -> int:
+        """How often leases whose names start with ``prefix`` were taken over after expiry."""
+
+    def pending_in_lanes(
+        self, lanes: Iterable[int], *, lane_count: int = LANES, limit: int = 500
+    ) -> list[ResourceVersion]:
+        """Pending versions of the patients in ``lanes`` (``lane_key % lane_count``), oldest
+        arrival first: what one worker processes, in each patient's order."""
+
+    def renew_outbox(self, holder: Holder, seconds: float = LEASE_SECONDS) -> int:
+        """Extend the leases of the outbox items ``holder`` has claimed; returns how many."""
+
+    def release_outbox(self, holder: Holder) -> int:
+        """Give up ``holder``'s outbox leases (items not finished return to the others)."""
+
+    def leased_outbox(self) -> int:
+        """How many pending outbox items are under a lease that still runs."""
+
+    # -- subscription event numbers --------------------------------------------------------
+    def record_events(
+        self,
+        server: str,
+        subscription: str,
+        numbers: Iterable[int],
+        *,
+        highest: int | None = None,
+        through: int | None = None,
+    ) -> EventCount:
+        """Record event numbers received for a subscription, atomically across receivers.
+
+        ``highest`` is what the server says it sent (``events-since-subscription-start``);
+        ``through`` marks every number up to it as covered (a catch-up poll finished).
+        """
 
     # -- resource versions -------------------------------------------------------------
     def append(self, versions: Iterable[ResourceVersion]) -> list[ResourceVersion]:
@@ -152,8 +274,15 @@ class Store(Protocol):
     def enqueue(self, items: Sequence[OutboxItem]) -> int:
         """Add items outside a version's processing (sweeps); returns how many were new."""
 
-    def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
-        """Pending items, oldest first (PostgreSQL claims them with SKIP LOCKED)."""
+    def claim_outbox(
+        self, limit: int = 50, *, holder: Holder | None = None, seconds: float = LEASE_SECONDS
+    ) -> list[OutboxItem]:
+        """Pending items, oldest first (PostgreSQL claims them with SKIP LOCKED).
+
+        With ``holder``, the items are leased to it for ``seconds`` (``claimed_by``,
+        ``lease_until``, one more attempt) and nobody else gets them until the lease expires
+        or the item is finished or failed; items under another's lease are skipped.
+        """
 
     def finish_outbox(self, item_id: int, result: Mapping[str, Any]) -> None:
         """Mark an item done, recording what the server answered (ids, status)."""

@@ -9,16 +9,27 @@ as a closed database would.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
 from fhirbridge.errors import StoreError
 from fhirbridge.store import _codec
-from fhirbridge.store.base import DeadLetter, OutboxItem, Stay, StoredTransition
+from fhirbridge.store._sql import migrations
+from fhirbridge.store._writer import Holder, busy, writer_lease_name
+from fhirbridge.store.base import (
+    LANES,
+    LEASE_SECONDS,
+    DeadLetter,
+    EventCount,
+    OutboxItem,
+    Stay,
+    StoredTransition,
+)
 from fhirbridge.values import ResourceVersion, Transition
 
 __all__ = ["MemoryStore"]
@@ -37,7 +48,29 @@ _STATE = (
     "_outbox_keys",
     "_dead",
     "_audit",
+    "_leases",
+    "_workers",
+    "_counters",
 )
+
+
+@dataclass(slots=True)
+class _Lease:
+    """A ``lease`` row: who holds it (None: released), until when (None: held by a lock),
+    how often it was taken over after its holder stopped renewing it."""
+
+    holder: Holder | None
+    expires: datetime | None
+    takeovers: int = 0
+
+
+@dataclass(slots=True)
+class _Counter:
+    """A ``subscription_counter`` row and the numbers received above ``contiguous``."""
+
+    contiguous: int = 0
+    highest: int = 0
+    above: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -52,6 +85,8 @@ class _Outbox:
     attempts: int = 0
     last_error: str = ""
     result: str = "{}"
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
 
     def item(self) -> OutboxItem:
         return _codec.outbox_from_row(
@@ -71,10 +106,13 @@ class _Outbox:
 class MemoryStore:
     """The :class:`~fhirbridge.store.base.Store` port held in memory (nothing is durable)."""
 
+    supports_workers = False
+
     def __init__(self, *, clock: _codec.Clock = _codec.system_clock) -> None:
         self._clock = clock
         self._closed = False
         self._in_batch = False
+        self._writers: set[str] = set()  # servers whose writer lock is held
         self._clear()
 
     def _clear(self) -> None:
@@ -88,6 +126,9 @@ class MemoryStore:
         self._outbox_keys: dict[str, int] = {}
         self._dead: dict[int, DeadLetter] = {}
         self._audit: list[tuple[int, datetime, str, str, str]] = []
+        self._leases: dict[str, _Lease] = {}
+        self._workers: dict[str, datetime] = {}  # worker id -> seen until
+        self._counters: dict[tuple[str, str], _Counter] = {}
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -112,6 +153,8 @@ class MemoryStore:
     def _save(self) -> dict[str, Any]:
         state = {name: copy.copy(getattr(self, name)) for name in _STATE}
         state["_outbox"] = {i: replace(row) for i, row in self._outbox.items()}
+        state["_leases"] = {n: replace(lease) for n, lease in self._leases.items()}
+        state["_counters"] = {k: replace(c, above=set(c.above)) for k, c in self._counters.items()}
         return state
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -137,7 +180,187 @@ class MemoryStore:
     def close(self) -> None:
         """Forget everything; later calls raise StoreError."""
         self._closed = True
+        self._writers.clear()
         self._clear()
+
+    def schema_version(self) -> int:
+        """The SQL stores' latest migration: this store always has every table."""
+        self._check_open()
+        return len(migrations("sqlite"))
+
+    # -- one writer, and leases ------------------------------------------------------------
+    @contextmanager
+    def acquire_writer(self, server: str, holder: Holder | None = None) -> Iterator[Holder]:
+        """Hold the writer lock for ``server`` while the block runs (this store's alone)."""
+        self._check_open()
+        if server in self._writers:
+            raise busy(server, self.writer(server))
+        holder = holder or Holder.here(clock=self._clock)
+        self._writers.add(server)
+        name = writer_lease_name(server)
+        before = self._leases.get(name)
+        died = before is not None and before.holder is not None
+        takeovers = (before.takeovers if before is not None else 0) + died
+        self._leases[name] = _Lease(holder, None, takeovers)
+        try:
+            yield holder
+        finally:
+            self._writers.discard(server)
+            self.release_lease(name, holder)
+
+    def writer(self, server: str) -> Holder | None:
+        """Who holds (or last held) the writer lock for ``server``."""
+        self._check_open()
+        lease = self._leases.get(writer_lease_name(server))
+        return lease.holder if lease is not None else None
+
+    def _take(self, name: str, holder: Holder, now: datetime, until: datetime) -> bool:
+        lease = self._leases.get(name)
+        if lease is None or lease.holder is None:
+            takeovers = lease.takeovers if lease is not None else 0
+            self._leases[name] = _Lease(replace(holder, since=now), until, takeovers)
+            return True
+        if lease.holder.worker == holder.worker:
+            lease.expires = until
+            return True
+        if lease.expires is not None and lease.expires < now:
+            self._leases[name] = _Lease(replace(holder, since=now), until, lease.takeovers + 1)
+            return True
+        return False
+
+    def take_lease(self, name: str, holder: Holder, seconds: float = LEASE_SECONDS) -> bool:
+        """Take or renew the lease ``name``; False while another holder's lease runs."""
+        now = self._now()
+        return self._take(name, holder, now, now + timedelta(seconds=seconds))
+
+    def release_lease(self, name: str, holder: Holder) -> None:
+        """Give the lease up if ``holder`` has it."""
+        self._check_open()
+        lease = self._leases.get(name)
+        if lease is not None and lease.holder is not None and lease.holder.worker == holder.worker:
+            lease.holder = lease.expires = None
+
+    def _lanes_of(self, worker: str | None, now: datetime, *, mine: bool) -> list[int]:
+        found = []
+        for name, lease in self._leases.items():
+            if not name.startswith("lane:") or lease.expires is None or lease.expires < now:
+                continue
+            if lease.holder is not None and (lease.holder.worker == worker) == mine:
+                found.append(int(name[5:]))
+        return sorted(found)
+
+    def lease_lanes(
+        self, holder: Holder, *, lanes: int = LANES, seconds: float = LEASE_SECONDS
+    ) -> frozenset[int]:
+        """Renew this worker's lanes and take its fair share of the free or expired ones."""
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
+        now = self._now()
+        until = now + timedelta(seconds=seconds)
+        self._workers[holder.worker] = until
+        live = sum(1 for seen in self._workers.values() if seen >= now)
+        share = math.ceil(lanes / max(1, live))
+        mine = [lane for lane in self._lanes_of(holder.worker, now, mine=True) if lane < lanes]
+        for lane in mine[share:]:
+            self.release_lease(f"lane:{lane:04d}", holder)
+        held = set(mine[:share])
+        taken = set(self._lanes_of(holder.worker, now, mine=False))
+        wanted = sorted(held) + [n for n in range(lanes) if n not in held and n not in taken]
+        held = set()
+        for lane in wanted:
+            if len(held) >= share:
+                break
+            if self._take(f"lane:{lane:04d}", holder, now, until):
+                held.add(lane)
+        return frozenset(held)
+
+    def release_lanes(self, holder: Holder) -> None:
+        """Give up the worker's lanes and outbox leases, and forget the worker."""
+        now = self._now()
+        for name in [n for n in self._leases if n.startswith("lane:")]:
+            self.release_lease(name, holder)
+        self.release_outbox(holder)
+        self._workers = {
+            w: seen for w, seen in self._workers.items() if w != holder.worker and seen >= now
+        }
+
+    def takeovers(self, prefix: str = "lane:") -> int:
+        """How often leases whose names start with ``prefix`` were taken over after expiry."""
+        self._check_open()
+        return sum(lease.takeovers for n, lease in self._leases.items() if n.startswith(prefix))
+
+    def pending_in_lanes(
+        self, lanes: Iterable[int], *, lane_count: int = LANES, limit: int = 500
+    ) -> list[ResourceVersion]:
+        """Pending versions of the patients in ``lanes``, oldest arrival first."""
+        self._check_open()
+        chosen = set(lanes)
+        mine = (v for v in self._pending.values() if _codec.lane_key(v) % lane_count in chosen)
+        return list(islice(mine, max(0, limit)))
+
+    def renew_outbox(self, holder: Holder, seconds: float = LEASE_SECONDS) -> int:
+        """Extend the leases of the outbox items ``holder`` has claimed; returns how many."""
+        now = self._now()
+        renewed = 0
+        for row in self._outbox.values():
+            if (
+                row.state == "pending"
+                and row.claimed_by == holder.worker
+                and row.lease_until is not None
+                and row.lease_until >= now
+            ):
+                row.lease_until = now + timedelta(seconds=seconds)
+                renewed += 1
+        return renewed
+
+    def release_outbox(self, holder: Holder) -> int:
+        """Give up ``holder``'s outbox leases; returns how many."""
+        self._check_open()
+        released = 0
+        for row in self._outbox.values():
+            if row.state == "pending" and row.claimed_by == holder.worker:
+                row.claimed_by = row.lease_until = None
+                released += 1
+        return released
+
+    def leased_outbox(self) -> int:
+        """How many pending outbox items are under a lease that still runs."""
+        now = self._now()
+        return sum(
+            1
+            for row in self._outbox.values()
+            if row.state == "pending" and row.lease_until is not None and row.lease_until >= now
+        )
+
+    # -- subscription event numbers --------------------------------------------------------
+    def record_events(
+        self,
+        server: str,
+        subscription: str,
+        numbers: Iterable[int],
+        *,
+        highest: int | None = None,
+        through: int | None = None,
+    ) -> EventCount:
+        """Record event numbers received for a subscription."""
+        self._check_open()
+        counter = self._counters.setdefault((server, subscription), _Counter())
+        duplicates = 0
+        for number in numbers:
+            counter.highest = max(counter.highest, number)
+            if number <= counter.contiguous or number in counter.above:
+                duplicates += 1
+            else:
+                counter.above.add(number)
+        if highest is not None:
+            counter.highest = max(counter.highest, highest)
+        if through is not None and through > counter.contiguous:
+            counter.contiguous = through
+        while counter.contiguous + 1 in counter.above:
+            counter.contiguous += 1
+        counter.above = {n for n in counter.above if n > counter.contiguous}
+        counter.highest = max(counter.highest, counter.contiguous)
+        return EventCount(counter.contiguous, counter.highest, duplicates)
 
     # -- resource versions -----------------------------------------------------------------
     @staticmethod
@@ -282,11 +505,24 @@ class MemoryStore:
         self._check_open()
         return self._add_outbox(items)
 
-    def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
-        """Pending items, oldest first."""
-        self._check_open()
-        pending = (row for row in self._outbox.values() if row.state == "pending")
-        return [row.item() for row in islice(pending, max(0, limit))]
+    def claim_outbox(
+        self, limit: int = 50, *, holder: Holder | None = None, seconds: float = LEASE_SECONDS
+    ) -> list[OutboxItem]:
+        """Pending items, oldest first; leased to ``holder`` for ``seconds`` when given."""
+        now = self._now()
+        if holder is None:
+            pending = (row for row in self._outbox.values() if row.state == "pending")
+            return [row.item() for row in islice(pending, max(0, limit))]
+        free = (
+            row
+            for row in self._outbox.values()
+            if row.state == "pending" and (row.lease_until is None or row.lease_until < now)
+        )
+        claimed = list(islice(free, max(0, limit)))
+        for row in claimed:
+            row.claimed_by, row.lease_until = holder.worker, now + timedelta(seconds=seconds)
+            row.attempts += 1
+        return [row.item() for row in claimed]
 
     def _row(self, item_id: int) -> _Outbox:
         row = self._outbox.get(item_id)
@@ -298,14 +534,17 @@ class MemoryStore:
         """Mark an item done, recording what the server answered (ids, status)."""
         self._check_open()
         row = self._row(item_id)
-        row.state, row.attempts, row.result = "done", row.attempts + 1, _codec.dumps(dict(result))
+        row.attempts += row.claimed_by is None  # a leased item counted it when claimed
+        row.state, row.result = "done", _codec.dumps(dict(result))
+        row.claimed_by = row.lease_until = None
 
     def fail_outbox(self, item_id: int, error: str, *, dead: bool) -> None:
         """Count a failed attempt; ``dead`` moves it to the dead letters for good."""
         self._check_open()
         row = self._row(item_id)
-        row.attempts += 1
+        row.attempts += row.claimed_by is None  # a leased item counted it when claimed
         row.last_error = error
+        row.claimed_by = row.lease_until = None
         if dead:
             row.state = "dead"
             self.dead_letter(**_codec.outbox_letter(row.item(), error))
@@ -370,6 +609,7 @@ class MemoryStore:
                 self._dead[letter.id] = replace(letter, replayed=True)
         for row in dead.values():
             row.state, row.attempts = "pending", 0
+            row.claimed_by = row.lease_until = None
         return len(dead)
 
     def audit(self, action: str, reference: str, detail: Mapping[str, Any]) -> None:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from fhirbridge.errors import ConfigError, StoreError
 from fhirbridge.store import _codec
 from fhirbridge.store._sql import queries
-from fhirbridge.store._sqlbase import SqlStore, translated
+from fhirbridge.store._sqlbase import _Deferred, translated
+from fhirbridge.store._sqlwork import SqlWork
 from fhirbridge.store.base import OutboxItem
 from fhirbridge.values import ResourceVersion
 
@@ -38,7 +39,7 @@ def _import_psycopg() -> Any:
     return psycopg
 
 
-class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
+class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
     """The :class:`~fhirbridge.store.base.Store` port on a PostgreSQL database.
 
     ``dsn`` is a libpq connection string or URL. ``schema`` puts every table in that schema
@@ -50,7 +51,16 @@ class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
     runs, and a claimed item stays ``pending`` until it is finished or failed, so a worker
     that dies mid-write leaves it claimable, and a worker that claims later may get an item
     another is still writing: the writes are idempotent (conditional create, ``If-Match``).
+    ``claim_outbox(holder=...)`` leases the items instead (``claimed_by``, ``lease_until``):
+    nobody else gets them until they are finished, failed, or the lease runs out.
+
+    ``create=False`` refuses a database (or schema) that holds no journal yet. The writer
+    lock (:meth:`acquire_writer`) is a session advisory lock per schema and server, released
+    when the connection closes (the process ended); lanes, polls and outbox items are leased
+    with expiry, for several workers (:meth:`lease_lanes`).
     """
+
+    supports_workers = True
 
     _dialect = "postgres"
     _queries = queries("postgres")
@@ -61,6 +71,7 @@ class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
         dsn: str,
         *,
         schema: str | None = None,
+        create: bool = True,
         connect_timeout: int = 10,
         clock: _codec.Clock = _codec.system_clock,
     ) -> None:
@@ -85,6 +96,13 @@ class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
             except psycopg_module.Error as exc:
                 conn.close()
                 raise StoreError(f"cannot use the schema {schema!r}: {exc}") from exc
+        if not create and self.schema_version() == 0:
+            conn.close()
+            where = f"the schema {schema!r}" if schema else "this database"
+            raise ConfigError(
+                f"store.url: {where} holds no journal (a typo in the URL?); create a new one "
+                "on purpose (fhirbridge --new-journal)"
+            )
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -97,6 +115,9 @@ class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
         every commit is flushed before it returns. Inside :meth:`batch` it is a savepoint of
         the batch's transaction.
         """
+        if self._deferred:
+            with self._conn.cursor() as cur:
+                self._flush(cur)
         with self._conn.transaction(), self._conn.cursor() as cur:
             yield cur
 
@@ -114,16 +135,20 @@ class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
             return
         try:
             with self._conn.transaction():
-                self._in_batch = True
+                self._in_batch, self._deferred = True, _Deferred()
                 try:
                     yield
+                    with self._conn.cursor() as cur:
+                        self._flush(cur)
                 finally:
-                    self._in_batch = False
+                    self._in_batch, self._deferred = False, None
         except self._driver_error as exc:
             raise self._failure(exc) from exc
 
     def _read(self, name: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self._conn.cursor() as cur:
+            if self._deferred:
+                self._flush(cur)
             cur.execute(self._queries[name], params)
             return cur.fetchall()
 
@@ -175,9 +200,24 @@ class PostgresStore(SqlStore["psycopg.Cursor[tuple[Any, ...]]"]):
                 cur.executemany(self._queries["insert_pending"], seqs)
         return new
 
+    # -- the writer lock -------------------------------------------------------------------
+    def _lock_writer(self, server: str) -> bool:
+        with self._conn.cursor() as cur:
+            cur.execute(self._queries["writer_lock"], {"server": server})
+            row = cur.fetchone()
+        return bool(row and row[0])
+
+    def _unlock_writer(self, server: str) -> None:
+        if not self._conn.closed:
+            with self._conn.cursor() as cur:
+                cur.execute(self._queries["writer_unlock"], {"server": server})
+
+    @staticmethod
+    def _ints(values: Iterable[int]) -> list[int]:
+        return list(values)
+
     # -- outbox ----------------------------------------------------------------------------
-    @translated
-    def claim_outbox(self, limit: int = 50) -> list[OutboxItem]:
+    def _claim_unleased(self, limit: int) -> list[OutboxItem]:
         """Pending items, oldest first, skipping rows another transaction holds locked."""
         with self._write() as cur:
             cur.execute(self._queries["claim_outbox"], {"limit": max(0, limit)})

@@ -14,6 +14,10 @@ commit a whole batch of ``complete`` calls at once.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -24,19 +28,28 @@ from typing import Any
 from fhirbridge.errors import ConfigError, StoreError
 from fhirbridge.store import _codec
 from fhirbridge.store._sql import queries
-from fhirbridge.store._sqlbase import SqlStore, translated
+from fhirbridge.store._sqlbase import _Deferred, translated
+from fhirbridge.store._sqlwork import SqlWork
 from fhirbridge.values import ResourceVersion
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(SqlStore[sqlite3.Cursor]):
+class SqliteStore(SqlWork[sqlite3.Cursor]):
     """The :class:`~fhirbridge.store.base.Store` port on one SQLite file.
 
-    ``path`` is a file (its folder is created) or ``":memory:"``. ``busy_timeout`` is how many
-    seconds a call waits for another process's write lock before it fails. ``clock`` stamps
-    arrivals, detections, dead letters and audit records (UTC).
+    ``path`` is a file (its folder is created) or ``":memory:"``. ``create=False`` refuses a
+    file that does not exist yet (a typo in the path would otherwise start an empty journal).
+    ``busy_timeout`` is how many seconds a call waits for another process's write lock before
+    it fails. ``clock`` stamps arrivals, detections, dead letters and audit records (UTC).
+
+    The writer lock (:meth:`acquire_writer`) is an ``flock`` on ``<path>.writer-<hash>.lock``
+    beside the file, one per FHIR server: the kernel releases it when the process ends, so a
+    holder that crashed never leaves a stale lock behind. SQLite keeps one writer per server:
+    the lane and outbox leases work here too, but several workers belong on PostgreSQL.
     """
+
+    supports_workers = False
 
     _dialect = "sqlite"
     _queries = queries("sqlite")
@@ -47,12 +60,19 @@ class SqliteStore(SqlStore[sqlite3.Cursor]):
         self,
         path: str | Path,
         *,
+        create: bool = True,
         busy_timeout: float = 5.0,
         clock: _codec.Clock = _codec.system_clock,
     ) -> None:
         self.path = str(path)
         self._clock = clock
         self._in_batch = False
+        self._locks: dict[str, int] = {}  # server -> the lock file's descriptor
+        if not create and self.path != ":memory:" and not Path(self.path).is_file():
+            raise ConfigError(
+                f"store.url: there is no journal at {Path(self.path).resolve()} (a typo in the "
+                "path?); create a new one on purpose (fhirbridge --new-journal)"
+            )
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +126,7 @@ class SqliteStore(SqlStore[sqlite3.Cursor]):
         """
         cursor = self._conn.cursor()
         if self._in_batch:
+            self._flush(cursor)
             cursor.execute("SAVEPOINT store_call")
             try:
                 yield cursor
@@ -146,23 +167,66 @@ class SqliteStore(SqlStore[sqlite3.Cursor]):
         except sqlite3.Error as exc:
             raise self._failure(exc) from exc
         self._in_batch = True
+        self._deferred = _Deferred()
         try:
             yield
         except BaseException:
-            self._in_batch = False
+            self._in_batch, self._deferred = False, None
             with suppress(sqlite3.Error):  # the error that got us here matters more
                 self._conn.rollback()
             raise
-        self._in_batch = False
         try:
+            self._flush(self._conn.cursor())
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with suppress(sqlite3.Error):
                 self._conn.rollback()
             raise self._failure(exc) from exc
+        finally:
+            self._in_batch, self._deferred = False, None
 
     def _read(self, name: str, params: Mapping[str, Any]) -> list[Any]:
+        if self._deferred:
+            self._flush(self._conn.cursor())
         return self._conn.execute(self._queries[name], params).fetchall()
+
+    # -- the writer lock -------------------------------------------------------------------
+    def _lock_path(self, server: str) -> str:
+        digest = hashlib.sha256(server.encode()).hexdigest()[:12]
+        return f"{self.path}.writer-{digest}.lock"
+
+    def _lock_writer(self, server: str) -> bool:
+        """``flock`` the server's lock file (a ``:memory:`` journal is this store's alone)."""
+        if server in self._locks:
+            return False
+        if self.path == ":memory:":
+            self._locks[server] = -1
+            return True
+        try:
+            fd = os.open(self._lock_path(server), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the journal's lock file: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot lock the journal's lock file: {exc}") from exc
+        self._locks[server] = fd
+        return True
+
+    def _unlock_writer(self, server: str) -> None:
+        fd = self._locks.pop(server, -1)
+        if fd >= 0:
+            with suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @staticmethod
+    def _ints(values: Iterable[int]) -> str:
+        return json.dumps(list(values))
 
     @staticmethod
     def _stamp(moment: datetime) -> str:
@@ -199,22 +263,37 @@ class SqliteStore(SqlStore[sqlite3.Cursor]):
         with suppress(sqlite3.Error):
             self._conn.execute("PRAGMA optimize")
         self._conn.close()
+        for server in list(self._locks):
+            self._unlock_writer(server)
 
     # -- resource versions -----------------------------------------------------------------
     @translated
     def append(self, versions: Iterable[ResourceVersion]) -> list[ResourceVersion]:
-        """Journal versions in one durable transaction; return those that were new."""
+        """Journal versions in one durable transaction; return those that were new.
+
+        One statement per page, whatever its size: the versions are inserted with one
+        ``executemany`` (duplicates ignored), then the rows it added (those past the highest
+        ``seq`` before it: the transaction holds the write lock) go on the pending list with
+        one ``INSERT ... SELECT``, and their keys are read back to tell which were new.
+        """
         now = self._now()
         batch = list(versions)
         if not batch:
             return []
-        new: list[ResourceVersion] = []
         q = self._queries
-        insert_version, insert_pending = q["insert_version"], q["insert_pending"]
         with self._write(durable=True) as cur:
-            for version in batch:
-                cur.execute(insert_version, _codec.version_params(version, now))
-                if cur.rowcount == 1:
-                    cur.execute(insert_pending, {"seq": cur.lastrowid})
-                    new.append(version)
+            cur.execute(q["last_seq"])
+            (before,) = cur.fetchone()
+            cur.executemany(q["insert_version"], [_codec.version_params(v, now) for v in batch])
+            cur.execute(q["pend_appended"], {"after": before})
+            if cur.rowcount == 0:
+                return []
+            cur.execute(q["appended_keys"], {"after": before})
+            added = set(cur.fetchall())
+        new: list[ResourceVersion] = []
+        for version in batch:
+            key = (version.server, version.resource_type, version.id, version.version_id)
+            if key in added:
+                added.discard(key)  # a duplicate within the page is not new twice
+                new.append(version)
         return new

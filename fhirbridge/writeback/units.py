@@ -19,7 +19,6 @@ __all__ = [
     "TRANSACTION",
     "WritePath",
     "WriteUnit",
-    "write_path_for",
     "write_units",
 ]
 
@@ -65,15 +64,3 @@ def write_units(items: Iterable[OutboxItem]) -> list[WriteUnit]:
         patient = str(_transition(members[0]).get("patient") or "")
         units.append(WriteUnit(key, patient, tuple(members)))
     return units
-
-
-def write_path_for(statement: Mapping[str, Any]) -> WritePath:
-    """The path a server's CapabilityStatement suggests: transactions where it lists the
-    system-level ``transaction`` interaction, else one request per resource."""
-    for rest in statement.get("rest") or ():
-        if rest.get("mode", "server") != "server":
-            continue
-        for interaction in rest.get("interaction") or ():
-            if isinstance(interaction, Mapping) and interaction.get("code") == "transaction":
-                return TRANSACTION
-    return PER_RESOURCE

@@ -33,6 +33,7 @@ from fhirbridge.errors import (
     VersionConflict,
 )
 from fhirbridge.fhir.client import FhirClient
+from fhirbridge.fhir.probe import server_profile
 from fhirbridge.identity import OBSERVATION_PLACEHOLDER
 from fhirbridge.store.base import OutboxItem, Store
 from fhirbridge.writeback.actions import OPEN_TASK_STATUSES, handler_for
@@ -45,7 +46,6 @@ from fhirbridge.writeback.units import (
     TRANSACTION,
     WritePath,
     WriteUnit,
-    write_path_for,
     write_units,
 )
 from fhirbridge.writeback.versioned import CONFLICT_RETRIES
@@ -127,7 +127,6 @@ class Writer:
         self.healer = Healer(client, clock=self.clock, agent=agent)
         #: the CarePlan last seen per patient (its version is what If-Match names)
         self.careplans: dict[str, dict[str, Any]] = {}
-        self._identifier_search: dict[str, bool] = {}
         self._path: WritePath | None = (
             None if transactions is None else (TRANSACTION if transactions else PER_RESOURCE)
         )
@@ -143,8 +142,9 @@ class Writer:
         """Decide the write path once (from the CapabilityStatement) and log it."""
         reason = "configured"
         if self._path is None:
-            self._path = write_path_for(await self.client.capabilities())
-            reason = "capability statement"
+            profile = await server_profile(self.client, probe=False)
+            self._path = profile.write_path
+            reason = f"server profile ({profile.transaction.source})"
         if not self._path_logged:
             self._path_logged = True
             log.info("write_path_chosen", path=self._path, reason=reason)
@@ -156,17 +156,10 @@ class Writer:
             log.warning("write_path_fallback", path=PER_RESOURCE, reason=why)
 
     async def searchable_by_identifier(self, kind: str) -> bool:
-        """Whether the server lists an ``identifier`` search for ``kind`` (else the engine
-        creates once by a PUT of the identifier as id)."""
-        if kind not in self._identifier_search:
-            statement = await self.client.capabilities()
-            listed = {
-                str(r.get("type")): {str(p.get("name")) for p in r.get("searchParam") or ()}
-                for rest in statement.get("rest") or ()
-                for r in rest.get("resource") or ()
-            }
-            self._identifier_search[kind] = "identifier" in listed.get(kind, set())
-        return self._identifier_search[kind]
+        """Whether the server searches ``kind`` by identifier (else the engine creates once
+        by a PUT of the identifier as id), as the server profile says."""
+        profile = await server_profile(self.client, probe=False)
+        return profile.searchable_by_identifier(kind)
 
     # -- draining ----------------------------------------------------------------------------
     async def drain(self, *, batch: int = 200) -> WriteStats:

@@ -247,7 +247,11 @@ def test_cli_plan_json_and_run_once(sekmet: SekmetServer, tmp_path: Path) -> Non
     tasks = [w for w in discharge["writes"] if w["action"] == "create-task"]
     assert {w["code"] for w in tasks} == {"tcm-contact", "tcm-visit"}
     ran = subprocess.run(
-        [*command, "run", "--once"], capture_output=True, text=True, env=env, check=True
+        [*command, "run", "--once", "--new-journal"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     assert "tasks created 2" in ran.stdout
     assert len(engine_tasks(sekmet, patient)) == 2

@@ -110,7 +110,16 @@ def test_cli_run_exits_non_zero_with_one_line_when_the_server_is_down(tmp_path: 
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
     result = subprocess.run(
-        [sys.executable, "-m", "fhirbridge", "--config", str(config), "run", "--once"],
+        [
+            sys.executable,
+            "-m",
+            "fhirbridge",
+            "--config",
+            str(config),
+            "run",
+            "--once",
+            "--new-journal",
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -3,6 +3,7 @@ the TCM Tasks on sekmet, referencing sekmet's Encounter and Patient, exactly onc
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -127,7 +128,16 @@ def test_cli_hl7_ingests_a_file(sekmet: SekmetServer, tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
     ran = subprocess.run(
-        [sys.executable, "-m", "fhirbridge", "--config", str(config), "hl7", str(feed)],
+        [
+            sys.executable,
+            "-m",
+            "fhirbridge",
+            "--config",
+            str(config),
+            "hl7",
+            "--new-journal",
+            str(feed),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -136,6 +146,45 @@ def test_cli_hl7_ingests_a_file(sekmet: SekmetServer, tmp_path: Path) -> None:
     assert f"{feed}: messages 1: journalled 1 new versions" in ran.stdout
     assert "tasks created 2" in ran.stdout
     assert set(engine_tasks(sekmet, patient_id)) == {"tcm-contact", "tcm-visit"}
+
+
+def test_cli_hl7_exits_5_when_it_leaves_dead_letters(sekmet: SekmetServer, tmp_path: Path) -> None:
+    """A file whose message names no visit on the server: exit 5 and a line pointing at
+    `fhirbridge dead-letters`, which shows the message control id and the reason;
+    `--allow-dead-letters` makes the same outcome exit 0."""
+    _, mrn, _, _ = admitted_patient(sekmet)
+    feed = tmp_path / "adt.hl7"
+    feed.write_bytes(discharge_home(mrn, "V-NOT-THERE", "CTRL-77").encode())
+    config = tmp_path / "fhirbridge.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "fhir": {"base_url": sekmet.base_url},
+                "store": {"url": f"sqlite:///{tmp_path / 'journal.db'}"},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
+    command = [sys.executable, "-m", "fhirbridge", "-c", str(config)]
+    failed = subprocess.run(
+        [*command, "hl7", "--new-journal", str(feed)], capture_output=True, text=True, env=env
+    )
+    assert failed.returncode == 5, failed.stderr
+    assert "fhirbridge dead-letters" in failed.stderr
+    shown = subprocess.run(
+        [*command, "dead-letters", "--json"], capture_output=True, text=True, env=env, check=True
+    )
+    (letter,) = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert (letter["source"], letter["reference"]) == ("hl7v2", "CTRL-77")
+    assert "V-NOT-THERE" in letter["reason"]
+    feed.write_bytes(discharge_home(mrn, "V-NOT-THERE", "CTRL-78").encode())
+    allowed = subprocess.run(
+        [*command, "hl7", "--allow-dead-letters", str(feed)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert allowed.returncode == 0, allowed.stderr
 
 
 def test_cli_hl7_listens_for_mllp_and_acks_once_durable(
@@ -157,7 +206,7 @@ def test_cli_hl7_listens_for_mllp_and_acks_once_durable(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
-    command = [sys.executable, "-m", "fhirbridge", "--config", str(config), "hl7"]
+    command = [sys.executable, "-m", "fhirbridge", "--config", str(config), "hl7", "--new-journal"]
     server = subprocess.Popen(
         [*command, "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,

@@ -148,7 +148,9 @@ def start_serve(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIRBRIDGE_")}
     command = [sys.executable, "-m", "fhirbridge", "--config", str(config_path), "serve"]
     with log.open("ab") as out:
-        return subprocess.Popen([*command, "--no-poll"], stdout=out, stderr=out, env=env)
+        return subprocess.Popen(
+            [*command, "--no-poll", "--new-journal"], stdout=out, stderr=out, env=env
+        )
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -423,7 +423,7 @@ def test_check_names_the_write_path(sekmet: SekmetServer, tmp_path: Path) -> Non
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert "write path: transaction" in result.stdout
+    assert "writes: transaction" in result.stdout
 
 
 async def test_a_stale_careplan_is_reread_and_the_unit_rebuilt(

@@ -24,9 +24,11 @@ def test_dialects_have_the_same_migrations() -> None:
 
 def test_both_dialects_name_the_same_data_queries() -> None:
     """Each store's queries.sql defines the same queries, bar the dialect's own helpers."""
-    only_postgres = {"migration_lock"}
+    only_postgres = {"migration_lock", "writer_lock", "writer_unlock", "insert_pending"}
+    # one writer appends by rowid range; PostgreSQL, with several, reads RETURNING instead
+    only_sqlite = {"last_seq", "pend_appended", "appended_keys"}
 
-    assert set(queries("sqlite")) == set(queries("postgres")) - only_postgres
+    assert set(queries("sqlite")) - only_sqlite == set(queries("postgres")) - only_postgres
 
 
 def test_sqlite_records_each_migration_once(tmp_path: Path) -> None:
@@ -102,3 +104,41 @@ def test_sqlite_and_postgres_schemas_agree(
     assert _sqlite_columns(tmp_path / "journal.db") == postgres_columns
     assert _sqlite_indexes(tmp_path / "journal.db") == {name for (name,) in indexes}
     assert versions == [(m.version, m.name) for m in migrations("postgres")]
+
+
+def test_a_journal_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A journal written by the first schema migrates to the latest with its data: its pending
+    versions stay pending (in lane 0) and are processed as usual."""
+    path = tmp_path / "journal.db"
+    first = migrations("sqlite")[0]
+    with sqlite3.connect(path) as conn:
+        conn.executescript(first.sql)
+        conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO schema_version VALUES (1, ?, '2026-11-01T00:00:00+00:00')", (first.name,)
+        )
+        raw = b'{"resourceType":"Encounter","id":"e1","meta":{"versionId":"1"},"status":"planned"}'
+        conn.execute(
+            "INSERT INTO resource_version (server, resource_type, resource_id, version_id,"
+            " last_updated, raw, received_at) VALUES ('ehr', 'Encounter', 'e1', '1', NULL, ?,"
+            " '2026-11-01T00:00:00+00:00')",
+            (raw,),
+        )
+        conn.execute("INSERT INTO pending_version (seq) VALUES (1)")
+    conn.close()
+
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version() == 1
+        store.migrate()
+        assert store.schema_version() == len(migrations("sqlite"))
+        (old,) = store.pending()
+        assert old.reference == "Encounter/e1"
+        assert store.pending_in_lanes([0], lane_count=64) == [old]
+        store.complete(old)
+        assert store.pending() == []
+    finally:
+        store.close()

@@ -12,7 +12,14 @@ from psycopg import sql
 
 import fhirbridge.store
 from fhirbridge.errors import ConfigError, StoreError
-from fhirbridge.store import MemoryStore, PostgresStore, SqliteStore, Store, open_store
+from fhirbridge.store import (
+    MemoryStore,
+    PostgresStore,
+    SqliteStore,
+    Store,
+    latest_schema_version,
+    open_store,
+)
 from fhirbridge.values import ResourceVersion
 
 
@@ -168,3 +175,48 @@ def test_postgres_connection_failure_is_a_store_error() -> None:
         PostgresStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout=2)
 
     assert isinstance(caught.value.__cause__, psycopg.Error)
+
+
+def test_open_store_without_create_refuses_a_missing_sqlite_file(tmp_path: Path) -> None:
+    """``create=False`` refuses a journal path that does not exist, creating nothing; an
+    existing journal opens as usual."""
+    missing = tmp_path / "jounral.db"
+    with pytest.raises(ConfigError, match=r"store\.url: there is no journal at .*jounral\.db"):
+        open_store(f"sqlite:///{missing}", create=False)
+    assert not missing.exists()
+    assert not missing.parent.joinpath("jounral.db-wal").exists()
+
+    open_store(f"sqlite:///{tmp_path / 'journal.db'}").close()
+    store = open_store(f"sqlite:///{tmp_path / 'journal.db'}", create=False)
+    try:
+        assert store.schema_version() == latest_schema_version()
+    finally:
+        store.close()
+
+
+def test_schema_version_before_and_after_migrate(tmp_path: Path) -> None:
+    """An empty SQLite file is at schema 0 until ``migrate``."""
+    store = SqliteStore(tmp_path / "journal.db")
+    try:
+        assert store.schema_version() == 0
+        store.migrate()
+        assert store.schema_version() == latest_schema_version()
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_open_store_without_create_refuses_an_empty_postgres_schema(
+    postgres_url: str, postgres_schema: str
+) -> None:
+    """On PostgreSQL ``create=False`` refuses a schema that holds no journal yet."""
+    with pytest.raises(ConfigError, match=r"store\.url: the schema .* holds no journal"):
+        PostgresStore(postgres_url, schema=postgres_schema, create=False)
+    creator = PostgresStore(postgres_url, schema=postgres_schema)
+    creator.migrate()
+    creator.close()
+    store = PostgresStore(postgres_url, schema=postgres_schema, create=False)
+    try:
+        assert store.schema_version() == latest_schema_version()
+    finally:
+        store.close()

@@ -1,4 +1,5 @@
-"""What only the PostgreSQL store promises: workers that claim at once get different items."""
+"""What only the PostgreSQL store promises: workers that claim at once get different items,
+receivers that count events at once lose none."""
 
 from __future__ import annotations
 
@@ -57,6 +58,43 @@ def test_workers_migrating_together_apply_each_migration_once(
         assert errors == []
         stores[1].enqueue([OutboxItem(key="t1", kind="create-task", payload={})])
         assert [i.key for i in stores[0].outbox_items()] == ["t1"]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_receivers_recording_at_once_count_every_event(
+    postgres_url: str, postgres_schema: str
+) -> None:
+    """Four receivers (own connections) recording interleaved event numbers of one
+    subscription at once end with every number counted, none twice, no gap left."""
+    first = PostgresStore(postgres_url, schema=postgres_schema)
+    first.migrate()
+    stores = [first, *(PostgresStore(postgres_url, schema=postgres_schema) for _ in range(3))]
+    start = threading.Barrier(len(stores))
+    duplicates: list[int] = []
+    errors: list[BaseException] = []
+
+    def receive(index: int, store: PostgresStore) -> None:
+        start.wait()
+        try:
+            for number in range(index + 1, 201, len(stores)):
+                counted = store.record_events("ehr", "sub-1", [number, max(1, number - 1)])
+                duplicates.append(counted.duplicates)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=receive, args=pair) for pair in enumerate(stores)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+        final = first.record_events("ehr", "sub-1", [])
+        assert (final.contiguous, final.highest, final.gap) == (200, 200, False)
+        # every number below 200 comes again with its successor (and 1 also twice at first)
+        assert sum(duplicates) == 200
     finally:
         for store in stores:
             store.close()

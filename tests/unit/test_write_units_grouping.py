@@ -1,5 +1,5 @@
-"""Write units and lanes: grouping outbox items by transition and by patient, the write path
-a CapabilityStatement suggests, and the action registry."""
+"""Write units and lanes: grouping outbox items by transition and by patient, and the
+action registry."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fhirbridge.store.base import OutboxItem
 from fhirbridge.writeback.actions import HANDLERS
 from fhirbridge.writeback.lanes import Lanes
 from fhirbridge.writeback.outbox import _KINDS
-from fhirbridge.writeback.units import WriteUnit, write_path_for, write_units
+from fhirbridge.writeback.units import WriteUnit, write_units
 
 
 def item(key: str, transition: str, patient: str) -> OutboxItem:
@@ -82,15 +82,6 @@ async def test_a_failed_lane_stops_the_drain_and_raises() -> None:
     with pytest.raises(TransportError):
         await Lanes(write, concurrency=2).run(lambda limit: pending[:limit])
     assert written == []
-
-
-def test_the_write_path_follows_the_system_interactions() -> None:
-    """``transaction`` among the server's system interactions: one Bundle per unit."""
-    with_tx = {"rest": [{"mode": "server", "interaction": [{"code": "transaction"}]}]}
-    batch_only = {"rest": [{"mode": "server", "interaction": [{"code": "batch"}]}]}
-    assert write_path_for(with_tx) == "transaction"
-    assert write_path_for(batch_only) == "per-resource"
-    assert write_path_for({}) == "per-resource"
 
 
 def test_every_outbox_kind_has_a_handler() -> None:

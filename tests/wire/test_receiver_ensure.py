@@ -122,13 +122,15 @@ async def test_changed_or_errored_subscription_is_updated_and_duplicates_removed
 
 
 async def test_wait_for_active_is_bounded(client: FhirClient, router: respx.MockRouter) -> None:
-    """A server that never activates: the wait ends and the status is reported as is."""
+    """A server that never activates, not even when asked to: each wait ends (once for the
+    server, once after the engine's update to active) and the status is reported as is."""
     bridge = bridge_for(client)
     router.get(f"{BASE}/Subscription").respond(200, json=searchset())
     router.post(f"{BASE}/Subscription").respond(201, json=desired(bridge, status="requested"))
     reads = router.get(f"{BASE}/Subscription/sub1").respond(
         200, json=desired(bridge, status="requested")
     )
+    router.put(f"{BASE}/Subscription/sub1").respond(200, json=desired(bridge, status="requested"))
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -136,7 +138,7 @@ async def test_wait_for_active_is_bounded(client: FhirClient, router: respx.Mock
 
     (result,) = await ensure_subscriptions(bridge, wait=2.0, sleep=sleep)
     assert result["status"] == "requested"
-    assert sum(slept) <= 2.1 and reads.call_count == len(slept)
+    assert sum(slept) <= 4.2 and reads.call_count == len(slept)
 
 
 async def test_delete_removes_every_engine_subscription(

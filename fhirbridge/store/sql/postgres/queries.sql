@@ -20,9 +20,9 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (%(version)s, %(na
 
 -- name: insert_version
 INSERT INTO resource_version
-    (server, resource_type, resource_id, version_id, last_updated, raw, received_at)
+    (server, resource_type, resource_id, version_id, last_updated, raw, received_at, lane_key)
 VALUES (%(server)s, %(resource_type)s, %(resource_id)s, %(version_id)s, %(last_updated)s,
-        %(raw)s, %(now)s)
+        %(raw)s, %(now)s, %(lane_key)s)
 ON CONFLICT DO NOTHING
 RETURNING seq;
 
@@ -129,13 +129,17 @@ FROM outbox
 WHERE id = %(id)s;
 
 -- name: finish_outbox
+-- A leased item counted its attempt when it was claimed.
 UPDATE outbox
-SET state = 'done', attempts = attempts + 1, result = %(result)s::jsonb, updated_at = %(now)s
+SET state = 'done', attempts = attempts + CASE WHEN claimed_by IS NULL THEN 1 ELSE 0 END,
+    result = %(result)s::jsonb, updated_at = %(now)s, claimed_by = NULL, lease_until = NULL
 WHERE id = %(id)s;
 
 -- name: fail_outbox
+-- A leased item counted its attempt when it was claimed; the lease ends either way.
 UPDATE outbox
-SET state = %(state)s, attempts = attempts + 1, last_error = %(error)s, updated_at = %(now)s
+SET state = %(state)s, attempts = attempts + CASE WHEN claimed_by IS NULL THEN 1 ELSE 0 END,
+    last_error = %(error)s, updated_at = %(now)s, claimed_by = NULL, lease_until = NULL
 WHERE id = %(id)s;
 
 -- name: outbox_depth
@@ -154,7 +158,9 @@ WHERE source = 'outbox' AND NOT replayed
   AND reference IN (SELECT key FROM outbox WHERE state = 'dead');
 
 -- name: requeue_dead_outbox
-UPDATE outbox SET state = 'pending', attempts = 0, updated_at = %(now)s WHERE state = 'dead';
+UPDATE outbox
+SET state = 'pending', attempts = 0, updated_at = %(now)s, claimed_by = NULL, lease_until = NULL
+WHERE state = 'dead';
 
 -- name: insert_dead_letter
 INSERT INTO dead_letter (source, reference, reason, payload, created_at)
@@ -176,3 +182,147 @@ VALUES (%(now)s, %(action)s, %(reference)s, %(detail)s::jsonb);
 
 -- name: audit_log
 SELECT id, at, action, reference, detail FROM audit_log ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: has_schema_version
+SELECT count(*) FROM (SELECT to_regclass('schema_version') AS t) AS r WHERE t IS NOT NULL;
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM schema_version;
+
+-- name: writer_lock
+-- A session lock (ends with the connection), one per schema and server.
+SELECT pg_try_advisory_lock(hashtext('fhirbridge.writer'),
+                            hashtext(current_schema() || '|' || %(server)s));
+
+-- name: writer_unlock
+SELECT pg_advisory_unlock(hashtext('fhirbridge.writer'),
+                          hashtext(current_schema() || '|' || %(server)s));
+
+-- name: lease
+SELECT holder, host, pid, command, acquired_at, expires_at, takeovers
+FROM lease WHERE name = %(name)s;
+
+-- name: hold_lease
+-- A lease held by a lock of its own (the writer): whoever asks has the lock, so it overwrites.
+INSERT INTO lease (name, holder, host, pid, command, acquired_at, expires_at)
+VALUES (%(name)s, %(holder)s, %(host)s, %(pid)s, %(command)s, %(now)s, NULL)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    host = excluded.host,
+    pid = excluded.pid,
+    command = excluded.command,
+    acquired_at = excluded.acquired_at,
+    expires_at = NULL,
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder))::int;
+
+-- name: take_lease
+-- Takes a free lease (released: holder ''), renews one's own, or takes over one that expired
+-- (counted in takeovers); changes no row when another holder's lease still runs.
+INSERT INTO lease (name, holder, host, pid, command, acquired_at, expires_at)
+VALUES (%(name)s, %(holder)s, %(host)s, %(pid)s, %(command)s, %(now)s, %(until)s)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    host = excluded.host,
+    pid = excluded.pid,
+    command = excluded.command,
+    acquired_at = CASE WHEN lease.holder = excluded.holder THEN lease.acquired_at
+                       ELSE excluded.acquired_at END,
+    expires_at = excluded.expires_at,
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder))::int
+WHERE lease.holder IN ('', excluded.holder)
+   OR (lease.expires_at IS NOT NULL AND lease.expires_at < excluded.acquired_at);
+
+-- name: release_lease
+-- The row stays, free (holder ''), so that its takeovers keep counting.
+UPDATE lease SET holder = '', expires_at = NULL WHERE name = %(name)s AND holder = %(holder)s;
+
+-- name: leases_held
+SELECT name FROM lease
+WHERE holder = %(holder)s AND starts_with(name, %(prefix)s) AND expires_at >= %(now)s
+ORDER BY name COLLATE "C";
+
+-- name: leases_of_others
+SELECT name FROM lease
+WHERE holder NOT IN ('', %(holder)s) AND starts_with(name, %(prefix)s) AND expires_at >= %(now)s;
+
+-- name: release_leases
+UPDATE lease SET holder = '', expires_at = NULL
+WHERE holder = %(holder)s AND starts_with(name, %(prefix)s);
+
+-- name: lease_takeovers
+SELECT coalesce(sum(takeovers), 0) FROM lease WHERE starts_with(name, %(prefix)s);
+
+-- name: see_worker
+INSERT INTO worker (id, host, pid, command, started_at, seen_until)
+VALUES (%(holder)s, %(host)s, %(pid)s, %(command)s, %(now)s, %(until)s)
+ON CONFLICT (id) DO UPDATE SET seen_until = excluded.seen_until;
+
+-- name: live_workers
+SELECT count(*) FROM worker WHERE seen_until >= %(now)s;
+
+-- name: retire_worker
+DELETE FROM worker WHERE id = %(holder)s OR seen_until < %(now)s;
+
+-- name: pending_in_lanes
+SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
+FROM pending_version AS p
+JOIN resource_version AS v ON v.seq = p.seq
+WHERE mod(v.lane_key, %(lane_count)s) = ANY(%(lanes)s::bigint[])
+ORDER BY p.seq
+LIMIT %(limit)s;
+
+-- name: lease_outbox
+-- Leases pending items nobody holds (or whose lease ran out) to one worker; counts the attempt.
+-- SKIP LOCKED: two workers leasing at once get different items.
+UPDATE outbox
+SET claimed_by = %(holder)s, lease_until = %(until)s, attempts = attempts + 1,
+    updated_at = %(now)s
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < %(now)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, key, kind, payload, state, attempts, last_error, result;
+
+-- name: renew_outbox
+UPDATE outbox SET lease_until = %(until)s
+WHERE claimed_by = %(holder)s AND state = 'pending' AND lease_until >= %(now)s;
+
+-- name: release_outbox
+UPDATE outbox SET claimed_by = NULL, lease_until = NULL
+WHERE claimed_by = %(holder)s AND state = 'pending';
+
+-- name: leased_outbox
+SELECT count(*) FROM outbox WHERE state = 'pending' AND lease_until >= %(now)s;
+
+-- name: open_counter
+INSERT INTO subscription_counter (server, subscription, updated_at)
+VALUES (%(server)s, %(subscription)s, %(now)s)
+ON CONFLICT (server, subscription) DO NOTHING;
+
+-- name: counter
+-- Locks the counter row: receivers recording events of one subscription take turns.
+SELECT contiguous, highest FROM subscription_counter
+WHERE server = %(server)s AND subscription = %(subscription)s
+FOR UPDATE;
+
+-- name: insert_event
+INSERT INTO subscription_event (server, subscription, number)
+VALUES (%(server)s, %(subscription)s, %(number)s)
+ON CONFLICT DO NOTHING;
+
+-- name: events_above
+SELECT number FROM subscription_event
+WHERE server = %(server)s AND subscription = %(subscription)s AND number > %(contiguous)s
+ORDER BY number;
+
+-- name: drop_events
+DELETE FROM subscription_event
+WHERE server = %(server)s AND subscription = %(subscription)s AND number <= %(contiguous)s;
+
+-- name: set_counter
+UPDATE subscription_counter
+SET contiguous = %(contiguous)s, highest = %(highest)s, updated_at = %(now)s
+WHERE server = %(server)s AND subscription = %(subscription)s;

@@ -16,11 +16,19 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (:version, :name, 
 
 -- name: insert_version
 INSERT OR IGNORE INTO resource_version
-    (server, resource_type, resource_id, version_id, last_updated, raw, received_at)
-VALUES (:server, :resource_type, :resource_id, :version_id, :last_updated, :raw, :now);
+    (server, resource_type, resource_id, version_id, last_updated, raw, received_at, lane_key)
+VALUES (:server, :resource_type, :resource_id, :version_id, :last_updated, :raw, :now,
+        :lane_key);
 
--- name: insert_pending
-INSERT INTO pending_version (seq) VALUES (:seq);
+-- name: last_seq
+SELECT coalesce(max(seq), 0) FROM resource_version;
+
+-- name: pend_appended
+-- The versions an append just inserted (rowids past the highest before it) become pending.
+INSERT INTO pending_version (seq) SELECT seq FROM resource_version WHERE seq > :after;
+
+-- name: appended_keys
+SELECT server, resource_type, resource_id, version_id FROM resource_version WHERE seq > :after;
 
 -- name: repend_version
 -- Puts a journalled version back on the pending list (a replay after a fix).
@@ -117,13 +125,17 @@ FROM outbox
 WHERE id = :id;
 
 -- name: finish_outbox
+-- A leased item counted its attempt when it was claimed.
 UPDATE outbox
-SET state = 'done', attempts = attempts + 1, result = :result, updated_at = :now
+SET state = 'done', attempts = attempts + CASE WHEN claimed_by IS NULL THEN 1 ELSE 0 END,
+    result = :result, updated_at = :now, claimed_by = NULL, lease_until = NULL
 WHERE id = :id;
 
 -- name: fail_outbox
+-- A leased item counted its attempt when it was claimed; the lease ends either way.
 UPDATE outbox
-SET state = :state, attempts = attempts + 1, last_error = :error, updated_at = :now
+SET state = :state, attempts = attempts + CASE WHEN claimed_by IS NULL THEN 1 ELSE 0 END,
+    last_error = :error, updated_at = :now, claimed_by = NULL, lease_until = NULL
 WHERE id = :id;
 
 -- name: outbox_depth
@@ -142,7 +154,9 @@ WHERE source = 'outbox' AND replayed = 0
   AND reference IN (SELECT key FROM outbox WHERE state = 'dead');
 
 -- name: requeue_dead_outbox
-UPDATE outbox SET state = 'pending', attempts = 0, updated_at = :now WHERE state = 'dead';
+UPDATE outbox
+SET state = 'pending', attempts = 0, updated_at = :now, claimed_by = NULL, lease_until = NULL
+WHERE state = 'dead';
 
 -- name: insert_dead_letter
 INSERT INTO dead_letter (source, reference, reason, payload, created_at)
@@ -162,3 +176,133 @@ INSERT INTO audit_log (at, action, reference, detail) VALUES (:now, :action, :re
 
 -- name: audit_log
 SELECT id, at, action, reference, detail FROM audit_log ORDER BY id DESC LIMIT :limit;
+
+-- name: has_schema_version
+SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version';
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM schema_version;
+
+-- name: lease
+SELECT holder, host, pid, command, acquired_at, expires_at, takeovers FROM lease WHERE name = :name;
+
+-- name: hold_lease
+-- A lease held by a lock of its own (the writer): whoever asks has the lock, so it overwrites.
+INSERT INTO lease (name, holder, host, pid, command, acquired_at, expires_at)
+VALUES (:name, :holder, :host, :pid, :command, :now, NULL)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    host = excluded.host,
+    pid = excluded.pid,
+    command = excluded.command,
+    acquired_at = excluded.acquired_at,
+    expires_at = NULL,
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder));
+
+-- name: take_lease
+-- Takes a free lease (released: holder ''), renews one's own, or takes over one that expired
+-- (counted in takeovers); changes no row when another holder's lease still runs.
+INSERT INTO lease (name, holder, host, pid, command, acquired_at, expires_at)
+VALUES (:name, :holder, :host, :pid, :command, :now, :until)
+ON CONFLICT (name) DO UPDATE SET
+    holder = excluded.holder,
+    host = excluded.host,
+    pid = excluded.pid,
+    command = excluded.command,
+    acquired_at = CASE WHEN lease.holder = excluded.holder THEN lease.acquired_at
+                       ELSE excluded.acquired_at END,
+    expires_at = excluded.expires_at,
+    takeovers = lease.takeovers + (lease.holder NOT IN ('', excluded.holder))
+WHERE lease.holder IN ('', excluded.holder)
+   OR (lease.expires_at IS NOT NULL AND lease.expires_at < excluded.acquired_at);
+
+-- name: release_lease
+-- The row stays, free (holder ''), so that its takeovers keep counting.
+UPDATE lease SET holder = '', expires_at = NULL WHERE name = :name AND holder = :holder;
+
+-- name: leases_held
+SELECT name FROM lease
+WHERE holder = :holder AND substr(name, 1, length(:prefix)) = :prefix
+  AND expires_at >= :now
+ORDER BY name;
+
+-- name: leases_of_others
+SELECT name FROM lease
+WHERE holder NOT IN ('', :holder) AND substr(name, 1, length(:prefix)) = :prefix
+  AND expires_at >= :now;
+
+-- name: release_leases
+UPDATE lease SET holder = '', expires_at = NULL
+WHERE holder = :holder AND substr(name, 1, length(:prefix)) = :prefix;
+
+-- name: lease_takeovers
+SELECT coalesce(sum(takeovers), 0) FROM lease WHERE substr(name, 1, length(:prefix)) = :prefix;
+
+-- name: see_worker
+INSERT INTO worker (id, host, pid, command, started_at, seen_until)
+VALUES (:holder, :host, :pid, :command, :now, :until)
+ON CONFLICT (id) DO UPDATE SET seen_until = excluded.seen_until;
+
+-- name: live_workers
+SELECT count(*) FROM worker WHERE seen_until >= :now;
+
+-- name: retire_worker
+DELETE FROM worker WHERE id = :holder OR seen_until < :now;
+
+-- name: pending_in_lanes
+SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
+FROM pending_version AS p
+JOIN resource_version AS v ON v.seq = p.seq
+WHERE (v.lane_key % :lane_count) IN (SELECT value FROM json_each(:lanes))
+ORDER BY p.seq
+LIMIT :limit;
+
+-- name: lease_outbox
+-- Leases pending items nobody holds (or whose lease ran out) to one worker; counts the attempt.
+UPDATE outbox
+SET claimed_by = :holder, lease_until = :until, attempts = attempts + 1, updated_at = :now
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < :now)
+    ORDER BY id
+    LIMIT :limit
+)
+RETURNING id, key, kind, payload, state, attempts, last_error, result;
+
+-- name: renew_outbox
+UPDATE outbox SET lease_until = :until
+WHERE claimed_by = :holder AND state = 'pending' AND lease_until >= :now;
+
+-- name: release_outbox
+UPDATE outbox SET claimed_by = NULL, lease_until = NULL
+WHERE claimed_by = :holder AND state = 'pending';
+
+-- name: leased_outbox
+SELECT count(*) FROM outbox WHERE state = 'pending' AND lease_until >= :now;
+
+-- name: open_counter
+INSERT INTO subscription_counter (server, subscription, updated_at)
+VALUES (:server, :subscription, :now)
+ON CONFLICT (server, subscription) DO NOTHING;
+
+-- name: counter
+SELECT contiguous, highest FROM subscription_counter
+WHERE server = :server AND subscription = :subscription;
+
+-- name: insert_event
+INSERT OR IGNORE INTO subscription_event (server, subscription, number)
+VALUES (:server, :subscription, :number);
+
+-- name: events_above
+SELECT number FROM subscription_event
+WHERE server = :server AND subscription = :subscription AND number > :contiguous
+ORDER BY number;
+
+-- name: drop_events
+DELETE FROM subscription_event
+WHERE server = :server AND subscription = :subscription AND number <= :contiguous;
+
+-- name: set_counter
+UPDATE subscription_counter
+SET contiguous = :contiguous, highest = :highest, updated_at = :now
+WHERE server = :server AND subscription = :subscription;
