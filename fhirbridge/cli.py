@@ -383,6 +383,20 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(_State)
 
 
+def _timezone_warning(config: Config) -> str | None:
+    """The risk scores' warning when ``engine.timezone`` is unset (None when it is set)."""
+    from fhirbridge.risk.zone import timezone_warning
+    from fhirbridge.rules import load_rules
+
+    if config.engine.timezone:
+        return None
+    try:
+        fallback = load_rules(config.rules or None).defaults.timezone
+    except ConfigError:
+        fallback = None
+    return timezone_warning(config.engine.timezone, fallback=fallback)
+
+
 @main.command()
 @global_options
 @json_option
@@ -405,6 +419,8 @@ def check(as_json: bool, no_probe: bool) -> None:
         _echo_json(report.as_dict())
     else:
         click.echo(f"server: {config.fhir.base_url}")
+        if config.engine.risk and (zone_line := _timezone_warning(config)):
+            click.echo(f"warning: {zone_line}")
         width = max(len(r.name) for r in report.rows)
         for row in report.rows:
             mark = "yes" if row.ok else ("MISSING" if row.required else "no")
@@ -537,7 +553,9 @@ def plan(since: str | None, now: str | None, as_json: bool) -> None:
                     f" owner {row['owner'] or '-'} ({row['owner_source']})"
                 )
             elif row["action"] == "record-risk":
-                click.echo(f"    record {row['score']} score {row['total']} ({row['tier']})")
+                unknown = len((row.get("details") or {}).get("unrecognised") or ())
+                note = f", {unknown} Condition code(s) not recognised" if unknown else ""
+                click.echo(f"    record {row['score']} score {row['total']} ({row['tier']}{note})")
             else:
                 click.echo(f"    {row['action']} ({row.get('reason') or row.get('outcome', '')})")
 
@@ -712,25 +730,97 @@ def init(base_url: str, folder: Path, force: bool) -> None:
 
 @main.command()
 @option("--now", help="Count overdue work as of this instant.")
+@option("--from", "start", help="First day of the period (default: 90 days before --to).")
+@option("--to", "end", help="Last day of the period (default: the day of --now).")
+@option("--owner", help="Only Tasks owned by this reference (Practitioner/1).")
+@option("--organization", help="Only Tasks this organization owns or whose stay it provided.")
+@option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the report with its charts to this HTML file.",
+)
+@option(
+    "--csv",
+    "csv_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write summary.csv and one CSV table per measure into this folder.",
+)
 @option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @global_options
-def report(now: str | None, as_json: bool) -> None:
-    """Follow-up and referral completion, and overdue work per owner, from the server."""
+def report(
+    now: str | None,
+    start: str | None,
+    end: str | None,
+    owner: str | None,
+    organization: str | None,
+    html_path: Path | None,
+    csv_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Coordination measures (TCM, readmissions, referrals, no-shows, overdue work) read
+    from the server, for a period and optionally one owner or organization."""
     state = _state()
     from fhirbridge.engine import Bridge
+    from fhirbridge.report import Scope
+    from fhirbridge.report.fetch import default_period, read_report
+    from fhirbridge.report.html import render_html
+    from fhirbridge.report.tables import write_csv
     from fhirbridge.store import MemoryStore
 
     config = state.config()
+    clock = _clock(now)
+    first, last = _instant(start, "--from"), _instant(end, "--to")
 
     async def work() -> Any:
-        async with Bridge.from_config(config, clock=_clock(now), store=MemoryStore()) as bridge:
-            return await bridge.report()
+        async with Bridge.from_config(config, clock=clock, store=MemoryStore()) as bridge:
+            assert bridge.client is not None  # from_config always makes one
+            as_of = bridge.calendar.local_date(clock.now())
+            period = default_period(
+                as_of,
+                bridge.calendar.local_date(first) if first else None,
+                bridge.calendar.local_date(last) if last else None,
+            )
+            if period.end < period.start:
+                raise click.BadParameter("--from is after --to", param_hint="--from")
+            return await read_report(
+                bridge.client,
+                period=period,
+                as_of=as_of,
+                calendar=bridge.calendar,
+                codes=bridge.rules.codes,
+                scope=Scope(owner=owner, organization=organization),
+            )
 
-    figures = _run(state, work).as_dict()
+    result = _run(state, work)
+    if html_path is not None:
+        html_path.write_text(
+            render_html(result, generated=clock.now(), server=config.fhir.base_url), "utf-8"
+        )
+        click.echo(f"report written to {html_path}", err=True)
+    if csv_dir is not None:
+        written = write_csv(result, csv_dir)
+        click.echo(f"{len(written)} CSV tables written to {csv_dir}", err=True)
+    figures = result.as_dict()
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
-    click.echo(f"as of {figures['as_of']}")
+    click.echo(
+        f"as of {figures['as_of']}, period {figures['period']['from']} to {figures['period']['to']}"
+    )
+    for measure in figures["measures"]:
+        value = measure["value"]
+        shown = (
+            "-"
+            if value is None
+            else f"{value:g} days"
+            if measure["unit"] == "days"
+            else f"{value:.0%}"
+        )
+        click.echo(
+            f"  {measure['title']:<62} {shown:>9}  "
+            f"({measure['numerator']}/{measure['denominator']})"
+        )
     header = ("task code", "total", "done", "on time", "open", "late")
     click.echo("  {:<22} {:>5} {:>5} {:>7} {:>5} {:>5}  completion".format(*header))
     for code, row in figures["by_code"].items():
@@ -740,8 +830,8 @@ def report(now: str | None, as_json: bool) -> None:
             f" {row['open']:>5} {row['overdue']:>5}  {rate}"
         )
     click.echo("overdue work per owner:")
-    for owner, count in figures["overdue_by_owner"].items() or [("(none)", 0)]:
-        click.echo(f"  {owner:<40} {count}")
+    for owner_ref, count in figures["overdue_by_owner"].items() or [("(none)", 0)]:
+        click.echo(f"  {owner_ref:<40} {count}")
 
 
 @main.command()
@@ -842,13 +932,13 @@ def subscribe(list_only: bool, delete: bool, as_json: bool) -> None:
 @option(
     "--visit-system",
     metavar="URI",
-    help="System of the PV1-19 visit numbers on the server (default: hl7v2.visit_system, "
+    help="System of the PV1-19 visit numbers on the server (default: hl7.visit_system, "
     "then mappings/hl7v2.yaml).",
 )
 @option(
     "--mrn-system",
     metavar="URI",
-    help="System of the PID-3 MRNs on the server (default: hl7v2.mrn_system, then "
+    help="System of the PID-3 MRNs on the server (default: hl7.mrn_system, then "
     "mappings/hl7v2.yaml).",
 )
 @json_option
@@ -873,14 +963,16 @@ def hl7_command(
     if listen:
         host, _, port_text = listen.rpartition(":")
         if not host or not port_text.isdigit() or int(port_text) > 65535:
-            raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+            raise click.BadParameter(
+                f"{listen!r} is not HOST:PORT (0-65535)", param_hint="--listen"
+            )
         port = int(port_text)
     state = _state()
     state.long_running = bool(listen)
     config = state.config()
     _journal_guard(config, new_journal)
-    visit_system = visit_system or config.hl7v2.visit_system
-    mrn_system = mrn_system or config.hl7v2.mrn_system
+    visit_system = visit_system or config.hl7.visit_system
+    mrn_system = mrn_system or config.hl7.mrn_system
     from fhirbridge.engine import Bridge
     from fhirbridge.sources.hl7v2 import MllpListener, ingest_hl7
 
@@ -896,7 +988,9 @@ def hl7_command(
                 else:
                     click.echo(f"{path}: {stats.summary()}")
             if listen:
-                listener = MllpListener(bridge, visit_system=visit_system, mrn_system=mrn_system)
+                listener = MllpListener.from_config(
+                    bridge, config.hl7, visit_system=visit_system, mrn_system=mrn_system
+                )
                 bound = await listener.start(host, port)
                 click.echo(f"listening for HL7 v2 over MLLP on {host}:{bound}", err=True)
                 stop = asyncio.Event()

@@ -12,17 +12,28 @@ import os
 from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fhirbridge.errors import ConfigError
+from fhirbridge.rules._yaml import Loader, did_you_mean, first_error, schema_keys, yaml_problem
 
 __all__ = [
     "AuthConfig",
     "Config",
+    "ConsoleConfig",
     "EngineConfig",
     "FhirConfig",
     "Hl7Config",
@@ -35,6 +46,47 @@ __all__ = [
 ]
 
 WATCHED_TYPES = ("Encounter", "ServiceRequest", "Task", "CarePlan", "Patient")
+_LONGEST = timedelta(days=36525)  # 100 years: far enough back, still a date Python can hold
+_YEAR = 365 * 86400.0  # seconds: the longest wait or period the engine accepts
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host and, if given, a port in 0-65535."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 -- reading it is the check: urllib raises on a bad port
+    except ValueError:
+        raise ValueError(
+            f"the port in {value!r} is not a number in 0-65535: give the server's real port"
+        ) from None
+    if not parts.hostname:
+        raise ValueError(f"{value!r} names no host: give the full URL, such as https://ehr/fhir")
+    return value
+
+
+def _store_url(value: str) -> str:
+    """A journal URL whose port, if given, is in 0-65535."""
+    try:
+        urlsplit(value).port  # noqa: B018 -- reading it is the check
+    except ValueError:
+        raise ValueError("the port in the store URL is not a number in 0-65535") from None
+    return value
+
+
+def _duration(value: timedelta) -> timedelta:
+    """A positive duration of at most 100 years."""
+    if not timedelta(0) < value <= _LONGEST:
+        raise ValueError(
+            f"{value} is out of range: give a duration between 1 second and 100 years "
+            "(ISO 8601, such as P14D or PT12H)"
+        )
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Duration = Annotated[timedelta, AfterValidator(_duration)]
 
 
 class _Section(BaseModel):
@@ -124,17 +176,17 @@ class RetryConfig(_Section):
     """Retry bounds for FHIR requests (``fhir.retry``)."""
 
     attempts: int = Field(5, ge=1, le=20)
-    initial: float = Field(0.5, ge=0)
-    max_backoff: float = Field(30.0, ge=0)
-    max_elapsed: float = Field(120.0, ge=0)
+    initial: float = Field(0.5, ge=0, le=3600)
+    max_backoff: float = Field(30.0, ge=0, le=86400)
+    max_elapsed: float = Field(120.0, ge=0, le=_YEAR)
 
 
 class FhirConfig(_Section):
     """The FHIR server the engine watches and writes to (``fhir``)."""
 
-    base_url: str = Field(pattern=r"^https?://")
+    base_url: HttpUrl
     name: str = "default"
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0, le=3600)
     verify_tls: bool | Path = Field(
         True, description="true, false, or the path of a CA bundle (PEM) to trust"
     )
@@ -155,18 +207,18 @@ class FhirConfig(_Section):
 class StoreConfig(_Section):
     """Where the journal lives (``store``)."""
 
-    url: str = "sqlite:///fhirbridge.db"
+    url: Annotated[str, AfterValidator(_store_url)] = "sqlite:///fhirbridge.db"
     lease_seconds: float = Field(
-        30.0, gt=0, description="how long a worker's lane and outbox leases run unless renewed"
+        30.0, gt=0, le=3600, description="seconds a worker's lane and outbox leases run"
     )
 
 
 class EngineConfig(_Section):
     """How the engine runs and plans (``engine``)."""
 
-    poll_interval: float = Field(60.0, gt=0, description="seconds between polls in `run`")
-    max_event_age: timedelta = timedelta(days=14)
-    overlap: timedelta = timedelta(minutes=5)
+    poll_interval: float = Field(60.0, gt=0, le=_YEAR, description="seconds between polls")
+    max_event_age: Duration = timedelta(days=14)
+    overlap: Duration = timedelta(minutes=5)
     watch: list[str] = Field(default_factory=lambda: list(WATCHED_TYPES))
     timezone: str | None = None
     weekend: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
@@ -174,7 +226,7 @@ class EngineConfig(_Section):
     default_owner: str | None = None
     requester: str = "Device/fhirbridge"
     readmission_window_days: int = Field(30, ge=1, le=365)
-    sweep_interval: float = Field(3600.0, gt=0)
+    sweep_interval: float = Field(3600.0, gt=0, le=_YEAR)
     risk: bool = True
     concurrency: int = Field(
         8, ge=1, le=64, description="patients whose writes proceed at once (one lane each)"
@@ -195,6 +247,20 @@ class EngineConfig(_Section):
         return self
 
 
+class OncologyConfig(_Section):
+    """The facility's oncology services for HOSPITAL's O item (``risk.oncology``)."""
+
+    services: list[str] | None = Field(None, description='"system|code" or "code"')
+    organizations: list[str] = Field(default_factory=list, description="Organization/id")
+    locations: list[str] = Field(default_factory=list, description="Location/id")
+
+
+class RiskConfig(_Section):
+    """How the readmission risk scores read the facility's data (``risk``)."""
+
+    oncology: OncologyConfig = Field(default_factory=OncologyConfig)
+
+
 class SubscriptionConfig(_Section):
     """One Subscription the engine asks the server for (``subscriptions[]``)."""
 
@@ -202,7 +268,7 @@ class SubscriptionConfig(_Section):
     topic: str | None = None
     filters: list[str] = Field(default_factory=list)
     payload: Literal["full-resource", "id-only", "empty"] = "full-resource"
-    heartbeat: int | None = Field(None, ge=1)
+    heartbeat: int | None = Field(None, ge=1, le=86400)
     fallback_criteria: str | None = None
     signing_secret: SecretStr | None = None
     signing_secret_file: Path | None = None
@@ -227,11 +293,20 @@ class ReceiverConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8089, ge=0, le=65535)
-    public_url: str | None = None
+    public_url: HttpUrl | None = None
     secret: SecretStr | None = None
     secret_file: Path | None = None
     max_body: int = Field(5 * 1024 * 1024, ge=1024)
-    poll_interval: float = Field(300.0, gt=0)
+    max_json_depth: int = Field(64, ge=8, le=512)
+    max_json_values: int = Field(200_000, ge=100)
+    max_string_length: int = Field(1024 * 1024, ge=64)
+    header_timeout: float = Field(10.0, gt=0, le=3600)
+    max_header_bytes: int = Field(65536, ge=1024)
+    body_timeout: float = Field(30.0, gt=0, le=3600)
+    keep_alive_timeout: int = Field(5, ge=1, le=3600)
+    max_connections: int = Field(1000, ge=1)
+    max_subscriptions: int = Field(1000, ge=1)
+    poll_interval: float = Field(300.0, gt=0, le=_YEAR)
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     tls_client_ca: Path | None = None
@@ -249,6 +324,13 @@ class ReceiverConfig(_Section):
         return _secret(self.secret, self.secret_file, "receiver.secret")
 
 
+class ConsoleConfig(_Section):
+    """The operator console and coordination report pages served by ``serve`` (``console``)."""
+
+    enabled: bool = True
+    show_names: bool = False  # patient names beside references (PHI on the screen)
+
+
 class LoggingConfig(_Section):
     """How events are logged (``logging``).
 
@@ -263,11 +345,17 @@ class LoggingConfig(_Section):
 
 
 class Hl7Config(_Section):
-    """Identifier systems of HL7 v2 feeds (``hl7v2``): how PV1-19 visit numbers and PID-3
-    MRNs are written on the FHIR server. Unset: the defaults of ``mappings/hl7v2.yaml``."""
+    """HL7 v2 feeds of ``fhirbridge hl7`` (``hl7``): how PV1-19 visit numbers and PID-3 MRNs
+    are written on the FHIR server (unset: the defaults of ``mappings/hl7v2.yaml``), and the
+    bounds of the MLLP listener."""
 
     visit_system: str | None = None
     mrn_system: str | None = None
+    max_frame: int = Field(1024 * 1024, ge=1024, description="bytes in one MLLP frame")
+    max_segments: int = Field(1000, ge=1)
+    max_field: int = Field(65536, ge=16, description="characters in one field")
+    idle_timeout: float = Field(300.0, gt=0, le=86400)
+    max_connections: int = Field(100, ge=1)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -295,11 +383,13 @@ class Config(BaseSettings):
     fhir: FhirConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
     rules: list[Path] = Field(default_factory=list)
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    hl7: Hl7Config = Field(default_factory=Hl7Config)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    hl7v2: Hl7Config = Field(default_factory=Hl7Config)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -311,6 +401,11 @@ class Config(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)
+
+
+def _config_keys() -> frozenset[str]:
+    """Every key of the configuration, for "did you mean" on an unknown one."""
+    return schema_keys(Config)
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -388,15 +483,17 @@ def load_config(
     if path is not None:
         file = Path(path)
         try:
-            raw = yaml.safe_load(file.read_text()) or {}
+            raw = yaml.load(file.read_text(), Loader=Loader) or {}  # noqa: S506 -- a safe loader
         except OSError as exc:
             raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{file}{where}: not valid YAML: {exc}") from exc
+            raise ConfigError(yaml_problem(str(file), exc)) from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: the configuration must be a mapping of sections")
+    odd = [key for key in raw if not isinstance(key, str)]
+    if odd:
+        sections = ", ".join(Config.model_fields)
+        raise ConfigError(f"{source}: {odd[0]!r} is not a section name (sections: {sections})")
     raw = _with_rule_files(raw, source, Path(path).parent if path is not None else None)
     saved_env = None
     if environ is not None:
@@ -407,9 +504,18 @@ def load_config(
     try:
         return Config(**raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = first_error(exc)
         key = _dotted(tuple(first["loc"])) or "(top level)"
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            known = first.get("suggest") or _config_keys()
+            message = "unknown key" + did_you_mean(str(first["loc"][-1]), known)
+        elif first["type"] == "missing":
+            message = "missing: this key is required"
+        elif first["type"].startswith(("date_", "datetime_")):
+            message += ": write dates as YYYY-MM-DD"
+        elif first["type"].startswith("time_delta"):
+            message += ": write durations as ISO 8601, such as P14D or PT12H"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {key}: {message}{more}") from None
     finally:

@@ -130,6 +130,25 @@ async def run_demo(workdir: Path | None = None, *, echo: Echo = print) -> None:
                 await _show(bridge, echo)
                 again = await bridge.run_once()
                 echo(f"\nSecond run (exactly once): {again.summary()}")
+                page = (Path(workdir) if workdir else Path.cwd()) / "fhirbridge-report.html"
+                await _write_report(bridge, page)
+                echo(f"\nCoordination report (charts, CSV tables) written to {page}")
+
+
+async def _write_report(bridge: Bridge, page: Path) -> None:
+    from fhirbridge.report.fetch import default_period, read_report
+    from fhirbridge.report.html import render_html
+
+    assert bridge.client is not None
+    as_of = bridge.calendar.local_date(bridge.clock.now())
+    report = await read_report(
+        bridge.client,
+        period=default_period(as_of),
+        as_of=as_of,
+        calendar=bridge.calendar,
+        codes=bridge.rules.codes,
+    )
+    page.write_text(render_html(report, generated=bridge.clock.now(), server="demo"), "utf-8")
 
 
 async def _show(bridge: Bridge, echo: Echo) -> None:

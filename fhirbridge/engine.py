@@ -35,6 +35,7 @@ from fhirbridge.errors import FhirError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.report import Report, build_report
+from fhirbridge.risk.zone import warn_timezone_unset
 from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
 from fhirbridge.rules.dispositions import DispositionTable, default_table
@@ -399,8 +400,15 @@ class Bridge:
             and self.client is not None
             and recent
         ):
+            warn_timezone_unset(self.config.engine.timezone, fallback=self.rules.defaults.timezone)
             inputs = await fetch_inputs(self.client, transition.patient)
-            results = score(version.resource, inputs, ZoneInfo(self.calendar.tz))
+            results = score(
+                version.resource,
+                inputs,
+                ZoneInfo(self.calendar.tz),
+                patient=patient,
+                settings=self.config.risk,
+            )
             tiers = {name: result.tier for name, result in results.items()}
             extra.extend(score_actions(results, transition, now))
         if transition.kind is TransitionKind.TASK_COMPLETED:
@@ -572,12 +580,17 @@ class Bridge:
         )
         return build_report(tasks, self.calendar.local_date(self.clock.now()))
 
-    def replay(self) -> int:
+    def replay(self, only: int | None = None) -> int:
         """Put dead-lettered work back: dead outbox items to pending, rejected versions back
         on the pending list, unusable inputs re-ingested. Returns how many were put back;
-        ``process`` and ``drain`` then retry them (after the cause was fixed)."""
-        count = self.store.requeue_dead_outbox()
-        for letter in self.store.dead_letters():
+        ``process`` and ``drain`` then retry them (after the cause was fixed).
+
+        ``only`` replays the one dead letter with that id; a dead write (outbox) cannot be
+        put back alone, so it puts back every dead write (each is idempotent)."""
+        letters = [d for d in self.store.dead_letters() if only is None or d.id == only]
+        outbox = only is None or any(d.source == "outbox" for d in letters)
+        count = self.store.requeue_dead_outbox() if outbox else 0
+        for letter in letters:
             if letter.source == "process":
                 server, _, ref = letter.reference.partition("|")
                 kind, rid, _, version = [*ref.split("/"), "", "", "", ""][:4]

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from fhirbridge.config import RiskConfig
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.identity import (
@@ -23,6 +24,8 @@ from fhirbridge.identity import (
     risk_observation_identifier,
 )
 from fhirbridge.risk import ScoreResult, hospital, lace, risk_assessment, score_observation
+from fhirbridge.risk.eligibility import not_scored_reason
+from fhirbridge.risk.findings import score_details
 from fhirbridge.values import RecordRisk, Transition
 
 __all__ = ["RiskInputs", "fetch_inputs", "score", "score_actions"]
@@ -57,8 +60,24 @@ async def fetch_inputs(client: FhirClient, patient: str) -> RiskInputs:
     }
 
 
-def score(encounter: Mapping[str, Any], inputs: RiskInputs, tz: tzinfo) -> dict[str, ScoreResult]:
-    """LACE and HOSPITAL for one index stay (pure)."""
+def score(
+    encounter: Mapping[str, Any],
+    inputs: RiskInputs,
+    tz: tzinfo,
+    *,
+    patient: Mapping[str, Any] | None = None,
+    settings: RiskConfig | None = None,
+) -> dict[str, ScoreResult]:
+    """LACE and HOSPITAL for one index stay (pure); nothing for a death in hospital.
+
+    ``patient`` (the Patient resource) tells a death by the discharge date; ``settings`` is the
+    ``risk`` configuration (oncology services, organizations and locations).
+    """
+    reason = not_scored_reason(encounter, patient, tz=tz)
+    if reason is not None:
+        log.info("risk_not_scored", encounter=encounter.get("id"), reason=reason)
+        return {}
+    oncology = (settings or RiskConfig()).oncology
     own = encounter.get("id")
     others = [e for e in inputs["encounters"] if e.get("id") != own]
     return {
@@ -69,6 +88,9 @@ def score(encounter: Mapping[str, Any], inputs: RiskInputs, tz: tzinfo) -> dict[
             procedures=inputs["procedures"],
             encounters=others,
             tz=tz,
+            oncology_services=oncology.services,
+            oncology_organizations=oncology.organizations,
+            oncology_locations=oncology.locations,
         ),
     }
 
@@ -107,6 +129,7 @@ def score_actions(
                 observation=observation,
                 risk_assessment=assessment,
                 transition_key=transition.key,
+                details=score_details(result),
             )
         )
     return actions

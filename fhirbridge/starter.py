@@ -52,7 +52,7 @@ receiver:                     # `fhirbridge serve`
 # subscriptions:              # `fhirbridge subscribe` creates these on the server
 #   - criteria: Encounter?status=finished
 
-# hl7v2:                      # `fhirbridge hl7`: how PV1-19 and PID-3 appear on the server
+# hl7:                        # `fhirbridge hl7`: how PV1-19 and PID-3 appear on the server
 #   visit_system: urn:oid:2.16.840.1.113883.19.5.99999.1
 #   mrn_system: urn:oid:2.16.840.1.113883.19.5.99999.2
 

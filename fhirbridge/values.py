@@ -314,10 +314,11 @@ class RecordRisk:
     risk_assessment: Mapping[str, Any] = field(repr=False)
     transition_key: str = ""
     rule_id: str = "risk"
+    details: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view."""
-        return {
+        """A JSON-ready view (``details``: items, missing inputs, unrecognised codes)."""
+        row = {
             "action": "record-risk",
             "score": self.score,
             "total": self.total,
@@ -326,6 +327,9 @@ class RecordRisk:
             "encounter": self.encounter,
             "identifier": self.identifier,
         }
+        if self.details:
+            row["details"] = dict(self.details)
+        return row
 
 
 @dataclass(frozen=True, slots=True)

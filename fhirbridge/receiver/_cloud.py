@@ -45,7 +45,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fhirbridge.errors import FhirError, ResourceNotFound, StoreError
-from fhirbridge.receiver._notify import NotificationError, parse_json, parse_resource
+from fhirbridge.receiver._bounds import load_json
+from fhirbridge.receiver._notify import NotificationError, parse_resource
 from fhirbridge.receiver._receiver import Receiver, ReceiverUnavailable
 
 __all__ = [
@@ -161,7 +162,7 @@ def parse_pubsub(data: Any, base_url: str) -> CloudEvent:
     if named and not store.endswith(named.strip("/") + "/fhir"):
         raise NotificationError("the message is about another FHIR store")
     if attributes.get("payloadType") == "FullResource" and interaction != "delete":
-        resource = parse_resource(parse_json(payload))
+        resource = parse_resource(load_json(payload))
         return CloudEvent(
             interaction,
             str(resource["resourceType"]),
@@ -276,6 +277,13 @@ class CloudRoutes:
             count(kind, "invalid")
             self._dead_letter(request, exc.message, body)
             return _outcome(400, exc.message)
+        except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+            # a shape no parser rule foresaw: refuse and keep it, never a 500
+            count(kind, "invalid")
+            reason = f"the event cannot be read ({type(exc).__name__})"
+            log.warning("notification_unreadable", kind=kind, error=type(exc).__name__)
+            self._dead_letter(request, reason, body)
+            return _outcome(400, reason)
         except (ReceiverUnavailable, StoreError) as exc:
             count(kind, "unavailable")
             log.warning("notification_not_durable", kind=kind, error=type(exc).__name__)
@@ -298,15 +306,15 @@ class CloudRoutes:
         body = await self._body(request)
         if body is not None:
             try:
-                code, _ = parse_event_grid(json.loads(body), host)
-            except (NotificationError, ValueError):
+                code, _ = parse_event_grid(load_json(body, self.receiver.limits), host)
+            except (NotificationError, ValueError, TypeError, KeyError, AttributeError):
                 code = None
             if code is not None:
                 log.info("event_grid_validated")
                 return JSONResponse({"validationResponse": code})
 
         async def parse(raw: bytes) -> str:
-            _, events = parse_event_grid(parse_json(raw), host)
+            _, events = parse_event_grid(load_json(raw, self.receiver.limits), host)
             return await self._journal("event-grid", events)
 
         return await self._serve(request, "event-grid", body, parse)
@@ -316,7 +324,7 @@ class CloudRoutes:
         base = self.receiver.bridge.config.fhir.base_url
 
         async def parse(raw: bytes) -> str:
-            event = parse_pubsub(parse_json(raw), base)
+            event = parse_pubsub(load_json(raw, self.receiver.limits), base)
             return await self._journal("pubsub", [event])
 
         return await self._serve(request, "pubsub", await self._body(request), parse)

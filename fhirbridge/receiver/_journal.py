@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from fhirbridge.errors import StoreError
 from fhirbridge.values import ResourceVersion
 
 __all__ = ["GroupCommit"]
@@ -24,7 +25,9 @@ class GroupCommit:
     """Batches appends; :meth:`append` returns once its versions are journalled.
 
     ``on_commit(new_versions, seconds)`` is told about every batch (metrics, waking the
-    worker). An error of the journal fails every request of the batch alike.
+    worker). An error of the journal fails every request of the batch alike, as a
+    :class:`~fhirbridge.errors.StoreError` (the sender is told to retry) whatever the store
+    raised.
     """
 
     def __init__(
@@ -79,6 +82,8 @@ class GroupCommit:
         try:
             new = self.store_append([v for versions, _ in batch for v in versions])
         except Exception as exc:  # every waiter gets the journal's error
+            if not isinstance(exc, StoreError):
+                exc = StoreError(f"the journal append failed: {type(exc).__name__}: {exc}")
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

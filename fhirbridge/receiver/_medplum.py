@@ -26,7 +26,8 @@ from typing import Any
 
 import structlog
 
-from fhirbridge.receiver._notify import NotificationError, parse_json, parse_resource
+from fhirbridge.receiver._bounds import load_json
+from fhirbridge.receiver._notify import NotificationError, parse_resource
 from fhirbridge.receiver._receiver import Receiver
 
 __all__ = [
@@ -101,7 +102,7 @@ async def medplum_delivery(
     lowered = {k.lower(): v for k, v in headers.items()}
     if keys and not signature_matches(body, lowered.get("x-signature"), keys):
         raise NotificationError("the X-Signature does not match the body under any signing key")
-    data = parse_json(body)
+    data = load_json(body, receiver.limits)
     if delivery.interaction == "delete":
         if not isinstance(data, Mapping):
             raise NotificationError("a delete notice must be a JSON object")

@@ -10,15 +10,16 @@ Notifications):
 - Da Vinci Unsolicited Notifications: a ``message`` Bundle whose first entry is a
   ``MessageHeader`` with an ``eventCoding`` and ``focus`` references.
 
-Everything here is pure: the caller passes ``owns`` (is this URL on the configured server?),
+The body is read first within bounds (:mod:`._bounds`). Everything here is pure: the caller
+passes ``owns`` (is this URL on the configured server?),
 and anything unusable raises :class:`NotificationError`, which the receiver answers with 400
 and keeps as a dead letter.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +35,11 @@ __all__ = [
     "SubscriptionStatus",
     "TopicNotification",
     "is_topic_notification",
-    "parse_json",
     "parse_message",
     "parse_resource",
     "parse_status",
     "parse_topic_notification",
+    "split_reference",
 ]
 
 DAVINCI_EVENT_SYSTEM = "http://hl7.org/fhir/us/davinci-alerts/CodeSystem/notification-event"
@@ -50,10 +51,20 @@ _NOTIFICATION_TYPES = frozenset(
     {"handshake", "heartbeat", "event-notification", "query-status", "query-event"}
 )
 Owns = Callable[[str], bool]
+_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR ``id``
 
 
 class NotificationError(FhirBridgeError):
-    """The notification is not something the receiver can accept."""
+    """The notification is not something the receiver can accept.
+
+    ``status`` is the HTTP answer: 400 for a body that is not a usable notification, 422
+    for one that is well formed but names what the server does not hold.
+    """
+
+    def __init__(self, message: str | None = None, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +105,6 @@ class Message:
     resources: tuple[Mapping[str, Any], ...]
 
 
-def parse_json(body: bytes) -> Any:
-    """The JSON in ``body``, or :class:`NotificationError`."""
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NotificationError(f"the body is not JSON: {exc}") from None
-
-
 def parse_resource(
     data: Any, resource_type: str | None = None, resource_id: str | None = None
 ) -> Mapping[str, Any]:
@@ -111,11 +114,58 @@ def parse_resource(
     rtype, rid = data.get("resourceType"), data.get("id")
     if not isinstance(rtype, str) or not rtype:
         raise NotificationError("the body is not a FHIR resource (no resourceType)")
+    if not _TYPE.fullmatch(rtype):
+        raise NotificationError(f"{_show(rtype)} is not a FHIR resource type")
     if not isinstance(rid, str) or not rid:
         raise NotificationError(f"the {rtype} has no id")
+    if not _ID.fullmatch(rid):
+        raise NotificationError(f"{_show(rid)} is not a FHIR id (A-Z a-z 0-9 - ., 1-64)")
     if resource_type is not None and (rtype, rid) != (resource_type, resource_id):
         raise NotificationError(f"the body is {rtype}/{rid}, the URL {resource_type}/{resource_id}")
     return data
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut short: refusals echo what was sent, never all of it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _list(value: Any, name: str) -> Sequence[Any]:
+    """A JSON array (absent: empty), or :class:`NotificationError`."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise NotificationError(f"{name} is not a JSON array")
+    return value
+
+
+def _mapping(value: Any, name: str) -> Mapping[str, Any]:
+    """A JSON object, or :class:`NotificationError`."""
+    if not isinstance(value, Mapping):
+        raise NotificationError(f"{name} is not a JSON object")
+    return value
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """``(type, id)`` of a reference ``[base/]Type/id[/_history/vid]``, or
+    :class:`NotificationError` when it is not one (a search, ``..``, an id not FHIR's)."""
+    path = reference
+    if reference.startswith(("http://", "https://")):
+        path = reference.split("//", 1)[1].partition("/")[2]
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history" and _ID.fullmatch(parts[-1]):
+        parts = parts[:-2]
+    if (
+        "?" in reference
+        or "#" in reference
+        or len(parts) < 2
+        or any(p in (".", "..") for p in parts)
+        or not _TYPE.fullmatch(parts[-2])
+        or not _ID.fullmatch(parts[-1])
+    ):
+        raise NotificationError(f"the reference {_show(reference)} is not [base/]Type/id")
+    return parts[-2], parts[-1]
 
 
 def is_topic_notification(data: Any) -> bool:
@@ -126,7 +176,8 @@ def is_topic_notification(data: Any) -> bool:
     if data.get("type") != "history" or not isinstance(entries, list) or not entries:
         return False
     first = entries[0].get("resource") if isinstance(entries[0], Mapping) else None
-    return isinstance(first, Mapping) and first.get("resourceType") in _STATUS_TYPES
+    kind = first.get("resourceType") if isinstance(first, Mapping) else None
+    return isinstance(kind, str) and kind in _STATUS_TYPES
 
 
 def _int(value: Any, name: str) -> int | None:
@@ -135,7 +186,7 @@ def _int(value: Any, name: str) -> int | None:
     try:
         number = int(str(value))
     except ValueError:
-        raise NotificationError(f"{name} is not a number: {value!r}") from None
+        raise NotificationError(f"{name} is not a number: {_show(value)}") from None
     if number < 0:
         raise NotificationError(f"{name} is negative: {number}")
     return number
@@ -157,7 +208,9 @@ def _subscription_id(reference: str) -> str:
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
     if len(parts) < 2 or parts[-2] != "Subscription" or not parts[-1]:
-        raise NotificationError(f"the subscription reference {reference!r} is not Subscription/id")
+        raise NotificationError(
+            f"the subscription reference {_show(reference)} is not Subscription/id"
+        )
     return parts[-1]
 
 
@@ -190,12 +243,12 @@ def parse_status(resource: Mapping[str, Any]) -> SubscriptionStatus:
             "type": resource.get("type"),
             "since": resource.get("eventsSinceSubscriptionStart"),
         }
-        for item in resource.get("notificationEvent") or ():
+        for item in _list(resource.get("notificationEvent"), "notificationEvent"):
             if isinstance(item, Mapping):
                 number = _int(item.get("eventNumber"), "eventNumber")
                 events.append(NotificationEvent(number, _reference(item.get("focus"))))
     else:
-        for param in resource.get("parameter") or ():
+        for param in _list(resource.get("parameter"), "Parameters.parameter"):
             if not isinstance(param, Mapping):
                 continue
             name = param.get("name")
@@ -206,12 +259,12 @@ def parse_status(resource: Mapping[str, Any]) -> SubscriptionStatus:
             elif name in ("events-since-subscription-start", "eventsSinceSubscriptionStart"):
                 fields["since"] = _value(param)
             elif name in ("notification-event", "notificationEvent"):
-                events.append(_event(list(param.get("part") or ())))
+                events.append(_event(list(_list(param.get("part"), "notification-event.part"))))
     subscription, kind = fields.get("subscription"), fields.get("type")
     if not isinstance(subscription, str):
         raise NotificationError("the SubscriptionStatus names no subscription")
-    if kind not in _NOTIFICATION_TYPES:
-        raise NotificationError(f"unknown notification type {kind!r}")
+    if not isinstance(kind, str) or kind not in _NOTIFICATION_TYPES:
+        raise NotificationError(f"unknown notification type {_show(kind)}")
     topic, status = fields.get("topic"), fields.get("status")
     return SubscriptionStatus(
         subscription=subscription,
@@ -227,7 +280,7 @@ def parse_status(resource: Mapping[str, Any]) -> SubscriptionStatus:
 def _check_url(url: Any, owns: Owns, what: str) -> None:
     """Refuse an absolute http(s) URL that is not on the configured server."""
     if isinstance(url, str) and url.startswith(("http://", "https://")) and not owns(url):
-        raise NotificationError(f"{what} {url!r} is not on the configured FHIR server")
+        raise NotificationError(f"{what} {_show(url)} is not on the configured FHIR server")
 
 
 def parse_topic_notification(data: Mapping[str, Any], owns: Owns) -> TopicNotification:
@@ -235,10 +288,12 @@ def parse_topic_notification(data: Mapping[str, Any], owns: Owns) -> TopicNotifi
 
     Every absolute ``fullUrl`` and focus reference must be on the configured server.
     """
-    entries = [e for e in data.get("entry") or () if isinstance(e, Mapping)]
-    status = parse_status(entries[0]["resource"])
+    entries = [e for e in _list(data.get("entry"), "Bundle.entry") if isinstance(e, Mapping)]
+    status = parse_status(_mapping(entries[0].get("resource") if entries else None, "entry[0]"))
     for event in status.events:
         _check_url(event.focus, owns, "the focus")
+        if event.focus is not None:
+            split_reference(event.focus)
     resources: list[Mapping[str, Any]] = []
     for entry in entries[1:]:
         _check_url(entry.get("fullUrl"), owns, "the entry fullUrl")
@@ -252,16 +307,16 @@ def parse_message(data: Mapping[str, Any], owns: Owns) -> Message:
     with their bundle-local (``urn:uuid:``) references resolved to ``Type/id``."""
     if data.get("resourceType") != "Bundle" or data.get("type") != "message":
         raise NotificationError("$process-message needs a Bundle of type message")
-    entries = [e for e in data.get("entry") or () if isinstance(e, Mapping)]
+    entries = [e for e in _list(data.get("entry"), "Bundle.entry") if isinstance(e, Mapping)]
     header = entries[0].get("resource") if entries else None
     if not isinstance(header, Mapping) or header.get("resourceType") != "MessageHeader":
         raise NotificationError("the message Bundle does not start with a MessageHeader")
     coding = header.get("eventCoding")
     code = coding.get("code") if isinstance(coding, Mapping) else None
-    if not isinstance(coding, Mapping) or code not in DAVINCI_EVENTS:
-        raise NotificationError(f"unsupported message event {code!r}")
+    if not isinstance(coding, Mapping) or not isinstance(code, str) or code not in DAVINCI_EVENTS:
+        raise NotificationError(f"unsupported message event {_show(code)}")
     if coding.get("system") not in (None, DAVINCI_EVENT_SYSTEM):
-        raise NotificationError(f"unsupported message event system {coding.get('system')!r}")
+        raise NotificationError(f"unsupported message event system {_show(coding.get('system'))}")
     ids: dict[str, str] = {}
     by_url: dict[str, Mapping[str, Any]] = {}
     for entry in entries[1:]:
@@ -272,7 +327,7 @@ def parse_message(data: Mapping[str, Any], owns: Owns) -> Message:
         for key in (url, local):
             if isinstance(key, str):
                 ids[key], by_url[key] = local, resource
-    focus = [_reference(f) for f in header.get("focus") or ()]
+    focus = [_reference(f) for f in _list(header.get("focus"), "MessageHeader.focus")]
     chosen = [by_url[f] for f in focus if f is not None and f in by_url]
     if not chosen:
         raise NotificationError("the message's focus is not in the Bundle")

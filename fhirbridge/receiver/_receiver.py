@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import structlog
 
 from fhirbridge.engine import Bridge, RunStats
-from fhirbridge.errors import FhirBridgeError, FhirError
+from fhirbridge.errors import FhirBridgeError, FhirError, InvalidResource, ResourceNotFound
+from fhirbridge.receiver._bounds import JsonLimits, check_json
 from fhirbridge.receiver._checkpoint import WalCheckpointer
 from fhirbridge.receiver._journal import GroupCommit
 from fhirbridge.receiver._metrics import ReceiverMetrics
@@ -28,6 +29,7 @@ from fhirbridge.receiver._notify import (
     SubscriptionStatus,
     TopicNotification,
     parse_status,
+    split_reference,
 )
 from fhirbridge.receiver._tracker import EventTracker
 from fhirbridge.receiver._worker import Worker
@@ -58,13 +60,6 @@ def same_server(base_url: str) -> Callable[[str], bool]:
     return owns
 
 
-def _type_and_id(reference: str) -> tuple[str, str]:
-    parts = reference.split("?")[0].rstrip("/").split("/")
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    return (parts[-2], parts[-1]) if len(parts) >= 2 else ("", reference)
-
-
 class Receiver:
     """The receiver's state and actions for one bridge (see :func:`create_app`)."""
 
@@ -80,8 +75,11 @@ class Receiver:
         checkpoint_interval: float = 0.1,
         on_inactive: OnInactive | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: JsonLimits | None = None,
+        max_subscriptions: int = 1000,
     ) -> None:
         self.bridge = bridge
+        self.limits = limits or JsonLimits()
         self.owns = (
             bridge.client.owns
             if bridge.client is not None
@@ -99,7 +97,9 @@ class Receiver:
         self.check_interval = check_interval
         self.on_inactive = on_inactive
         self.metrics = ReceiverMetrics(bridge.store, clock=clock)
-        self.tracker = EventTracker(bridge.store, bridge.server, clock=clock)
+        self.tracker = EventTracker(
+            bridge.store, bridge.server, clock=clock, capacity=max_subscriptions
+        )
         self.inflight = 0  # notification requests being handled (the HTTP layer counts)
         self.worker = Worker(bridge, on_pass=self._on_pass, defer=lambda: self.inflight > 0)
         self.journal = GroupCommit(
@@ -205,7 +205,7 @@ class Receiver:
         if status.type == "event-notification":
             carried = {(r["resourceType"], r["id"]) for r in resources}
             focus = [e.focus for e in status.events if e.focus]
-            missing = [f for f in focus if _type_and_id(f) not in carried]
+            missing = [f for f in focus if split_reference(f) not in carried]
             if missing:
                 resources += await self._fetch(missing)
             if not focus and not resources:  # empty content: only a poll tells what changed
@@ -234,9 +234,20 @@ class Receiver:
                 raise NotificationError(f"the focus {reference!r} is not on the FHIR server")
         try:
             found = await asyncio.gather(*(client.read_reference(r) for r in references))
+        except (ResourceNotFound, InvalidResource) as exc:  # a retry will not change that
+            raise NotificationError(
+                f"the focus is not on the FHIR server: {exc.message}", status=422
+            ) from exc
         except FhirError as exc:
             self.catch_up("focus-fetch-failed")
             raise ReceiverUnavailable(f"cannot read the focus: {exc}") from exc
+        for reference, resource in zip(references, found, strict=True):
+            named = (resource.get("resourceType"), resource.get("id"))
+            if named != split_reference(reference):
+                raise NotificationError(
+                    f"the focus {reference} came back as {named[0]}/{named[1]}", status=422
+                )
+            check_json(resource, self.limits, what="the focus")
         return list(found)
 
     def _suspect_gap(self, subscription_id: str) -> None:

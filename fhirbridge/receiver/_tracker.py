@@ -9,18 +9,28 @@ is persisted with the store's watermark API (``subscription:<id>``) so a restart
 
 Deliveries may arrive out of order (sekmet sends from four threads): a hole is only a
 *suspected* gap until it outlives a short grace period; the receiver decides that.
+
+The state kept in memory is bounded: at most ``capacity`` subscriptions, the one heard from
+least recently is forgotten first (its contiguous number stays in the store, so it resumes
+from there if it speaks again). A sender that invents a new subscription id per request
+costs a bounded amount of memory.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+import structlog
 
 from fhirbridge.receiver._notify import SubscriptionStatus
 from fhirbridge.store.base import Store
 
 __all__ = ["EventTracker", "Observation", "watermark_key"]
+
+log = structlog.get_logger(__name__)
 
 
 def watermark_key(subscription_id: str) -> str:
@@ -51,12 +61,22 @@ class EventTracker:
     """Event numbers and heartbeats per subscription, in memory and in the store."""
 
     def __init__(
-        self, store: Store, server: str, *, clock: Callable[[], float] = time.monotonic
+        self,
+        store: Store,
+        server: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = 1000,
     ) -> None:
         self.store = store
         self.server = server
         self.clock = clock
-        self._subs: dict[str, _State] = {}
+        self.capacity = capacity
+        self._subs: OrderedDict[str, _State] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many subscriptions are tracked in memory."""
+        return len(self._subs)
 
     def _state(self, subscription_id: str, topic: str | None) -> _State:
         state = self._subs.get(subscription_id)
@@ -65,6 +85,11 @@ class EventTracker:
             start = int(saved) if saved and saved.isdigit() else 0
             state = _State(topic=topic, contiguous=start, last_seen=self.clock(), highest=start)
             self._subs[subscription_id] = state
+            while len(self._subs) > self.capacity:
+                forgotten, _ = self._subs.popitem(last=False)
+                log.warning("subscription_state_evicted", subscription=forgotten)
+        else:
+            self._subs.move_to_end(subscription_id)
         if topic:
             state.topic = topic
         return state

@@ -17,10 +17,14 @@ Routes, under one prefix (``/notify`` by default; the Subscription endpoint is
 ========================================= ==============================================
 
 Every notification must carry the shared secret (``Authorization: Bearer <secret>`` or
-``X-Fhirbridge-Secret``), else 401. A body over ``max_body`` bytes gets 413; a body that is
-not JSON, not FHIR, or names a URL off the configured server gets 400 and is kept as a dead
-letter. 200 is answered only after what the notification carries is in the journal; if
-the journal (or, for id-only content, the server) fails, 503 asks the sender to retry.
+``X-Fhirbridge-Secret``), else 401. A body over ``max_body`` bytes gets 413, one not sent
+within ``body_timeout`` seconds 408, a ``Content-Type`` that is not JSON 415; a body that is
+not JSON within the :class:`JsonLimits` (depth, values, string length, storable Unicode), not
+FHIR, or names a URL off the configured server gets 400, an id-only focus the server does not
+hold 422, and both are kept as dead letters. 200 is answered only after what the notification
+carries is in the journal; if the journal (or, for id-only content, the server) is
+unavailable, 503 with ``Retry-After`` asks the sender to retry. Every other answer, an unknown
+path or method included, is an OperationOutcome (``application/fhir+json``).
 """
 
 from __future__ import annotations
@@ -37,29 +41,32 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import FhirError, StoreError
+from fhirbridge.receiver._bounds import JsonLimits, load_json
 from fhirbridge.receiver._cloud import CloudRoutes
 from fhirbridge.receiver._medplum import is_medplum_delivery, medplum_delivery
 from fhirbridge.receiver._notify import (
     NotificationError,
     is_topic_notification,
-    parse_json,
     parse_message,
     parse_resource,
     parse_topic_notification,
 )
 from fhirbridge.receiver._receiver import OnInactive, Receiver, ReceiverUnavailable
 
-__all__ = ["DEFAULT_PREFIX", "create_app"]
+__all__ = ["DEFAULT_PREFIX", "create_app", "outcome"]
 
 log = structlog.get_logger(__name__)
 DEFAULT_PREFIX = "/notify"
 FHIR_JSON = "application/fhir+json"
+#: Failures of a parser's own code on input it did not foresee: still the input's fault.
+_UNFORESEEN = (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError)
 
 
 class _TooLarge(Exception):
@@ -71,33 +78,76 @@ class _Call:
     request: Request
     body: bytes
     kind: str = "unknown"
+    data: Any = None  # the body's JSON, read within the limits (None when empty)
 
 
-def _outcome(
-    status: int, code: str, text: str, *, severity: str = "error", **headers: str
-) -> Response:
+def outcome_json(code: str, text: str, *, severity: str = "error") -> bytes:
+    """An OperationOutcome with one issue, as compact JSON bytes."""
     body = {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": severity, "code": code, "diagnostics": text}],
     }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def outcome(
+    status: int, code: str, text: str, *, severity: str = "error", **headers: str
+) -> Response:
+    """An HTTP answer whose body is an OperationOutcome (``application/fhir+json``)."""
     return Response(
-        json.dumps(body, separators=(",", ":")),
+        outcome_json(code, text, severity=severity),
         status_code=status,
         media_type=FHIR_JSON,
         headers=headers or None,
     )
 
 
+_HTTP_CODES = {404: "not-found", 405: "not-supported"}
+
+
+def _storable(text: str) -> str:
+    """``text`` without what a journal's text column refuses (NUL, lone surrogates)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) as OperationOutcomes."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        text = f"no such endpoint: {request.url.path}"
+    elif status == 405:
+        text = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        text = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    return outcome(status, _HTTP_CODES.get(status, "processing"), text, **headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug, answered as an OperationOutcome (the traceback goes to the log only)."""
+    log.error("receiver_internal_error", path=request.url.path, error=type(exc).__name__)
+    return outcome(500, "exception", f"internal error ({type(exc).__name__})")
+
+
 class _Http:
     """The HTTP side: authenticate, bound, parse, hand over to the :class:`Receiver`."""
 
     def __init__(
-        self, receiver: Receiver, *, secret: str | None, max_body: int, readiness_ttl: float
+        self,
+        receiver: Receiver,
+        *,
+        secret: str | None,
+        max_body: int,
+        readiness_ttl: float,
+        limits: JsonLimits,
+        body_timeout: float,
     ) -> None:
         self.receiver = receiver
         self.secret = secret.encode() if secret is not None else None
         self.max_body = max_body
         self.readiness_ttl = readiness_ttl
+        self.limits = limits
+        self.body_timeout = body_timeout
         self._server_check: tuple[float, str] | None = None
         #: HMAC keys of signed deliveries (subscriptions[].signing_secret)
         self.signing_keys = [
@@ -122,17 +172,24 @@ class _Http:
         if length is not None and length.strip().isdigit() and int(length) > self.max_body:
             raise _TooLarge
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body:
-                raise _TooLarge
+        async with asyncio.timeout(self.body_timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self.max_body:
+                    raise _TooLarge
         return bytes(body)
+
+    @staticmethod
+    def _json_content(request: Request) -> bool:
+        """Whether the ``Content-Type`` (when given) is a JSON media type."""
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        return not media or "json" in media
 
     async def _serve(self, request: Request, handle: Callable[[_Call], Awaitable[str]]) -> Response:
         count = self.receiver.metrics.received
         if not self._authorized(request):
             count("unknown", "unauthorized")
-            return _outcome(
+            return outcome(
                 401,
                 "login",
                 "missing or wrong notification secret",
@@ -152,24 +209,46 @@ class _Http:
             call = _Call(request, await self._read(request))
         except _TooLarge:
             count("unknown", "too_large")
-            return _outcome(413, "too-costly", f"the body is larger than {self.max_body} bytes")
+            return outcome(413, "too-costly", f"the body is larger than {self.max_body} bytes")
+        except TimeoutError:
+            count("unknown", "timeout")
+            text = f"the body did not arrive within {self.body_timeout:g} s"
+            return outcome(408, "timeout", text, Connection="close")
+        except ClientDisconnect:
+            count("unknown", "disconnected")
+            return outcome(400, "incomplete", "the sender left before the body was complete")
+        if call.body.strip() and not self._json_content(request):
+            count("unknown", "unsupported_media_type")
+            media = request.headers.get("content-type", "")[:80]
+            return outcome(415, "not-supported", f"{media!r} is not FHIR JSON")
         try:
+            if call.body.strip():
+                call.data = load_json(call.body, self.limits)
             done = await handle(call)
         except NotificationError as exc:
             count(call.kind, "invalid")
             self._dead_letter(call, exc.message)
-            return _outcome(400, "invalid", exc.message)
+            code = "not-found" if exc.status == 422 else "invalid"
+            return outcome(exc.status, code, exc.message)
+        except _UNFORESEEN as exc:  # a shape no parser rule foresaw: refuse, keep, log
+            count(call.kind, "invalid")
+            reason = f"the notification cannot be read ({type(exc).__name__})"
+            log.warning("notification_unreadable", kind=call.kind, error=type(exc).__name__)
+            self._dead_letter(call, reason)
+            return outcome(400, "invalid", reason)
         except (ReceiverUnavailable, StoreError) as exc:
             count(call.kind, "unavailable")
             log.warning("notification_not_durable", kind=call.kind, error=type(exc).__name__)
-            return _outcome(503, "transient", "not journalled; retry later", **{"Retry-After": "5"})
+            return outcome(503, "transient", "not journalled; retry later", **{"Retry-After": "5"})
         count(call.kind, "accepted")
-        return _outcome(200, "informational", done, severity="information")
+        return outcome(200, "informational", done, severity="information")
 
     def _dead_letter(self, call: _Call, reason: str) -> None:
-        reference = f"{call.request.method} {call.request.url.path}"
+        reference = _storable(f"{call.request.method} {call.request.url.path}"[:500])
         try:
-            self.receiver.bridge.store.dead_letter("notification", reference, reason, call.body)
+            self.receiver.bridge.store.dead_letter(
+                "notification", reference, _storable(reason), call.body
+            )
         except StoreError as exc:
             log.error("dead_letter_failed", error=str(exc))
 
@@ -179,12 +258,9 @@ class _Http:
 
         async def handle(call: _Call) -> str:
             call.kind = "rest-hook"
-            (version,) = self.receiver.versions([call.body])
             named = (request.path_params["type"], request.path_params["id"])
-            if (version.resource_type, version.id) != named:
-                raise NotificationError(
-                    f"the body is {version.reference}, the URL {named[0]}/{named[1]}"
-                )
+            parse_resource(call.data, *named)
+            (version,) = self.receiver.versions([call.body])
             await self.receiver.journal.append([version])
             return "journalled"
 
@@ -203,7 +279,7 @@ class _Http:
                 call.kind = "rest-hook-empty"
                 self.receiver.catch_up("empty-notification")
                 return "a poll since the watermark is scheduled"
-            data = parse_json(call.body)
+            data = call.data
             if is_topic_notification(data):
                 note = parse_topic_notification(data, self.receiver.owns)
                 call.kind = note.status.type
@@ -226,7 +302,7 @@ class _Http:
         """``POST {prefix}/$process-message``: a Da Vinci notification message."""
 
         async def handle(call: _Call) -> str:
-            return await self._message(call, parse_json(call.body))
+            return await self._message(call, call.data)
 
         return await self._serve(request, handle)
 
@@ -244,7 +320,8 @@ class _Http:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Readiness: the journal answers and the FHIR server's metadata is reachable."""
+        """Readiness: the journal answers and the FHIR server's metadata is reachable (503
+        with an OperationOutcome naming each failing check, else 200)."""
         checks: dict[str, str] = {}
         try:
             self.receiver.bridge.store.outbox_depth()
@@ -252,11 +329,15 @@ class _Http:
         except Exception as exc:
             checks["journal"] = f"failing ({type(exc).__name__})"
         checks["server"] = await self._server()
-        ready = all(v in ("ok", "not configured") for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        failing = {k: v for k, v in checks.items() if v not in ("ok", "not configured")}
+        if not failing:
+            return JSONResponse({"status": "ready", "checks": checks})
+        issues = [
+            {"severity": "error", "code": "transient", "diagnostics": f"{name}: {state}"}
+            for name, state in failing.items()
+        ]
+        body = {"resourceType": "OperationOutcome", "issue": issues}
+        return Response(json.dumps(body), status_code=503, media_type=FHIR_JSON)
 
     async def _server(self) -> str:
         client = self.receiver.bridge.client
@@ -293,6 +374,9 @@ def create_app(
     readiness_ttl: float = 5.0,
     on_inactive: OnInactive | None = None,
     clock: Callable[[], float] = time.monotonic,
+    limits: JsonLimits | None = None,
+    body_timeout: float = 30.0,
+    max_subscriptions: int = 1000,
 ) -> Starlette:
     """The receiver app for ``bridge``; its :class:`Receiver` is ``app.state.receiver``.
 
@@ -305,7 +389,8 @@ def create_app(
     ``on_inactive(subscription_id)`` is awaited when a subscription reports ``error``/``off``.
     ``checkpoint_interval`` is how often a thread checkpoints a SQLite journal's WAL, so the
     event loop's commits do not. ``clock`` (monotonic seconds) times heartbeats and the lag
-    gauge.
+    gauge. ``limits`` bound a body's JSON, ``body_timeout`` (seconds) its arrival;
+    ``max_subscriptions`` bounds the subscriptions whose event numbers are tracked in memory.
     The worker starts with the app's lifespan and drains in-flight work when it ends.
     """
     receiver = Receiver(
@@ -318,8 +403,17 @@ def create_app(
         checkpoint_interval=checkpoint_interval,
         on_inactive=on_inactive,
         clock=clock,
+        limits=limits,
+        max_subscriptions=max_subscriptions,
     )
-    http = _Http(receiver, secret=secret, max_body=max_body, readiness_ttl=readiness_ttl)
+    http = _Http(
+        receiver,
+        secret=secret,
+        max_body=max_body,
+        readiness_ttl=readiness_ttl,
+        limits=receiver.limits,
+        body_timeout=body_timeout,
+    )
     cloud = CloudRoutes(receiver, secret=secret, max_body=max_body)
     prefix = "/" + prefix.strip("/")
 
@@ -343,6 +437,21 @@ def create_app(
             Route(prefix + "/{type}/{id}", http.put_resource, methods=["PUT"]),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.receiver = receiver
+    if bridge.config.console.enabled:  # /console and /report, behind the same secret
+        from fhirbridge.console import console_app
+
+        app.router.routes.append(
+            Mount(
+                "",
+                console_app(
+                    bridge,
+                    secret=secret,
+                    receiver=receiver,
+                    show_names=bridge.config.console.show_names,
+                ),
+            )
+        )
     return app

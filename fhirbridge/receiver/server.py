@@ -21,6 +21,8 @@ import uvicorn
 from fhirbridge.config import Config, ReceiverConfig
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import ConfigError, FhirBridgeError
+from fhirbridge.receiver._bounds import JsonLimits
+from fhirbridge.receiver._protocol import ConnectionLimits, guarded_protocol
 from fhirbridge.receiver.app import DEFAULT_PREFIX, create_app
 
 __all__ = ["ReceiverServer", "freeze_heap", "serve"]
@@ -83,8 +85,9 @@ def _reactivator(bridge: Bridge, config: Config) -> Any:
 
 
 def uvicorn_config(app: Any, receiver: ReceiverConfig) -> uvicorn.Config:
-    """The ASGI server's settings: address, TLS when configured, and mutual TLS (client
-    certificates required and checked against ``receiver.tls_client_ca``) when that is set."""
+    """The ASGI server's settings: address, connection limits and timeouts (see
+    :mod:`._protocol`), TLS when configured, and mutual TLS (client certificates required and
+    checked against ``receiver.tls_client_ca``) when that is set."""
     tls: dict[str, Any] = {}
     if receiver.tls_certfile is not None:
         tls = {"ssl_certfile": str(receiver.tls_certfile), "ssl_keyfile": str(receiver.tls_keyfile)}
@@ -99,6 +102,15 @@ def uvicorn_config(app: Any, receiver: ReceiverConfig) -> uvicorn.Config:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
+        http=guarded_protocol(
+            ConnectionLimits(
+                header_timeout=receiver.header_timeout,
+                body_timeout=receiver.body_timeout,
+                max_connections=receiver.max_connections,
+                max_head=receiver.max_header_bytes,
+            )
+        ),
+        timeout_keep_alive=receiver.keep_alive_timeout,
         **tls,
     )
 
@@ -125,6 +137,13 @@ async def serve(config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREF
             prefix=prefix,
             poll_interval=receiver.poll_interval if poll else None,
             on_inactive=_reactivator(bridge, config) if config.subscriptions else None,
+            limits=JsonLimits(
+                depth=receiver.max_json_depth,
+                elements=receiver.max_json_values,
+                string=receiver.max_string_length,
+            ),
+            body_timeout=receiver.body_timeout,
+            max_subscriptions=receiver.max_subscriptions,
         )
         server = ReceiverServer(uvicorn_config(app, receiver))
         log.info("receiver_starting", host=receiver.host, port=receiver.port, poll=poll)

@@ -30,8 +30,14 @@ result becomes FHIR with :func:`score_observation` and :func:`risk_assessment`::
         observation_ref="Observation/lace-e1", occurrence=now, identifier="ra-lace-e1",
     )
 
-Code tables (Charlson ICD-10/SNOMED lists and weights, laboratory codes, acuity signals,
-oncology services) live in ``mappings/charlson-icd10.yaml`` and ``mappings/risk-inputs.yaml``.
+Code tables live in ``mappings/``: ``charlson-icd10.yaml`` (Quan's ICD-10 categories, the
+Charlson and LACE weights), ``charlson-snomed.yaml`` (SNOMED CT concepts with their ICD-10-CM
+targets, local codes, the fallback terms) and ``risk-inputs.yaml`` (laboratory codes, acuity
+signals, oncology services). A result lists the Condition codes no table recognised
+(``ScoreResult.unrecognised``). Conditions count as they stood during the index stay
+(:func:`fhirbridge.risk.comorbidity.active_during`); days are counted in the facility's zone
+(:mod:`fhirbridge.risk.zone`); a death in hospital gets no score
+(:func:`fhirbridge.risk.eligibility.not_scored_reason`).
 """
 
 from __future__ import annotations

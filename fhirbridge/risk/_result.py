@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fhirbridge.risk.comorbidity import Unrecognised
 
 __all__ = ["ScoreResult"]
 
@@ -19,6 +22,12 @@ class ScoreResult:
     reported here so that a reader can tell "no risk" from "no data". ``inputs`` lists the
     ``Type/id`` references of the resources the points came from (for ``derivedFrom`` and
     ``basis``), the index Encounter first.
+
+    ``unrecognised`` lists the Condition codings no code table recognised (system, code,
+    display), so that a reader can tell why C is low and extend ``mappings/``;
+    ``charlson_weights`` is the weight of every Charlson category in the table the score used
+    (LACE's own weights), and ``charlson_by_text`` the Conditions recognised only by the
+    fallback terms of ``mappings/charlson-snomed.yaml``.
     """
 
     score_name: str
@@ -31,6 +40,9 @@ class ScoreResult:
     charlson_categories: tuple[str, ...] = ()
     acuity_signals: tuple[str, ...] = ()
     length_of_stay: int | None = None
+    unrecognised: tuple[Unrecognised, ...] = ()
+    charlson_weights: Mapping[str, int] = field(default_factory=dict, hash=False)
+    charlson_by_text: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -45,6 +57,9 @@ class ScoreResult:
             "charlson_categories": list(self.charlson_categories),
             "acuity_signals": list(self.acuity_signals),
             "length_of_stay": self.length_of_stay,
+            "unrecognised": [u.as_dict() for u in self.unrecognised],
+            "charlson_weights": dict(self.charlson_weights),
+            "charlson_by_text": list(self.charlson_by_text),
         }
 
 

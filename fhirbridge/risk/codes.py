@@ -1,18 +1,20 @@
 """The code tables behind the risk scores, loaded from ``mappings/`` and cached.
 
-``charlson-icd10.yaml`` holds the Charlson categories (ICD-10 prefixes after Quan 2005, some
-SNOMED CT codes), their weights in the original Charlson table and in LACE's table, and the
-hierarchy between categories. ``risk-inputs.yaml`` holds what LACE and HOSPITAL look for in
-Encounters and Observations: classes, acuity signals, laboratory codes and units, oncology
-services. Both are data that integration engineers may edit; a file that does not validate
-raises :class:`~fhirbridge.errors.ConfigError` naming the file and key.
+``charlson-icd10.yaml`` holds the Charlson categories (ICD-10 prefixes after Quan 2005), their
+weights in the original Charlson table and in LACE's table, and the hierarchy between
+categories. ``charlson-snomed.yaml`` holds the SNOMED CT side: concepts with their ICD-10-CM
+targets (so a concept lands where Quan's prefixes put its target), local codes, and the
+documented term fallback for concepts the list does not name. ``risk-inputs.yaml`` holds what
+LACE and HOSPITAL look for in Encounters and Observations: classes, acuity signals, laboratory
+codes and units, oncology services. All are data that integration engineers may edit; a file
+that does not validate raises :class:`~fhirbridge.errors.ConfigError` naming the file and key.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -24,6 +26,8 @@ from fhirbridge.errors import ConfigError
 
 __all__ = [
     "CHARLSON_FILE",
+    "CHARLSON_SNOMED_FILE",
+    "CodedConcept",
     "RISK_INPUTS_FILE",
     "WEIGHT_TABLES",
     "CharlsonCategory",
@@ -37,12 +41,18 @@ __all__ = [
 ]
 
 CHARLSON_FILE = "charlson-icd10.yaml"
+CHARLSON_SNOMED_FILE = "charlson-snomed.yaml"
 RISK_INPUTS_FILE = "risk-inputs.yaml"
 
 #: The weight tables every category must give: original Charlson, and LACE's own.
 WEIGHT_TABLES = ("charlson", "lace")
 
 _RANGE = re.compile(r"([A-Z]+)(\d+)")
+#: A SNOMED CT fully specified name's semantic tag at the end of a display.
+_SEMANTIC_TAG = re.compile(
+    r"\s*\((disorder|finding|situation|morphologic abnormality|clinical finding|event)\)\s*$",
+    re.IGNORECASE,
+)
 
 
 def mappings_dir() -> Path:
@@ -73,7 +83,7 @@ class CharlsonCategory:
     label: str
     weights: Mapping[str, int] = field(hash=False)
     icd10_prefixes: tuple[str, ...]
-    snomed: frozenset[str]
+    snomed: frozenset[str] = frozenset()
 
     def matches_icd10(self, code: str) -> bool:
         """True when the (dotted or undotted) ICD-10 code starts with one of the prefixes."""
@@ -82,14 +92,41 @@ class CharlsonCategory:
 
 
 @dataclass(frozen=True, slots=True)
+class CodedConcept:
+    """A listed SNOMED CT or local code: its categories (possibly none) and where they came from.
+
+    ``target`` is the ICD-10-CM code the concept maps to; ``categories`` are those its target
+    falls in, or the one ``category:`` names in the file.
+    """
+
+    system: str
+    code: str
+    display: str | None
+    target: str | None
+    categories: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CharlsonTable:
-    """All Charlson categories, the systems they are coded in, hierarchy and age points."""
+    """All Charlson categories, the systems they are coded in, hierarchy and age points.
+
+    ``concepts`` holds the listed SNOMED CT and local codes by ``(system, code)``; ``terms``
+    the fallback regular expressions per category, ruled out by ``exclude_terms`` (any
+    category) and ``exclude_category_terms`` (that category).
+    """
 
     categories: tuple[CharlsonCategory, ...]
     icd10_systems: frozenset[str]
     snomed_system: str
     supersedes: Mapping[str, tuple[str, ...]] = field(hash=False)
     age_points: tuple[tuple[int, int | None, int], ...]
+    concepts: Mapping[tuple[str, str], CodedConcept] = field(default_factory=dict, hash=False)
+    terms: Mapping[str, tuple[re.Pattern[str], ...]] = field(default_factory=dict, hash=False)
+    exclude_terms: tuple[re.Pattern[str], ...] = ()
+    exclude_category_terms: Mapping[str, tuple[re.Pattern[str], ...]] = field(
+        default_factory=dict, hash=False
+    )
+    snomed_aliases: frozenset[str] = frozenset()
 
     def category(self, key: str) -> CharlsonCategory:
         """The category with this key (KeyError when there is none)."""
@@ -98,13 +135,45 @@ class CharlsonTable:
                 return category
         raise KeyError(key)
 
+    def icd10_categories(self, code: str) -> tuple[str, ...]:
+        """The keys of the categories whose Quan prefixes an ICD-10 code starts with."""
+        return tuple(c.key for c in self.categories if c.matches_icd10(code))
+
     def categories_of(self, system: str | None, code: str) -> tuple[str, ...]:
-        """The keys of the categories one coding belongs to (no hierarchy applied)."""
+        """The keys of the categories one coding belongs to (no hierarchy, no term fallback)."""
         if system in self.icd10_systems:
-            return tuple(c.key for c in self.categories if c.matches_icd10(code))
-        if system == self.snomed_system:
-            return tuple(c.key for c in self.categories if code in c.snomed)
-        return ()
+            return self.icd10_categories(code)
+        concept = self.concept(system, code)
+        return concept.categories if concept else ()
+
+    def is_snomed(self, system: str | None) -> bool:
+        """True for SNOMED CT's URI or one of its aliases (``urn:oid:2.16.840.1.113883.6.96``)."""
+        return system == self.snomed_system or system in self.snomed_aliases
+
+    def concept(self, system: str | None, code: str) -> CodedConcept | None:
+        """The listed SNOMED CT or local concept, or None (a code without system is SNOMED CT's
+        when SNOMED CT lists it)."""
+        if system is None or self.is_snomed(system):
+            system = self.snomed_system
+        return self.concepts.get((system, code))
+
+    def categories_of_text(self, text: str) -> tuple[str, ...]:
+        """The categories whose fallback terms match a display or text (table order).
+
+        A trailing SNOMED CT semantic tag ("(disorder)", "(finding)", ...) is dropped first.
+        """
+        text = _SEMANTIC_TAG.sub("", text or "").strip()
+        if not text or any(p.search(text) for p in self.exclude_terms):
+            return ()
+        found = []
+        for category in self.categories:
+            patterns = self.terms.get(category.key, ())
+            if not any(p.search(text) for p in patterns):
+                continue
+            if any(p.search(text) for p in self.exclude_category_terms.get(category.key, ())):
+                continue
+            found.append(category.key)
+        return tuple(found)
 
     def apply_hierarchy(self, keys: set[str]) -> tuple[str, ...]:
         """Drop the categories a present category supersedes; table order."""
@@ -194,6 +263,15 @@ class _Reader:
             raise self.fail(key, "expected a number")
         return float(value)
 
+    def patterns(self, value: Any, key: str) -> tuple[re.Pattern[str], ...]:
+        compiled = []
+        for i, item in enumerate(self.strings(value, key)):
+            try:
+                compiled.append(re.compile(item, re.IGNORECASE))
+            except re.error as exc:
+                raise self.fail(f"{key}[{i}]", f"not a regular expression: {exc}") from exc
+        return tuple(compiled)
+
     def integer(self, value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, "expected an integer")
@@ -242,14 +320,12 @@ def charlson_table() -> CharlsonTable:
             table: r.integer(weights_raw.get(table), f"{where}.weights.{table}")
             for table in WEIGHT_TABLES
         }
-        snomed = r.mapping(entry.get("snomed") or {}, f"{where}.snomed")
         categories.append(
             CharlsonCategory(
                 key=str(key),
                 label=r.string(entry.get("label"), f"{where}.label"),
                 weights=weights,
                 icd10_prefixes=r.icd10_prefixes(entry.get("icd10"), f"{where}.icd10"),
-                snomed=frozenset(str(code) for code in snomed),
             )
         )
     known = {c.key for c in categories}
@@ -271,12 +347,94 @@ def charlson_table() -> CharlsonTable:
                 r.integer(band.get("points"), f"age_points[{i}].points"),
             )
         )
-    return CharlsonTable(
+    table = CharlsonTable(
         categories=tuple(categories),
         icd10_systems=frozenset(r.strings(r.data.get("icd10_systems"), "icd10_systems")),
-        snomed_system=r.string(r.data.get("snomed_system"), "snomed_system"),
+        snomed_system="",
         supersedes=supersedes,
         age_points=tuple(bands),
+    )
+    return _with_snomed(table, _Reader(mappings_dir() / CHARLSON_SNOMED_FILE))
+
+
+def _concept(
+    r: _Reader, table: CharlsonTable, system: str, code: str, raw: Any, where: str
+) -> CodedConcept:
+    """One listed code: its ICD-10-CM target's categories, or the category it names."""
+    entry = r.mapping(raw, where)
+    target = entry.get("icd10")
+    named = entry.get("category")
+    if target is None and named is None:
+        raise r.fail(where, "give icd10 (the ICD-10-CM target) or category")
+    known = {c.key for c in table.categories}
+    if named is not None:
+        if str(named) not in known:
+            raise r.fail(f"{where}.category", f"unknown category {named!r}")
+        keys: tuple[str, ...] = (str(named),)
+    else:
+        keys = table.icd10_categories(r.string(str(target), f"{where}.icd10"))
+    display = entry.get("display")
+    return CodedConcept(
+        system=system,
+        code=code,
+        display=str(display) if display is not None else None,
+        target=None if target is None else str(target),
+        categories=keys,
+    )
+
+
+def _with_snomed(table: CharlsonTable, r: _Reader) -> CharlsonTable:
+    """``table`` with the concepts, local codes and terms of ``charlson-snomed.yaml``."""
+    system = r.string(r.data.get("snomed_system"), "snomed_system")
+    raw_aliases = r.data.get("snomed_system_aliases")
+    aliases = (
+        frozenset(r.strings(raw_aliases, "snomed_system_aliases")) if raw_aliases else frozenset()
+    )
+    concepts: dict[tuple[str, str], CodedConcept] = {}
+    for code, raw in r.mapping(r.data.get("concepts"), "concepts").items():
+        concept = _concept(r, table, system, str(code), raw, f"concepts.{code}")
+        concepts[(system, concept.code)] = concept
+    for i, raw in enumerate(r.data.get("local") or ()):
+        where = f"local[{i}]"
+        entry = r.mapping(raw, where)
+        local_system = r.string(entry.get("system"), f"{where}.system")
+        local_code = r.string(str(entry.get("code") or ""), f"{where}.code")
+        concepts[(local_system, local_code)] = _concept(
+            r, table, local_system, local_code, entry, where
+        )
+    known = {c.key for c in table.categories}
+    terms: dict[str, tuple[re.Pattern[str], ...]] = {}
+    for key, patterns in r.mapping(r.data.get("terms") or {}, "terms").items():
+        if str(key) not in known:
+            raise r.fail(f"terms.{key}", f"unknown category {key!r}")
+        terms[str(key)] = r.patterns(patterns, f"terms.{key}")
+    excluded: dict[str, tuple[re.Pattern[str], ...]] = {}
+    per_category = r.mapping(r.data.get("exclude_category_terms") or {}, "exclude_category_terms")
+    for key, patterns in per_category.items():
+        if str(key) not in known:
+            raise r.fail(f"exclude_category_terms.{key}", f"unknown category {key!r}")
+        excluded[str(key)] = r.patterns(patterns, f"exclude_category_terms.{key}")
+    raw_excludes = r.data.get("exclude_terms")
+    categories = tuple(
+        replace(
+            c,
+            snomed=frozenset(
+                code
+                for (sys, code), concept in concepts.items()
+                if sys == system and c.key in concept.categories
+            ),
+        )
+        for c in table.categories
+    )
+    return replace(
+        table,
+        categories=categories,
+        snomed_system=system,
+        snomed_aliases=aliases,
+        concepts=concepts,
+        terms=terms,
+        exclude_terms=r.patterns(raw_excludes, "exclude_terms") if raw_excludes else (),
+        exclude_category_terms=excluded,
     )
 
 

@@ -35,6 +35,7 @@ from fhirbridge.risk._fhir import (
     Resource,
     has_code,
     instant,
+    period,
     ref_key,
     resource_key,
     same_subject,
@@ -148,20 +149,70 @@ def _service_pairs(services: Collection[str]) -> tuple[tuple[str | None, str], .
     return tuple(pairs)
 
 
+def discharge_location(encounter: Resource) -> Mapping[str, Any] | None:
+    """The Location reference the patient left from: the ``location`` entry that began last
+    (entries without a period count in list order, before dated ones)."""
+    entries = [
+        (position, entry)
+        for position, entry in enumerate(encounter.get("location") or ())
+        if isinstance(entry, Mapping) and isinstance(entry.get("location"), Mapping)
+    ]
+    if not entries:
+        return None
+
+    def began(item: tuple[int, Mapping[str, Any]]) -> tuple[datetime, int]:
+        start, _ = period(item[1])
+        return instant(start) or datetime.min.replace(tzinfo=UTC), item[0]
+
+    location: Mapping[str, Any] = max(entries, key=began)[1]["location"]
+    return location
+
+
 def _oncology(
-    encounter: Resource, codes: tuple[tuple[str | None, str], ...], keywords: tuple[str, ...]
+    encounter: Resource,
+    codes: tuple[tuple[str | None, str], ...],
+    keywords: tuple[str, ...],
+    organizations: frozenset[str] = frozenset(),
+    locations: frozenset[str] = frozenset(),
 ) -> tuple[bool, bool]:
-    """(discharged from an oncology service, any service information present)."""
+    """(discharged from an oncology service, any service information present).
+
+    The service is oncology when ``serviceType`` or ``type`` has one of ``codes``, when a
+    service name (their texts, ``serviceProvider.display``, the discharge location's display)
+    contains a keyword, or when ``serviceProvider`` or the discharge location is one of the
+    configured oncology ``organizations`` or ``locations`` (``Type/id`` references).
+    """
     elements = [encounter.get("serviceType"), encounter.get("type")]
     provider = encounter.get("serviceProvider")
-    provider_name = provider.get("display") if isinstance(provider, Mapping) else None
+    where = discharge_location(encounter)
     names = [text for element in elements for text in texts(element)]
-    if isinstance(provider_name, str) and provider_name:
-        names.append(provider_name)
-    known = bool(names) or any(bool(element) for element in elements)
+    for ref in (provider, where):
+        name = ref.get("display") if isinstance(ref, Mapping) else None
+        if isinstance(name, str) and name:
+            names.append(name)
+    provider_key, where_key = ref_key(provider), ref_key(where)
+    known = (
+        bool(names)
+        or any(bool(element) for element in elements)
+        or provider_key is not None
+        or where_key is not None
+    )
     coded = any(has_code(element, codes) for element in elements)
     named = any(keyword in name.casefold() for name in names for keyword in keywords)
-    return coded or named, known
+    placed = (provider_key is not None and provider_key in organizations) or (
+        where_key is not None and where_key in locations
+    )
+    return coded or named or placed, known
+
+
+def _references(values: Collection[str], kind: str) -> frozenset[str]:
+    """``Type/id`` keys of references given as ``Organization/1``, a bare id or a full URL."""
+    keys = set()
+    for value in values:
+        key = ref_key(value) if "/" in value else f"{kind}/{value}"
+        if key is not None:
+            keys.add(key)
+    return frozenset(keys)
 
 
 def hospital(
@@ -172,6 +223,8 @@ def hospital(
     encounters: Sequence[Mapping[str, Any]] = (),
     oncology_services: Collection[str] | None = None,
     tz: tzinfo = UTC,
+    oncology_organizations: Collection[str] = (),
+    oncology_locations: Collection[str] = (),
 ) -> ScoreResult:
     """The HOSPITAL score of an index inpatient Encounter, from plain FHIR R4 JSON dicts.
 
@@ -181,8 +234,11 @@ def hospital(
     performed during the stay. ``encounters`` are the patient's other Encounters (the linked
     ED visit, earlier admissions). ``oncology_services`` replaces the shipped oncology service
     codes (``"system|code"`` or a bare ``"code"``); "oncolog" in a service's name matches
-    always. Dates are taken in ``tz``. An input that is not there counts as 0 points and is
-    named in ``missing``.
+    always. ``oncology_organizations`` and ``oncology_locations`` (``Organization/1``,
+    ``Location/onc-ward``) are the facility's oncology units: a stay whose ``serviceProvider``
+    or discharge location is one of them scores O even when no service is coded (the
+    ``risk.oncology`` configuration). Dates are taken in ``tz``. An input that is not there
+    counts as 0 points and is named in ``missing``.
     """
     check_encounter(encounter)
     inputs = risk_inputs()
@@ -205,7 +261,13 @@ def hospital(
     codes = (
         inputs.oncology_codes if oncology_services is None else _service_pairs(oncology_services)
     )
-    oncology, service_known = _oncology(encounter, codes, inputs.oncology_keywords)
+    oncology, service_known = _oncology(
+        encounter,
+        codes,
+        inputs.oncology_keywords,
+        _references(oncology_organizations, "Organization"),
+        _references(oncology_locations, "Location"),
+    )
     (found if service_known else missing).append("service")
     points_o = 2 if oncology else 0
 

@@ -16,7 +16,7 @@ Total 0-19: low 0-4, moderate 5-9, high 10 and above (van Walraven et al., CMAJ 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 
 from fhirbridge.risk._encounter import (
@@ -27,10 +27,10 @@ from fhirbridge.risk._encounter import (
     started_in_window,
     stay_of,
 )
-from fhirbridge.risk._fhir import instant, ref_key, resource_key, same_subject
+from fhirbridge.risk._fhir import ref_key, resource_key, same_subject
 from fhirbridge.risk._result import ScoreResult, tier_for
 from fhirbridge.risk.codes import risk_inputs
-from fhirbridge.risk.comorbidity import charlson_detail
+from fhirbridge.risk.comorbidity import active_during, charlson_detail
 
 __all__ = [
     "ACUTE_POINTS",
@@ -73,14 +73,6 @@ def ed_visit_points(visits: int) -> int:
     return min(visits, 4)
 
 
-def _known_by(condition: Mapping[str, Any], end: datetime | None) -> bool:
-    """False for a Condition recorded (or, without recordedDate, begun) after the discharge."""
-    if end is None:
-        return True
-    seen = instant(condition.get("recordedDate")) or instant(condition.get("onsetDateTime"))
-    return seen is None or seen <= end
-
-
 def lace(
     encounter: Mapping[str, Any],
     *,
@@ -90,11 +82,15 @@ def lace(
 ) -> ScoreResult:
     """The LACE index of an index inpatient Encounter, from plain FHIR R4 JSON dicts.
 
-    ``conditions`` are the patient's Conditions (those of another subject, or recorded after
-    the discharge, are ignored); ``encounters`` are the patient's other Encounters, used to
-    find the ED visit that led to this admission and the ED visits of the 6 months before.
-    Dates are taken in ``tz`` (the facility's time zone). An input that is not there counts
-    as 0 points and is named in ``missing``.
+    ``conditions`` are the patient's Conditions: those of another subject are ignored, and the
+    others count as they stood during the index stay (begun by the discharge date, not abated
+    before the admission date, whatever their status today: see
+    :func:`~fhirbridge.risk.comorbidity.active_during`). ``encounters`` are the patient's other
+    Encounters, used to find the ED visit that led to this admission and the ED visits of the
+    6 months before the admission. Days are counted on calendar dates in ``tz`` (the
+    facility's time zone; see :mod:`fhirbridge.risk.zone`). An input that is not there counts
+    as 0 points and is named in ``missing``; Condition codes no table recognised are listed in
+    ``unrecognised``.
     """
     check_encounter(encounter)
     inputs = risk_inputs()
@@ -115,10 +111,12 @@ def lace(
     eligible = [
         c
         for c in conditions
-        if isinstance(c, Mapping) and same_subject(c, stay.patient) and _known_by(c, stay.end)
+        if isinstance(c, Mapping)
+        and same_subject(c, stay.patient)
+        and active_during(c, stay.start_date, stay.end_date, tz)
     ]
     (found if eligible else missing).append("conditions")
-    detail = charlson_detail(eligible, weights="lace")
+    detail = charlson_detail(eligible, weights="lace", current=False)
     points_c = comorbidity_points(detail.points)
     refs.extend(detail.sources)
 
@@ -149,4 +147,7 @@ def lace(
         charlson_categories=detail.categories,
         acuity_signals=acuity.signals,
         length_of_stay=los,
+        unrecognised=detail.unrecognised,
+        charlson_weights=detail.weights or {},
+        charlson_by_text=detail.by_text,
     )

@@ -32,6 +32,7 @@ from typing import Any
 
 from fhirbridge.fhir.invariants import check_invariants
 from fhirbridge.risk._result import ScoreResult
+from fhirbridge.risk.findings import score_notes
 from fhirbridge.values import ENGINE_SYSTEM
 
 __all__ = [
@@ -204,6 +205,9 @@ def score_observation(
         )
     if components:
         observation["component"] = components
+    notes = score_notes(result)
+    if notes:
+        observation["note"] = notes
     check_invariants(observation)
     return observation
 

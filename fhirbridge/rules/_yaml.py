@@ -10,19 +10,76 @@ line an integration engineer can act on::
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fhirbridge.errors import RuleError
 
-__all__ = ["YamlDoc", "one_of", "read_yaml", "validation_error"]
+__all__ = [
+    "Loader",
+    "YamlDoc",
+    "did_you_mean",
+    "first_error",
+    "one_of",
+    "read_yaml",
+    "schema_keys",
+    "validation_error",
+    "yaml_problem",
+]
 
 Loc = tuple[str | int, ...]
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that leaves dates as text: ``2026-13-45`` would otherwise fail
+    inside the parser, with no key named; pydantic reads the text and names the key."""
+
+
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def yaml_problem(name: str, exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: ``file:line: not valid YAML: problem``."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "not valid YAML"
+        if exc.context and exc.problem and exc.context_mark is not None:
+            problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        return f"{name}{where}: not valid YAML: {problem}"
+    return f"{name}: not valid YAML: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+
+
+def schema_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Every key (property name, as written in YAML) anywhere in ``model``'s schema."""
+    keys: set[str] = set()
+    stack: list[Any] = [model.model_json_schema(by_alias=True)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            properties = item.get("properties")
+            if isinstance(properties, Mapping):
+                keys.update(str(k) for k in properties)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return frozenset(keys)
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'due'?)`` when ``key`` is close to one of ``known``, else ``""``."""
+    close = difflib.get_close_matches(key, sorted(set(known)), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def display_path(path: Path) -> str:
@@ -90,17 +147,12 @@ def read_yaml(path: Path) -> YamlDoc:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    loader = yaml.SafeLoader(text)
+    loader = Loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = exc.problem or exc.context or "not valid YAML"
-        raise RuleError(f"{name}{line}: not valid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
-        raise RuleError(f"{name}: not valid YAML: {exc}") from exc
+        raise RuleError(yaml_problem(name, exc)) from exc
     finally:
         loader.dispose()
     doc = YamlDoc(path=path, data=data, node=node)
@@ -196,18 +248,44 @@ def _message(error: Mapping[str, Any]) -> str:
         return f"must be at least {ctx.get('ge')}, got {value!r}"
     if kind == "less_than_equal":
         return f"must be at most {ctx.get('le')}, got {value!r}"
+    if kind.startswith(("date_", "datetime_")):
+        why = str(ctx.get("error", "")).strip() or "not a date"
+        return f"{value!r} is not a valid date ({why}): write it as YYYY-MM-DD"
+    if kind.startswith("time_delta"):
+        return f"{value!r} is not a duration: write it as ISO 8601, such as P14D or PT12H"
     if kind == "too_short":
         return "must not be empty" if not value else f"too short: {value!r}"
     return f"{error['msg']}, got {value!r}"
+
+
+def first_error(exc: ValidationError) -> Mapping[str, Any]:
+    """The error to report: an unknown key before all else (a typo such as ``deu:`` for
+    ``due:`` is also reported as the missing ``due``; the unknown key is the cause), with the
+    missing keys of the same mapping offered as ``suggest``."""
+    errors = exc.errors(include_url=False)
+    for error in errors:
+        if error["type"] == "extra_forbidden" and error["loc"]:
+            parent = error["loc"][:-1]
+            missing = [
+                str(e["loc"][-1])
+                for e in errors
+                if e["type"] == "missing" and e["loc"] and e["loc"][:-1] == parent
+            ]
+            return {**error, "suggest": missing}
+    return errors[0]
 
 
 def validation_error(
     doc: YamlDoc,
     exc: ValidationError,
     rewrite: Callable[[Loc], Loc] | None = None,
+    known: Iterable[str] = (),
 ) -> RuleError:
-    """Turn pydantic's first error into one :class:`RuleError` line naming file, line, rule, key."""
-    error = exc.errors(include_url=False)[0]
+    """Turn pydantic's first error into one :class:`RuleError` line naming file, line, rule, key.
+
+    An unknown key comes with the closest of the mapping's missing keys or of ``known``.
+    """
+    error = first_error(exc)
     # pydantic marks a bad mapping key with a "[key]" step after the key itself.
     loc: Loc = tuple(p for p in error["loc"] if p != "[key]")
     if rewrite is not None:
@@ -215,6 +293,8 @@ def validation_error(
     fixed = dict(error)
     fixed["loc"] = loc
     message = _message(fixed)
+    if error["type"] == "extra_forbidden" and loc:
+        message += did_you_mean(str(loc[-1]), error.get("suggest") or known)
     if error["type"] in {"missing", "extra_forbidden"} and loc:
         # Name the mapping that lacks (or should not have) the key; point at the key's line
         # when it exists (an unknown key), else at the mapping.

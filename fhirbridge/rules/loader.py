@@ -8,13 +8,14 @@ earlier ones key by key; every Task code a rule uses must be defined by some loa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from fhirbridge.errors import RuleError
 from fhirbridge.rules._paths import mappings_dir
-from fhirbridge.rules._yaml import YamlDoc, read_yaml, validation_error
+from fhirbridge.rules._yaml import YamlDoc, read_yaml, schema_keys, validation_error
 from fhirbridge.rules.dispositions import DispositionTable
 from fhirbridge.rules.evaluate import RulePack
 from fhirbridge.rules.model import Defaults, Rule, RuleFile, yaml_loc
@@ -23,6 +24,12 @@ __all__ = ["SHIPPED_PACK", "load_rule_file", "load_rules"]
 
 #: The shipped rule pack, relative to :func:`~fhirbridge.rules.mappings_dir`.
 SHIPPED_PACK = "transitional-care.yaml"
+
+
+@cache
+def _known_keys() -> frozenset[str]:
+    """The keys a rule pack may use anywhere, for "did you mean" on an unknown one."""
+    return schema_keys(RuleFile)
 
 
 def load_rule_file(path: Path) -> tuple[RuleFile, YamlDoc]:
@@ -35,7 +42,7 @@ def load_rule_file(path: Path) -> tuple[RuleFile, YamlDoc]:
     try:
         model = RuleFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise validation_error(doc, exc, rewrite=yaml_loc) from exc
+        raise validation_error(doc, exc, rewrite=yaml_loc, known=_known_keys()) from exc
     seen: dict[str, int] = {}
     for index, rule in enumerate(model.rules):
         if rule.id in seen:

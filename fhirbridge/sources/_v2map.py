@@ -28,7 +28,17 @@ from fhirbridge.errors import FhirBridgeError
 from fhirbridge.rules._paths import mappings_dir
 from fhirbridge.rules._yaml import read_yaml, validation_error
 
-__all__ = ["AdtMessage", "V2Error", "V2Tables", "overlay_encounter", "overlay_patient", "read_adt"]
+__all__ = [
+    "AdtMessage",
+    "V2Error",
+    "V2Limits",
+    "V2Tables",
+    "check_frame",
+    "check_header",
+    "overlay_encounter",
+    "overlay_patient",
+    "read_adt",
+]
 
 _DTM = re.compile(r"(\d{4}|\d{6}|\d{8}|\d{10}|\d{12}|\d{14}(\.\d{1,4})?)([+-]\d{4})?")
 _OPEN = ("in-progress", "planned")
@@ -201,16 +211,62 @@ def _guard_hl7_log() -> None:
     logging.getLogger(hl7.util.__file__).addFilter(_Withheld())
 
 
+@dataclass(frozen=True, slots=True)
+class V2Limits:
+    """How many segments a message and how many characters a field may hold."""
+
+    segments: int = 1000
+    field: int = 65536
+
+
+def check_header(text: str) -> None:
+    """Refuse a message holding a NUL, or whose MSH cannot be read: ``MSH``, the field
+    separator, then the encoding characters (component, repetition, escape, subcomponent;
+    v2.7 may add a truncation character), all distinct, none a letter, digit or space, then
+    the separator again. python-hl7 asserts rather than reports on these: checked first."""
+    if not text.startswith("MSH") or len(text) < 4:
+        raise V2Error("MSH", "the message does not start with an MSH segment")
+    if (nul := text.find("\x00")) >= 0:  # no v2 text holds one; a journal cannot keep it
+        raise V2Error("", f"the message holds a NUL character at offset {nul}")
+    sep = text[3]
+    encoding = text[4:].split(sep, 1)[0].split("\r", 1)[0]
+    if sep.isalnum() or sep.isspace():
+        raise V2Error("MSH-1", f"{sep!r} cannot be the field separator")
+    if not 4 <= len(encoding) <= 5:
+        raise V2Error("MSH-2", f"{encoding[:10]!r} is not the 4 encoding characters (^~\\&)")
+    chars = sep + encoding
+    if len(set(chars)) != len(chars) or any(c.isalnum() or c.isspace() for c in chars):
+        raise V2Error("MSH-2", f"{encoding!r} are not distinct separator characters")
+    if len(text) <= 4 + len(encoding) or text[4 + len(encoding)] != sep:
+        raise V2Error("MSH-2", "the encoding characters are not followed by a field")
+
+
+def check_frame(text: str, limits: V2Limits) -> None:
+    """Refuse a message with more segments, or a longer field, than ``limits`` allow."""
+    segments = [s for s in text.split("\r") if s]
+    if len(segments) > limits.segments:
+        raise V2Error("", f"the message has {len(segments)} segments, more than {limits.segments}")
+    sep = text[3] if len(text) > 3 else "|"
+    for segment in segments:
+        if len(segment) > limits.field:  # cheap test first: most segments are short
+            longest = max(len(f) for f in segment.split(sep))
+            if longest > limits.field:
+                raise V2Error(
+                    segment[:3], f"a field is {longest} characters, more than {limits.field}"
+                )
+
+
 def read_adt(text: str, tables: V2Tables | None = None, tz: tzinfo | None = None) -> AdtMessage:
     """Map one ADT message (segments separated by ``\\r``). Raises :class:`V2Error`."""
     tables = tables or default_tables()
+    check_header(text)
     _guard_hl7_log()
     with warnings.catch_warnings():  # python-hl7 calls the deprecated Logger.warn
         warnings.filterwarnings("ignore", "The 'warn' method", DeprecationWarning)
         try:
             r = _Reader(hl7.parse(text), tz or UTC)
-        except (hl7.ParseException, ValueError, IndexError) as exc:
-            raise V2Error("MSH", f"not an HL7 v2 message: {exc}") from exc
+        except (hl7.ParseException, ValueError, IndexError, AssertionError) as exc:
+            raise V2Error("MSH", f"not an HL7 v2 message: {exc or type(exc).__name__}") from exc
         control_id = r.get("MSH-10")
         try:
             return _read(r, tables, control_id)

@@ -12,7 +12,9 @@ A death (PID-29/30, or an A03 to "expired") is journalled as a version of the Pa
 A message that cannot be read, names nothing on the server, or is an event not handled goes
 to the dead letters with the reason, and the run goes on. Over MLLP
 (:class:`MllpListener`), the ACK (``MSA|AA``) is sent only after the journal append
-returned; ``AR``/``AE`` carry the reason.
+returned; ``AR``/``AE`` carry the reason. Every frame gets an ACK or, when no frame can be
+read (too large, unfinished when the connection goes idle or closes), is dead-lettered and
+the connection closed: the listener never drops a connection with a traceback.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from fhirbridge.errors import FhirBridgeError, FhirError, StoreError
 from fhirbridge.sources._v2map import (
     AdtMessage,
     V2Error,
+    V2Limits,
     V2Tables,
+    check_frame,
+    check_header,
     default_tables,
     overlay_encounter,
     overlay_patient,
@@ -44,6 +49,7 @@ from fhirbridge.sources._v2map import (
 from fhirbridge.values import ResourceVersion, parse_instant
 
 if TYPE_CHECKING:
+    from fhirbridge.config import Hl7Config
     from fhirbridge.engine import Bridge, RunStats
     from fhirbridge.writeback.writer import WriteStats
 
@@ -53,6 +59,7 @@ __all__ = [
     "RawMessage",
     "V2Adapter",
     "V2Error",
+    "V2Limits",
     "V2Stats",
     "build_ack",
     "ingest_hl7",
@@ -290,13 +297,21 @@ async def ingest_hl7(
     return stats
 
 
+def _readable_header(text: str) -> bool:
+    try:
+        check_header(text)
+    except V2Error:
+        return False
+    return True
+
+
 def build_ack(raw: RawMessage | None, code: str, reason: str, now: datetime) -> bytes:
     """An original-mode ACK for ``raw``: sender and receiver swapped, ``MSA|<code>|<MSH-10>|
     <reason>``; a minimal one when the message has no usable MSH."""
     stamp, ack_id = now.strftime("%Y%m%d%H%M%S%z"), uuid.uuid4().hex[:20]
     text = f"MSH|^~\\&|FHIRBRIDGE||||{stamp}||ACK|{ack_id}|P|2.5\rMSA|{code}|"
-    if raw is not None and not raw.error:
-        with contextlib.suppress(hl7.HL7Exception, ValueError, IndexError):
+    if raw is not None and not raw.error and _readable_header(raw.text):
+        with contextlib.suppress(hl7.HL7Exception, ValueError, IndexError, AssertionError):
             msh = hl7.parse(raw.text).segment("MSH")
             sep, field = str(msh(1)), [str(msh(n)) if n < len(msh) else "" for n in range(13)]
             comp = field[2][:1] or "^"
@@ -304,16 +319,38 @@ def build_ack(raw: RawMessage | None, code: str, reason: str, now: datetime) -> 
             head = [field[2], field[5], field[6], field[3], field[4], stamp, ""]
             tail = [f"ACK{comp}{event}{comp}ACK" if event else "ACK", ack_id, field[11], field[12]]
             text = f"MSH{sep}" + sep.join(head + tail) + f"\rMSA{sep}{code}{sep}{field[10]}"
-    ack = hl7.parse(text)
+    try:
+        ack = hl7.parse(text)
+        msa = ack.segment("MSA")
+    except (hl7.HL7Exception, KeyError, ValueError, IndexError, AssertionError):
+        ack = hl7.parse(f"MSH|^~\\&|FHIRBRIDGE||||{stamp}||ACK|{ack_id}|P|2.5\rMSA|{code}|")
+        msa = ack.segment("MSA")
     if reason:
-        ack.segment("MSA").assign_field(ack.escape(reason[:200]), 3)
+        msa.assign_field(ack.escape(reason[:200]), 3)
     return str(ack).encode("utf-8")
+
+
+@dataclass(slots=True)
+class _Peer:
+    """One MLLP connection: since when it has waited for a frame (None while answering)."""
+
+    waiting_since: float | None
+    evicted: bool = False
 
 
 class MllpListener:
     """Receives ADT over MLLP (``asyncio.start_server``) and acknowledges each message once
     it is durable; unless ``process`` is False, a worker then processes and writes in the
-    background. Frames past ``max_bytes`` are refused."""
+    background.
+
+    Bounds: a frame past ``max_bytes`` gets AR and the connection closes; a message with more
+    segments or a longer field than ``limits`` gets AR; a connection that delivers no complete
+    frame for ``idle_timeout`` seconds is closed (what it had sent of a frame is
+    dead-lettered); at most ``max_connections`` are open at once: one more first closes the
+    connection that has waited longest without completing a frame (a sender that sends
+    nothing, or a frame a byte at a time), and is itself closed at once only when every open
+    connection is busy with a frame.
+    """
 
     def __init__(
         self,
@@ -324,6 +361,9 @@ class MllpListener:
         tables: V2Tables | None = None,
         max_bytes: int = 1 << 20,
         process: bool = True,
+        limits: V2Limits | None = None,
+        idle_timeout: float = 300.0,
+        max_connections: int = 100,
     ) -> None:
         self.bridge = bridge
         self.adapter = V2Adapter(
@@ -331,17 +371,43 @@ class MllpListener:
         )
         self.stats = V2Stats()
         self.max_bytes = max_bytes
+        self.limits = limits or V2Limits()
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.refused = 0  # connections closed at once: max_connections were busy
+        self.evicted = 0  # connections closed to admit another
         self._process = process
         self._wake = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._worker: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._peers: dict[asyncio.StreamWriter, _Peer] = {}
         self._closing = False
         self.retry_after = 30.0
 
+    @classmethod
+    def from_config(
+        cls,
+        bridge: Bridge,
+        config: Hl7Config,
+        *,
+        visit_system: str | None = None,
+        mrn_system: str | None = None,
+    ) -> MllpListener:
+        """A listener bounded as the ``hl7`` configuration section says."""
+        return cls(
+            bridge,
+            visit_system=visit_system,
+            mrn_system=mrn_system,
+            max_bytes=config.max_frame,
+            limits=V2Limits(segments=config.max_segments, field=config.max_field),
+            idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
+        )
+
     async def start(self, host: str = "127.0.0.1", port: int = 2575) -> int:
         """Listen; returns the bound port (pass 0 for any free one)."""
-        self._server = await asyncio.start_server(self._serve, host, port, limit=self.max_bytes)
+        self._server = await asyncio.start_server(self._serve, host, port)
         if self._process:
             self._worker = asyncio.create_task(self._work())
         return int(self._server.sockets[0].getsockname()[1])
@@ -364,48 +430,122 @@ class MllpListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+        peer = _Peer(asyncio.get_running_loop().time())
         try:
-            while True:
-                try:
-                    frame = await reader.readuntil(END + b"\r")
-                except asyncio.IncompleteReadError:
-                    return  # the sender closed the connection
-                except asyncio.LimitOverrunError:
-                    ack = build_ack(
-                        None,
-                        "AR",
-                        f"message larger than {self.max_bytes} bytes",
-                        self.bridge.clock.now(),
-                    )
-                    writer.write(START + ack + END + b"\r")
-                    return
-                writer.write(START + await self._answer(frame) + END + b"\r")
-                await writer.drain()
+            if len(self._peers) >= self.max_connections and not self._evict():
+                self.refused += 1
+                log.warning("mllp_connection_refused", open=len(self._peers))
+                return
+            self._peers[writer] = peer
+            if task is not None:
+                self._connections.add(task)
+                task.add_done_callback(self._connections.discard)
+            await self._frames(reader, writer, peer)
+        except (ConnectionError, TimeoutError):
+            return  # the peer went away or stopped reading its ACKs
         finally:
+            self._peers.pop(writer, None)
             with contextlib.suppress(OSError):
                 writer.close()
                 await writer.wait_closed()
 
+    def _evict(self) -> bool:
+        """Close the connection that has waited longest for a complete frame."""
+        idle = [(p.waiting_since, w) for w, p in self._peers.items() if p.waiting_since is not None]
+        if not idle:
+            return False
+        _, writer = min(idle, key=lambda item: item[0])
+        self._peers[writer].evicted = True
+        self._peers[writer].waiting_since = None
+        self.evicted += 1
+        log.info("mllp_connection_evicted", open=len(self._peers))
+        writer.close()
+        return True
+
+    async def _frames(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: _Peer
+    ) -> None:
+        """Answer each frame; return (closing the connection) at EOF, on an oversized frame,
+        or when no complete frame arrived for ``idle_timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        buffer = bytearray()
+        deadline = loop.time() + self.idle_timeout
+        while True:
+            while (end := buffer.find(END + b"\r")) >= 0 and end < self.max_bytes + 2:
+                frame = bytes(buffer[: end + 2])
+                del buffer[: end + 2]
+                peer.waiting_since = None  # busy: not to be evicted mid-frame
+                writer.write(START + await self._answer(frame) + END + b"\r")
+                async with asyncio.timeout(self.idle_timeout):
+                    await writer.drain()
+                deadline = loop.time() + self.idle_timeout
+                peer.waiting_since = loop.time()
+            if len(buffer) > self.max_bytes:
+                reason = f"message larger than {self.max_bytes} bytes"
+                self._unframed(bytes(buffer), reason)
+                ack = build_ack(None, "AR", reason, self.bridge.clock.now())
+                writer.write(START + ack + END + b"\r")
+                async with asyncio.timeout(self.idle_timeout):
+                    await writer.drain()
+                return
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await reader.read(65536)
+            except TimeoutError:
+                self._unframed(bytes(buffer), f"no complete frame within {self.idle_timeout:g} s")
+                return
+            if not chunk:
+                reason = (
+                    "closed to admit another connection"
+                    if peer.evicted
+                    else "the connection closed in the middle of a frame"
+                )
+                self._unframed(bytes(buffer), reason)
+                return
+            buffer += chunk
+
+    def _unframed(self, data: bytes, reason: str) -> None:
+        """Dead-letter what a connection sent that never became a frame (if anything)."""
+        if not data.strip(b"\r\n\t \x00"):
+            return
+        log.warning("mllp_frame_incomplete", reason=reason, size=len(data))
+        try:
+            self.bridge.store.dead_letter(SOURCE, "?", reason, data[: self.max_bytes])
+        except StoreError as exc:
+            log.error("dead_letter_failed", error=str(exc))
+
     async def _answer(self, frame: bytes) -> bytes:
+        """The ACK for one frame (never an exception: the connection outlives the frame)."""
         body = frame[frame.rfind(START) + 1 : -2]
         messages = split_messages(body)
         now = self.bridge.clock.now()
-        if len(messages) != 1:
-            reason = f"a frame must hold exactly one message, this one holds {len(messages)}"
-            self.bridge.store.dead_letter(SOURCE, "?", reason, body)
-            return build_ack(messages[0] if messages else None, "AR", reason, now)
+        message = messages[0] if messages else None
         try:
-            outcome = await self.adapter.handle(messages[0])
+            if message is None or len(messages) != 1:
+                count = len(messages)
+                raise V2Error("", f"a frame must hold exactly one message, this one holds {count}")
+            check_frame(message.text, self.limits)
+            outcome = await self.adapter.handle(message)
+        except V2Error as exc:  # beyond the bounds or not one message: refused before reading
+            outcome = self._refuse(body, exc.message)
         except (FhirError, StoreError) as exc:  # nothing journalled: the sender should resend
             log.warning("hl7_not_journalled", error=type(exc).__name__)
-            return build_ack(messages[0], "AE", f"temporary failure, resend: {exc.message}", now)
+            return build_ack(message, "AE", f"temporary failure, resend: {exc.message}", now)
+        except Exception as exc:  # a message no rule foresaw must not cost the connection
+            log.error("hl7_unreadable", error=type(exc).__name__)
+            outcome = self._refuse(body, f"the message cannot be read ({type(exc).__name__})")
         self.stats.count(outcome)
         if outcome.versions:
             self._wake.set()
-        return build_ack(messages[0], outcome.ack, outcome.reason, now)
+        return build_ack(message, outcome.ack, outcome.reason, now)
+
+    def _refuse(self, body: bytes, reason: str) -> Outcome:
+        """AR for a frame, kept as a dead letter (when the journal takes it)."""
+        try:
+            self.bridge.store.dead_letter(SOURCE, "?", reason, body)
+        except StoreError as exc:
+            log.error("dead_letter_failed", error=str(exc))
+        return Outcome("", "AR", reason)
 
     async def _work(self) -> None:
         while not self._closing:

@@ -23,3 +23,6 @@ async def test_demo_writes_the_work_once_and_shows_it(tmp_path: Path) -> None:
     assert "Second run (exactly once):" in text
     second = next(line for line in lines if line.strip().startswith("Second run"))
     assert "tasks created 0" in second and "planned writes 0" in second
+    page = tmp_path / "fhirbridge-report.html"  # it ends with the coordination report
+    assert f"written to {page}" in lines[-1]
+    assert 'id="tcm-contact-weekly"' in page.read_text()

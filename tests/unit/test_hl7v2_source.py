@@ -72,6 +72,11 @@ class FakeFhir:
 @pytest.fixture
 def fhir() -> FakeFhir:
     """The fake server with patient pat-1 (MRN M001) and its in-progress stay enc-1 (V001)."""
+    return fake_server()
+
+
+def fake_server() -> FakeFhir:
+    """A FakeFhir holding patient pat-1 (MRN M001) and its in-progress stay enc-1 (V001)."""
     fake = FakeFhir()
     fake.add(
         {

@@ -15,7 +15,8 @@ from fhirbridge.receiver import (
     parse_status,
     parse_topic_notification,
 )
-from fhirbridge.receiver._notify import is_topic_notification, parse_json, parse_resource
+from fhirbridge.receiver._bounds import load_json
+from fhirbridge.receiver._notify import is_topic_notification, parse_resource
 from fhirbridge.receiver._receiver import same_server
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -193,4 +194,4 @@ def test_bad_davinci_message_is_refused(change: Any, message: str) -> None:
 def test_resource_bodies_are_checked(body: bytes, message: str) -> None:
     """A rest-hook body must be JSON, a resource with type and id, and match the URL."""
     with pytest.raises(NotificationError, match=message):
-        parse_resource(parse_json(body), "Encounter", "e1")
+        parse_resource(load_json(body), "Encounter", "e1")

@@ -12,6 +12,7 @@ from fhirbridge.errors import ConfigError
 from fhirbridge.risk import codes
 from fhirbridge.risk.codes import (
     CHARLSON_FILE,
+    CHARLSON_SNOMED_FILE,
     RISK_INPUTS_FILE,
     charlson_table,
     mappings_dir,
@@ -25,7 +26,7 @@ REPO_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 @pytest.fixture
 def tmp_mappings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A copy of the shipped mappings that the loaders read instead; caches cleared around."""
-    for name in (CHARLSON_FILE, RISK_INPUTS_FILE):
+    for name in (CHARLSON_FILE, CHARLSON_SNOMED_FILE, RISK_INPUTS_FILE):
         shutil.copy(REPO_MAPPINGS / name, tmp_path / name)
     monkeypatch.setattr(codes, "mappings_dir", lambda: tmp_path)
     charlson_table.cache_clear()

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from fhirbridge.clock import FixedClock
 from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
+from fhirbridge.errors import StoreError
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.receiver import Receiver, create_app
 from fhirbridge.receiver._journal import GroupCommit
@@ -185,7 +186,7 @@ async def test_body_over_max_body_is_413_by_length_and_by_stream() -> None:
     ("body", "reason"),
     [
         (b"<Encounter xmlns='http://hl7.org/fhir'/>", "not JSON"),  # XML or garbage
-        (b'{"hello": "world"}', "resourceType is missing"),  # JSON, not FHIR
+        (b'{"hello": "world"}', "no resourceType"),  # JSON, not FHIR
         (json.dumps(encounter(1, rid="other")).encode(), "the URL Encounter/e1"),  # wrong id
     ],
 )
@@ -247,7 +248,8 @@ async def test_concurrent_notifications_share_a_commit() -> None:
 
 
 async def test_group_commit_fails_every_waiter_alike() -> None:
-    """When the journal fails, every request of the batch gets the error (so: 503)."""
+    """When the journal fails, every request of the batch gets the error as a StoreError,
+    whatever the store raised (so: 503, never a 500 or a 400)."""
 
     def broken(versions: Any) -> list[ResourceVersion]:
         raise RuntimeError("disk full")
@@ -258,7 +260,8 @@ async def test_group_commit_fails_every_waiter_alike() -> None:
         commit.append(["v2"]),  # type: ignore[list-item]
         return_exceptions=True,
     )
-    assert [type(e) for e in results] == [RuntimeError, RuntimeError]
+    assert [type(e) for e in results] == [StoreError, StoreError]
+    assert "RuntimeError: disk full" in str(results[0])
 
 
 async def test_davinci_message_is_journalled_and_answered_200() -> None:
@@ -329,6 +332,7 @@ async def test_readiness_fails_when_the_server_is_unreachable(
     async with running(client, readiness_ttl=0) as r:
         down = await r.http.get("/readyz")
         assert down.status_code == 503
-        assert down.json()["checks"]["server"].startswith("unreachable")
+        (issue,) = down.json()["issue"]  # an OperationOutcome, like every refusal
+        assert issue["diagnostics"].startswith("server: unreachable")
         route.respond(200, json={"resourceType": "CapabilityStatement"})
         assert (await r.http.get("/readyz")).status_code == 200

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 import respx
 
 from fhirbridge.fhir.client import FhirClient
@@ -160,9 +161,9 @@ async def test_foreign_focus_is_refused_and_never_fetched(
 async def test_focus_that_cannot_be_read_is_503_and_a_catch_up(
     client: FhirClient, router: respx.MockRouter
 ) -> None:
-    """When the id-only focus cannot be read, the sender is told to retry (503) and a
-    catch-up poll is asked for."""
-    router.get(f"{BASE}/Encounter/e9").respond(400)
+    """When the id-only focus cannot be read now (the server fails), the sender is told to
+    retry (503) and a catch-up poll is asked for."""
+    router.get(f"{BASE}/Encounter/e9").respond(500)
     search = fhir_server(router)
     async with running(client) as r:
         answer = await notify(
@@ -171,6 +172,44 @@ async def test_focus_that_cannot_be_read_is_503_and_a_catch_up(
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "5"
         assert polls(search) == 1
+
+
+@pytest.mark.parametrize("status", [404, 410, 400])  # not found, gone, refused as bad
+async def test_focus_the_server_does_not_hold_is_422_and_a_dead_letter(
+    client: FhirClient, router: respx.MockRouter, status: int
+) -> None:
+    """An id-only focus the server answers 404/410/400 for is refused for good (422 with an
+    OperationOutcome and a dead letter), not a 503 the sender would retry forever."""
+    router.get(f"{BASE}/Encounter/nosuch").respond(status)
+    async with running(client) as r:
+        answer = await notify(
+            r, notification("event-notification", 1, focus=f"{BASE}/Encounter/nosuch")
+        )
+        assert answer.status_code == 422
+        assert answer.json()["resourceType"] == "OperationOutcome"
+        assert [d.source for d in r.bridge.store.dead_letters()] == ["notification"]
+        assert r.new == []
+
+
+@pytest.mark.parametrize(
+    "focus",
+    [
+        "Encounter/../../metadata",  # climbs out of the resource path
+        f"{BASE}/Encounter/../metadata",  # the same, absolute on the configured server
+        "Encounter?status=finished",  # a search, not a resource
+        "Encounter/a b",  # not a FHIR id
+    ],
+)
+async def test_focus_that_is_no_resource_reference_is_refused_unfetched(
+    client: FhirClient, router: respx.MockRouter, focus: str
+) -> None:
+    """A focus that is not ``[base/]Type/id`` is a 400 and a dead letter; nothing is fetched."""
+    async with running(client) as r:
+        answer = await notify(r, notification("event-notification", 1, focus=focus))
+        assert answer.status_code == 400
+        assert "is not [base/]Type/id" in answer.json()["issue"][0]["diagnostics"]
+        assert not router.calls
+        assert len(r.bridge.store.dead_letters()) == 1
 
 
 async def test_empty_notifications_poll_since_the_watermark(
