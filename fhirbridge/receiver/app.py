@@ -44,7 +44,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import FhirError, StoreError
@@ -443,15 +443,14 @@ def create_app(
     if bridge.config.console.enabled:  # /console and /report, behind the same secret
         from fhirbridge.console import console_app
 
-        app.router.routes.append(
-            Mount(
-                "",
-                console_app(
-                    bridge,
-                    secret=secret,
-                    receiver=receiver,
-                    show_names=bridge.config.console.show_names,
-                ),
-            )
+        console = console_app(
+            bridge,
+            secret=secret,
+            receiver=receiver,
+            show_names=bridge.config.console.show_names,
         )
+        # the console's routes join the receiver's, so unknown paths and methods still get
+        # the receiver's OperationOutcome answers
+        app.router.routes.extend(console.routes)
+        app.state.console = console.state.console
     return app
