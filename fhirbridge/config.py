@@ -193,6 +193,9 @@ class FhirConfig(_Section):
     page_size: int = Field(100, ge=1, le=1000)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    max_requests_per_second: float | None = Field(
+        None, gt=0, description="cap on requests per second to the server (unset: no cap)"
+    )
 
     @model_validator(mode="after")
     def _ca_bundle(self) -> FhirConfig:
@@ -225,7 +228,9 @@ class EngineConfig(_Section):
     readmission_window_days: int = Field(30, ge=1, le=365)
     sweep_interval: float = Field(3600.0, gt=0, le=_YEAR)
     risk: bool = True
-    concurrency: int = Field(8, ge=1, description="patient lanes evaluated at once")
+    concurrency: int = Field(
+        8, ge=1, le=64, description="patient lanes evaluated and written at once"
+    )
     stop_grace: float = Field(
         30.0, ge=0, description="seconds a stop waits for the pass in progress in `run`"
     )

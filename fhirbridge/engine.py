@@ -113,6 +113,7 @@ class Bridge:
                 clock=self.clock,
                 agent=engine.requester,
                 codes=self.rules.codes,
+                concurrency=config.engine.concurrency,
             )
             if client is not None
             else None

@@ -9,7 +9,6 @@ RiskAssessment.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
@@ -17,11 +16,15 @@ from typing import Any
 import structlog
 
 from fhirbridge.config import RiskConfig
+from fhirbridge.identity import (
+    OBSERVATION_PLACEHOLDER,
+    risk_identifier,
+    risk_observation_identifier,
+)
 from fhirbridge.risk import ScoreResult, hospital, lace, risk_assessment, score_observation
 from fhirbridge.risk.eligibility import not_scored_reason
 from fhirbridge.risk.findings import score_details
 from fhirbridge.values import RecordRisk, Transition
-from fhirbridge.writeback.writer import OBSERVATION_PLACEHOLDER
 
 __all__ = ["RiskInputs", "score", "score_actions"]
 
@@ -71,13 +74,13 @@ def score_actions(
     actions: list[RecordRisk] = []
     encounter = transition.encounter or transition.focus
     for name, result in results.items():
-        identifier = hashlib.sha256(f"risk|{name}|{transition.key}".encode()).hexdigest()[:32]
+        identifier = risk_identifier(name, transition.key)
         observation = score_observation(
             result,
             patient=transition.patient,
             encounter=encounter,
             effective=when,
-            identifier=f"{identifier}-observation",
+            identifier=risk_observation_identifier(name, transition.key),
         )
         assessment = risk_assessment(
             result,

@@ -29,13 +29,12 @@ which servers that sign deliveries (``x-signature``: HMAC-SHA256 of the body) us
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 
+from fhirbridge import identity
 from fhirbridge.config import Config, SubscriptionConfig
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import ConfigError, FhirError, ResourceNotFound
@@ -77,8 +76,7 @@ def receiver_endpoint(config: Config, prefix: str = DEFAULT_PREFIX) -> str:
 
 def subscription_key(spec: SubscriptionConfig, endpoint: str) -> str:
     """The deterministic identifier of a configured subscription at an endpoint."""
-    basis = json.dumps([endpoint, spec.criteria or spec.topic, sorted(spec.filters)])
-    return "subscription-" + hashlib.sha256(basis.encode()).hexdigest()[:24]
+    return identity.subscription_key(endpoint, spec.criteria or spec.topic, spec.filters)
 
 
 def build_subscription(spec: SubscriptionConfig, *, endpoint: str, secret: str) -> dict[str, Any]:

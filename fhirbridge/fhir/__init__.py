@@ -11,7 +11,7 @@ from fhirbridge.fhir.auth import Auth, BasicAuth, BearerAuth, NoAuth, SmartBacke
 from fhirbridge.fhir.client import FhirClient, Page, SyncFhirClient, WriteResult, to_json_dict
 from fhirbridge.fhir.invariants import check_invariants
 from fhirbridge.fhir.probe import Finding, ServerProfile, server_profile
-from fhirbridge.fhir.retry import RetryPolicy
+from fhirbridge.fhir.retry import RequestLimiter, RetryPolicy
 
 if TYPE_CHECKING:
     from fhirbridge.config import FhirConfig
@@ -24,6 +24,7 @@ __all__ = [
     "Finding",
     "NoAuth",
     "Page",
+    "RequestLimiter",
     "RetryPolicy",
     "ServerProfile",
     "SmartBackendAuth",
@@ -84,6 +85,7 @@ def client_from_config(config: FhirConfig, **overrides: Any) -> FhirClient:
         "timeout": config.timeout,
         "retry": retry,
         "verify": tls_verification(config.verify_tls),
+        "limiter": RequestLimiter(config.max_requests_per_second),
     }
     options.update(overrides)
     return FhirClient(config.base_url, **options)

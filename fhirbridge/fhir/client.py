@@ -34,7 +34,14 @@ from fhirbridge.errors import (
     issues_from_outcome,
 )
 from fhirbridge.fhir.auth import Auth, NoAuth
-from fhirbridge.fhir.retry import RETRY_STATUSES, RetryPolicy, RetrySignal, parse_retry_after
+from fhirbridge.fhir.retry import (
+    PAUSE_STATUSES,
+    RETRY_STATUSES,
+    RequestLimiter,
+    RetryPolicy,
+    RetrySignal,
+    parse_retry_after,
+)
 
 __all__ = ["FHIR_JSON", "FhirClient", "Page", "SyncFhirClient", "WriteResult", "to_json_dict"]
 
@@ -243,7 +250,9 @@ class FhirClient:
     ...         print(enc["id"])
 
     ``transport`` is the test seam (``httpx.MockTransport`` or respx); ``sleep`` is what
-    retries wait with (tests record instead of waiting).
+    retries wait with (tests record instead of waiting). ``limiter`` paces every request
+    (shared by all concurrent callers): a 429/503 with ``Retry-After`` pauses them all, and
+    its ``rate`` caps requests per second.
     """
 
     def __init__(
@@ -258,8 +267,10 @@ class FhirClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         headers: Mapping[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.limiter = limiter or RequestLimiter(sleep=sleep)
         self.auth: Auth = auth or NoAuth()
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -341,10 +352,13 @@ class FhirClient:
     ) -> httpx.Response:
         attempt = 0
         refreshed = False
+        paused_by_us = False
         controller = self.retry.controller(self._sleep)
         async for try_ in controller:
             with try_:
                 attempt += 1
+                await self.limiter.acquire(honour_pause=not paused_by_us)
+                paused_by_us = False
                 started = time.perf_counter()
                 auth_headers = await self.auth.headers(self._http)
                 try:
@@ -385,6 +399,10 @@ class FhirClient:
                     raise RetrySignal(failure, retry_after=0.0)
                 if response.status_code in RETRY_STATUSES and safe:
                     retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    if retry_after is not None and response.status_code in PAUSE_STATUSES:
+                        # every lane waits, not only this request (which waits in its retry)
+                        self.limiter.pause(min(retry_after, self.retry.max_retry_after))
+                        paused_by_us = True
                     raise RetrySignal(failure, retry_after)
                 raise failure
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover

@@ -9,7 +9,9 @@ duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,9 +19,18 @@ from email.utils import parsedate_to_datetime
 
 import tenacity
 
-__all__ = ["RETRY_STATUSES", "RetryPolicy", "RetrySignal", "parse_retry_after"]
+__all__ = [
+    "PAUSE_STATUSES",
+    "RETRY_STATUSES",
+    "RequestLimiter",
+    "RetryPolicy",
+    "RetrySignal",
+    "parse_retry_after",
+]
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Answers whose ``Retry-After`` pauses every request to the server, not only the one refused.
+PAUSE_STATUSES = frozenset({429, 503})
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -95,3 +106,46 @@ class RetryPolicy:
             sleep=sleep,
             reraise=True,
         )
+
+
+class RequestLimiter:
+    """One pace for every request a client sends, shared by all concurrent lanes.
+
+    A 429 or 503 with ``Retry-After`` pauses *every* request until the server's wait is
+    over (:meth:`pause`), not only the one refused; ``rate`` (requests per second, ``None``
+    for unlimited) spaces requests evenly for servers with a quota. ``clock`` (monotonic
+    seconds) and ``sleep`` are injected so tests record the waits instead of waiting.
+    """
+
+    def __init__(
+        self,
+        rate: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError("rate must be positive (or None for unlimited)")
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._paused_until = 0.0
+        self._next_slot = 0.0
+        self.waits: int = 0
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request for ``seconds`` from now (the longest pause wins)."""
+        self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+    async def acquire(self, *, honour_pause: bool = True) -> None:
+        """Wait for this request's turn. ``honour_pause`` is False for the request that
+        caused the pause: its retry already waited for it."""
+        now = self._clock()
+        wait = self._paused_until - now if honour_pause else 0.0
+        if self.rate is not None:
+            slot = max(self._next_slot, now + max(0.0, wait))
+            self._next_slot = slot + 1.0 / self.rate
+            wait = max(wait, slot - now)
+        if wait > 0:
+            self.waits += 1
+            await self._sleep(wait)

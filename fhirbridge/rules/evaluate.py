@@ -9,13 +9,13 @@ the writeback's conditional create never makes a second one.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from fhirbridge import identity
 from fhirbridge.rules.calendar import BusinessCalendar
 from fhirbridge.rules.dispositions import DispositionTable, default_table
 from fhirbridge.rules.model import Defaults, Due, Rule, TaskSpec, ThenItem, When
@@ -56,8 +56,7 @@ TIMER_KINDS: frozenset[TransitionKind] = frozenset(
 
 def task_identifier(rule_id: str, action_id: str, transition_key: str) -> str:
     """The deterministic identifier value of a planned Task (32 hex characters)."""
-    text = f"{rule_id}|{action_id}|{transition_key}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return identity.task_identifier(rule_id, action_id, transition_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,7 @@ engine's profile before it is returned.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from fhir.resources.R4B.task import Task
 from pydantic import ValidationError
 
 from fhirbridge.errors import ProfileError
+from fhirbridge.identity import UNIT_TAG_SYSTEM, careplan_identifier, identifier_query
 from fhirbridge.values import (
     ENGINE_TAG_CODE,
     ENGINE_TAG_SYSTEM,
@@ -34,6 +34,7 @@ __all__ = [
     "careplan_identifier",
     "engine_tag",
     "identifier_query",
+    "instant",
 ]
 
 ASSESS_PLAN = {
@@ -52,27 +53,40 @@ def engine_tag() -> dict[str, str]:
     return {"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}
 
 
-def identifier_query(value: str) -> str:
-    """The search (for If-None-Exist) that finds the resource with this engine identifier."""
-    return f"identifier={IDENTIFIER_SYSTEM}|{value}"
+def instant(moment: datetime) -> str:
+    """A FHIR instant as ``fhir.resources`` writes it (UTC as ``Z``)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def careplan_identifier(patient: str) -> str:
-    """The deterministic identifier of a patient's transitional-care CarePlan."""
-    return hashlib.sha256(f"careplan|transitional-care|{patient}".encode()).hexdigest()[:32]
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, dict | list) and not value)
+
+
+def _without_none(value: Any) -> Any:
+    """FHIR JSON has no nulls and no empty arrays or objects: drop them (as a dump would)."""
+    if isinstance(value, dict):
+        pairs = ((k, _without_none(v)) for k, v in value.items())
+        return {k: v for k, v in pairs if not _empty(v)}
+    if isinstance(value, list):
+        items = (_without_none(v) for v in value)
+        return [v for v in items if not _empty(v)]
+    return value
 
 
 def _validated(model: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (JSON-ready, built here) once ``fhir.resources`` accepts it. The model is
+    not dumped back: that costs as much again as validating and gives the same JSON."""
+    data = _without_none(data)
     try:
-        instance = model.model_validate(data)
+        model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ProfileError(
             f"{data['resourceType']} is not valid FHIR: {where}: {first['msg']}"
         ) from exc
-    dumped: dict[str, Any] = instance.model_dump(mode="json", exclude_none=True, by_alias=True)
-    return dumped
+    return data
 
 
 def build_task(
@@ -100,8 +114,8 @@ def build_task(
         "description": action.description,
         "focus": {"reference": action.focus},
         "for": {"reference": action.patient},
-        "authoredOn": authored_on.isoformat(),
-        "lastModified": authored_on.isoformat(),
+        "authoredOn": instant(authored_on),
+        "lastModified": instant(authored_on),
         "requester": {"reference": requester},
         "restriction": {"period": {"end": action.due.isoformat()}},
         "note": [{"text": f"owner chosen by: {action.owner_source}; rule: {action.rule_id}"}],
@@ -141,7 +155,7 @@ def build_careplan(patient: str, *, created: datetime) -> dict[str, Any]:
         "title": "Transitional care",
         "description": "Coordination work after transitions of care, kept by fhirbridge.",
         "subject": {"reference": patient},
-        "created": created.isoformat(),
+        "created": instant(created),
     }
     careplan = _validated(CarePlan, data)
     ensure(careplan, "fhirbridge-transitional-care-careplan")
@@ -149,20 +163,27 @@ def build_careplan(patient: str, *, created: datetime) -> dict[str, Any]:
 
 
 def build_provenance(
-    target: str,
+    target: str | Sequence[str],
     *,
     recorded: datetime,
     agent: str,
     entities: Collection[str] = (),
     activity: str = "CREATE",
     reason: str | None = None,
+    unit: str | None = None,
 ) -> dict[str, Any]:
-    """A Provenance naming the engine as agent for a write to ``target`` (a versioned ref)."""
+    """A Provenance naming the engine as agent for a write to ``target`` (one reference or
+    several: every resource of a write unit). ``unit`` tags it with the unit's code
+    (:func:`fhirbridge.identity.unit_tag`), the key a replay finds it by."""
+    targets = [target] if isinstance(target, str) else list(target)
+    tags = [engine_tag()]
+    if unit:
+        tags.append({"system": UNIT_TAG_SYSTEM, "code": unit})
     data: dict[str, Any] = {
         "resourceType": "Provenance",
-        "meta": {"tag": [engine_tag()]},
-        "target": [{"reference": target}],
-        "recorded": recorded.isoformat(),
+        "meta": {"tag": tags},
+        "target": [{"reference": ref} for ref in targets],
+        "recorded": instant(recorded),
         "activity": {
             "coding": [
                 {

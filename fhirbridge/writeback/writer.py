@@ -1,10 +1,16 @@
-"""Perform the outbox: write Tasks, CarePlan activities and Provenance, exactly once.
+"""Perform the outbox: write Tasks, CarePlan activities, risk scores and Provenance, once.
 
-Every write is idempotent on the server: Tasks and the CarePlan use conditional create on
-the engine's deterministic identifier; CarePlan activities and Task status changes use
-``If-Match`` and re-read-and-reapply on a version conflict; Provenance uses conditional
-create on its target. So an item performed twice (a crash after the write, before the
-outbox noted it) changes nothing the second time.
+The pending items are grouped by the transition that planned them (a write unit) and by
+patient (a lane): lanes proceed concurrently, bounded by ``concurrency``; one patient's units
+are written in order. A unit goes to the server as one FHIR ``transaction`` Bundle where the
+server offers it (conditional creates on the engine's identifiers, the CarePlan by
+``If-Match``, one Provenance for the unit), else one request per resource; the writer falls
+back by itself when the server refuses transactions or the conditional entries in them.
+
+Every write is idempotent on the server, so a unit performed twice (a crash after the write,
+before the outbox noted it) creates nothing the second time. A resource the server refuses
+(400 with an OperationOutcome) is dead-lettered alone: the rest of its unit is written.
+Two engine resources with one identifier (racing writers) are healed (:mod:`.heal`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from fhir.resources.R4B.observation import Observation
-from fhir.resources.R4B.riskassessment import RiskAssessment
-from pydantic import ValidationError
 
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.errors import (
@@ -29,61 +32,34 @@ from fhirbridge.errors import (
     ServerError,
     VersionConflict,
 )
-from fhirbridge.fhir.client import FhirClient, WriteResult
+from fhirbridge.fhir.client import FhirClient
+from fhirbridge.fhir.probe import server_profile
+from fhirbridge.identity import OBSERVATION_PLACEHOLDER
 from fhirbridge.store.base import OutboxItem, Store
-from fhirbridge.values import (
-    ENGINE_TAG_CODE,
-    ENGINE_TAG_SYSTEM,
-    IDENTIFIER_SYSTEM,
-    CancelTasks,
-    CloseActivity,
-    CompleteTasks,
-    CreateTask,
-    RecordRisk,
-)
-from fhirbridge.writeback.build import (
-    build_careplan,
-    build_provenance,
-    build_task,
-    careplan_identifier,
-    identifier_query,
-)
+from fhirbridge.writeback.actions import OPEN_TASK_STATUSES, handler_for
+from fhirbridge.writeback.heal import Healer
+from fhirbridge.writeback.lanes import Lanes
 from fhirbridge.writeback.outbox import action_from_payload
+from fhirbridge.writeback.session import EachSession, Finish, Session, TransactionSession
+from fhirbridge.writeback.units import (
+    PER_RESOURCE,
+    TRANSACTION,
+    WritePath,
+    WriteUnit,
+    write_units,
+)
+from fhirbridge.writeback.versioned import CONFLICT_RETRIES
 
 __all__ = ["OBSERVATION_PLACEHOLDER", "OPEN_TASK_STATUSES", "WriteStats", "Writer"]
 
-#: Stands for the score Observation in a planned RiskAssessment until it has an id.
-OBSERVATION_PLACEHOLDER = "urn:fhirbridge:score-observation"
-
-
-def _versioned(reference: str | None, version: str | None) -> str | None:
-    """``Type/id/_history/vid`` when ``vid`` is a server's version id; the bare reference for
-    the journal's own version keys (content hashes ``h:...``, HL7 v2 messages ``v2:...``),
-    which name no version on the server."""
-    if reference and version and ":" not in version:
-        return f"{reference}/_history/{version}"
-    return reference
-
-
-def _validate_as(resource: Mapping[str, Any]) -> None:
-    model = Observation if resource.get("resourceType") == "Observation" else RiskAssessment
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        raise ProfileError(f"{resource.get('resourceType')} is not valid FHIR: {exc}") from exc
-
-
 log = structlog.get_logger(__name__)
-OPEN_TASK_STATUSES = (
-    "draft",
-    "requested",
-    "received",
-    "accepted",
-    "ready",
-    "in-progress",
-    "on-hold",
-)
-CONFLICT_RETRIES = 5
+
+#: Errors a retry will not fix: the item goes to the dead letters.
+DEAD_ERRORS = (InvalidResource, MultipleMatches, ProfileError, ResourceNotFound)
+#: 4xx answers a retry may fix (auth, timeout, conflicts, throttling).
+RETRYABLE_4XX = frozenset({401, 403, 408, 409, 412, 429})
+#: Answers to a transaction that mean the server does not take them here at all.
+NO_TRANSACTIONS = frozenset({404, 405, 501})
 
 
 @dataclass(slots=True)
@@ -97,8 +73,39 @@ class WriteStats:
     written: list[str] = field(default_factory=list)
 
 
+def _is_dead(exc: FhirBridgeError) -> bool:
+    if isinstance(exc, DEAD_ERRORS):
+        return True
+    return (
+        isinstance(exc, ServerError)
+        and 400 <= exc.status < 500
+        and (exc.status not in RETRYABLE_4XX)
+    )
+
+
+def _dead_reason(exc: FhirBridgeError) -> str:
+    """The dead letter's reason: the error, and the server's OperationOutcome verbatim."""
+    outcome = getattr(exc, "outcome", None)
+    if outcome:
+        return f"{exc} | OperationOutcome: {json.dumps(outcome, separators=(',', ':'))}"
+    return str(exc)
+
+
+def _multiple_matches(exc: ServerError) -> bool:
+    """A 412 that is about a conditional entry matching several resources, not a version."""
+    if isinstance(exc, MultipleMatches):
+        return True
+    return exc.status == 412 and any(
+        i.code in ("multiple-matches", "duplicate") or "matched" in i.text for i in exc.issues
+    )
+
+
 class Writer:
-    """Performs outbox items against one FHIR server."""
+    """Performs outbox items against one FHIR server.
+
+    ``concurrency`` bounds how many patients' units are written at once; ``transactions``
+    forces the write path (None: choose from the server's CapabilityStatement).
+    """
 
     def __init__(
         self,
@@ -108,292 +115,180 @@ class Writer:
         clock: Clock | None = None,
         agent: str = "Device/fhirbridge",
         codes: Mapping[str, str] | None = None,
+        concurrency: int = 8,
+        transactions: bool | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.clock = clock or SystemClock()
         self.agent = agent
         self.codes = dict(codes or {})
-        self._identifier_search: dict[str, bool] = {}
+        self.concurrency = max(1, concurrency)
+        self.healer = Healer(client, clock=self.clock, agent=agent)
+        #: the CarePlan last seen per patient (its version is what If-Match names)
+        self.careplans: dict[str, dict[str, Any]] = {}
+        self._path: WritePath | None = (
+            None if transactions is None else (TRANSACTION if transactions else PER_RESOURCE)
+        )
+        self._path_logged = False
 
-    async def drain(self, *, batch: int = 50) -> WriteStats:
-        """Perform every pending item. A failure a retry may fix (transport, 5xx, 429 after
-        the client's retries) stops the drain and propagates, leaving the item pending."""
+    # -- the write path --------------------------------------------------------------------
+    @property
+    def path(self) -> WritePath | None:
+        """``transaction`` or ``per-resource`` (None until :meth:`write_path` decided)."""
+        return self._path
+
+    async def write_path(self) -> WritePath:
+        """Decide the write path once (from the CapabilityStatement) and log it."""
+        reason = "configured"
+        if self._path is None:
+            profile = await server_profile(self.client, probe=False)
+            self._path = profile.write_path
+            reason = f"server profile ({profile.transaction.source})"
+        if not self._path_logged:
+            self._path_logged = True
+            log.info("write_path_chosen", path=self._path, reason=reason)
+        return self._path
+
+    def _fall_back(self, why: str) -> None:
+        if self._path != PER_RESOURCE:
+            self._path = PER_RESOURCE
+            log.warning("write_path_fallback", path=PER_RESOURCE, reason=why)
+
+    async def searchable_by_identifier(self, kind: str) -> bool:
+        """Whether the server searches ``kind`` by identifier (else the engine creates once
+        by a PUT of the identifier as id), as the server profile says."""
+        profile = await server_profile(self.client, probe=False)
+        return profile.searchable_by_identifier(kind)
+
+    # -- draining ----------------------------------------------------------------------------
+    async def drain(self, *, batch: int = 200) -> WriteStats:
+        """Perform every pending item, patients concurrently, each patient's units in order.
+
+        A failure a retry may fix (transport, 5xx, 429 after the client's retries) stops the
+        drain, leaving its items pending: the lanes writing finish their unit, then it
+        propagates.
+        """
         stats = WriteStats()
-        while True:
-            items = self.store.claim_outbox(batch)
-            if not items:
-                return stats
-            for item in items:
-                await self.perform(item, stats)
+        await self.write_path()
+
+        async def write(unit: WriteUnit) -> None:
+            await self.write_unit(unit, stats)
+
+        await Lanes(write, concurrency=self.concurrency, batch=batch).run(self.store.claim_outbox)
+        return stats
 
     async def perform(self, item: OutboxItem, stats: WriteStats | None = None) -> None:
-        """Perform one item and record the outcome in the store."""
+        """Perform one item (a unit of its own) and record the outcome in the store."""
         stats = stats if stats is not None else WriteStats()
-        try:
-            action = action_from_payload(item.kind, item.payload)
-            transition = item.payload.get("transition", {})
-            if isinstance(action, CreateTask):
-                result = await self._create_task(action, transition, stats)
-            elif isinstance(action, CancelTasks):
-                query = {"patient": action.patient}
-                if action.focus:
-                    query["focus"] = action.focus
-                result = await self._set_status(
-                    await self._engine_tasks(query, encounter=action.encounter),
-                    action.status,
-                    action.reason,
-                    stats,
-                )
-            elif isinstance(action, CompleteTasks):
-                result = await self._set_status(
-                    await self._engine_tasks({"focus": action.focus}),
-                    "completed",
-                    action.reason,
-                    stats,
-                )
-            elif isinstance(action, RecordRisk):
-                result = await self._record_risk(action, transition, stats)
-            elif isinstance(action, CloseActivity):
-                result = await self._close_activity(action)
-            else:  # pragma: no cover - the outbox only holds the kinds above
-                raise TypeError(item.kind)
-        except (InvalidResource, MultipleMatches, ProfileError, ResourceNotFound) as exc:
-            stats.dead += 1
-            self.store.fail_outbox(item.id, str(exc), dead=True)
-            log.warning(
-                "write_dead_lettered", kind=item.kind, key=item.key, error=type(exc).__name__
-            )
+        await self.write_path()
+        await self.write_unit(write_units([item])[0], stats)
+
+    async def write_unit(self, unit: WriteUnit, stats: WriteStats) -> None:
+        """Write one unit on the current path, falling back per resource where needed."""
+        if await self.write_path() == TRANSACTION:
+            fallback = await self._transaction(unit, stats)
+            if fallback is None:
+                return
+            dead_before = stats.dead
+            await self._each(unit, stats)
+            if isinstance(fallback, InvalidResource) and stats.dead == dead_before:
+                # each resource alone was accepted: the server refuses the transaction form
+                self._fall_back(f"transaction refused ({fallback.status}): {fallback}")
             return
-        except ServerError as exc:
-            if 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 409, 412, 429):
-                stats.dead += 1
-                self.store.fail_outbox(item.id, str(exc), dead=True)
-                return
-            self.store.fail_outbox(item.id, str(exc), dead=False)
-            raise
-        except FhirBridgeError as exc:
-            self.store.fail_outbox(item.id, str(exc), dead=False)
-            raise
-        self.store.finish_outbox(item.id, result)
+        await self._each(unit, stats)
 
-    # -- create a Task ---------------------------------------------------------------------
-    async def _careplan(self, patient: str) -> dict[str, Any]:
-        identifier = careplan_identifier(patient)
-        careplan = build_careplan(patient, created=self.clock.now())
-        written = await self.client.create(careplan, if_none_exist=identifier_query(identifier))
-        if written.resource.get("id"):
-            return written.resource
-        found = await self.client.search_all(
-            "CarePlan", {"identifier": f"{IDENTIFIER_SYSTEM}|{identifier}"}
+    def _dead(self, item: OutboxItem, exc: FhirBridgeError, stats: WriteStats) -> None:
+        stats.dead += 1
+        self.store.fail_outbox(item.id, _dead_reason(exc), dead=True)
+        log.warning(
+            "write_dead_lettered",
+            kind=item.kind,
+            key=item.key,
+            error=type(exc).__name__,
+            status=getattr(exc, "status", None),
         )
-        if not found:
-            raise ResourceNotFound("the CarePlan just written cannot be found", status=404)
-        return found[0]
 
-    async def _create_task(
-        self, action: CreateTask, transition: Mapping[str, Any], stats: WriteStats
-    ) -> dict[str, Any]:
-        careplan_ref: str | None = None
-        if action.add_to_careplan:
-            careplan = await self._careplan(action.patient)
-            careplan_ref = f"CarePlan/{careplan['id']}"
-        task = build_task(
-            action,
-            authored_on=self.clock.now(),
-            requester=self.agent,
-            careplan=careplan_ref,
-            codes=self.codes,
-        )
-        written = await self.client.create(task, if_none_exist=identifier_query(action.identifier))
-        task_id = written.id
-        if not task_id:
-            found = await self.client.search_all(
-                "Task", {"identifier": f"{IDENTIFIER_SYSTEM}|{action.identifier}"}
-            )
-            task_id = found[0]["id"] if found else None
-        if not task_id:
-            raise ResourceNotFound("the Task just written cannot be found", status=404)
-        task_ref = f"Task/{task_id}"
-        if written.created:
-            stats.created += 1
-            stats.written.append(task_ref)
-            log.info("task_written", rule_id=action.rule_id, code=action.code, resource=task_ref)
-        else:
-            stats.existing += 1
-        if careplan_ref:
-            await self._add_activity(careplan_ref, task_ref)
-        version = written.version_id or "1"
-        entity = transition.get("focus")
-        entity = _versioned(entity, transition.get("focus_version"))
-        await self._provenance(
-            f"{task_ref}/_history/{version}",
-            [e for e in (entity,) if e],
-            "CREATE",
-            f"rule {action.rule_id} on {transition.get('kind', 'transition')}",
-        )
-        self.store.audit(
-            "create-task",
-            task_ref,
-            {"rule": action.rule_id, "created": written.created, "identifier": action.identifier},
-        )
-        return {"task": task_ref, "created": written.created, "careplan": careplan_ref}
-
-    async def _add_activity(self, careplan_ref: str, task_ref: str) -> None:
-        kind, cid = careplan_ref.split("/", 1)
+    async def _transaction(self, unit: WriteUnit, stats: WriteStats) -> ServerError | None:
+        """Write ``unit`` as one transaction. Returns the error that sends it down the
+        per-resource path instead (None when it was written)."""
         for _ in range(CONFLICT_RETRIES):
-            careplan = await self.client.read(kind, cid)
-            activities = careplan.setdefault("activity", [])
-            if any((a.get("reference") or {}).get("reference") == task_ref for a in activities):
-                return
-            activities.append({"reference": {"reference": task_ref}})
+            session = TransactionSession(self, unit)
             try:
-                await self.client.update(careplan, if_match=careplan["meta"]["versionId"])
-                return
-            except VersionConflict:
-                continue
-        raise VersionConflict(
-            f"{careplan_ref} kept changing under us ({CONFLICT_RETRIES} tries)", status=412
-        )
-
-    async def _provenance(
-        self, target: str, entities: list[str], activity: str, reason: str
-    ) -> None:
-        provenance = build_provenance(
-            target,
-            recorded=self.clock.now(),
-            agent=self.agent,
-            entities=entities,
-            activity=activity,
-            reason=reason,
-        )
-        await self.client.create(provenance, if_none_exist=f"target={target}")
-
-    # -- risk scores -----------------------------------------------------------------------
-    async def _record_risk(
-        self, action: RecordRisk, transition: Mapping[str, Any], stats: WriteStats
-    ) -> dict[str, Any]:
-        observation = dict(action.observation)
-        _validate_as(observation)
-        written = await self._create_once(observation, f"{action.identifier}-observation")
-        observation_ref = f"Observation/{written.id}"
-        assessment = json.loads(
-            json.dumps(action.risk_assessment).replace(OBSERVATION_PLACEHOLDER, observation_ref)
-        )
-        _validate_as(assessment)
-        assessed = await self._create_once(assessment, action.identifier)
-        entity = transition.get("focus")
-        entity = _versioned(entity, transition.get("focus_version"))
-        for result, ref in (
-            (written, observation_ref),
-            (assessed, f"RiskAssessment/{assessed.id}"),
-        ):
-            target = f"{ref}/_history/{result.version_id}" if result.version_id else ref
-            await self._provenance(
-                target, [e for e in (entity,) if e], "CREATE", f"{action.score} score"
-            )
-        if assessed.created:
-            stats.written.append(f"RiskAssessment/{assessed.id}")
-        self.store.audit(
-            "record-risk",
-            f"RiskAssessment/{assessed.id}",
-            {"score": action.score, "total": action.total, "tier": action.tier},
-        )
-        log.info("risk_written", score=action.score, tier=action.tier, resource=observation_ref)
-        return {"observation": observation_ref, "risk_assessment": f"RiskAssessment/{assessed.id}"}
-
-    async def _create_once(self, resource: dict[str, Any], identifier: str) -> WriteResult:
-        """Create ``resource`` unless it exists: by conditional create on its identifier where
-        the server can search that type by identifier, else by a read-then-PUT of the
-        deterministic id (``updateCreate``)."""
-        kind = resource["resourceType"]
-        if await self._searchable_by_identifier(kind):
-            return await self.client.create(resource, if_none_exist=identifier_query(identifier))
-        try:
-            existing = await self.client.read(kind, identifier)
-        except ResourceNotFound:
-            return await self.client.update({**resource, "id": identifier})
-        version = (existing.get("meta") or {}).get("versionId")
-        return WriteResult(200, existing, None, str(version) if version else None)
-
-    async def _searchable_by_identifier(self, kind: str) -> bool:
-        if kind not in self._identifier_search:
-            statement = await self.client.capabilities()
-            listed = {
-                str(r.get("type")): {str(p.get("name")) for p in r.get("searchParam") or ()}
-                for rest in statement.get("rest") or ()
-                for r in rest.get("resource") or ()
-            }
-            self._identifier_search[kind] = "identifier" in listed.get(kind, set())
-        return self._identifier_search[kind]
-
-    # -- CarePlan activity ------------------------------------------------------------------
-    async def _close_activity(self, action: CloseActivity) -> dict[str, Any]:
-        found = await self.client.search_all(
-            "CarePlan",
-            {"identifier": f"{IDENTIFIER_SYSTEM}|{careplan_identifier(action.patient)}"},
-        )
-        if not found:
-            return {"careplan": None}
-        careplan = found[0]
-        for _ in range(CONFLICT_RETRIES):
-            activities = careplan.get("activity") or []
-            match = [
-                a for a in activities if (a.get("reference") or {}).get("reference") == action.task
-            ]
-            if not match or match[0].get("outcomeCodeableConcept"):
-                return {"careplan": f"CarePlan/{careplan['id']}", "changed": False}
-            match[0]["outcomeCodeableConcept"] = [{"text": action.outcome}]
-            match[0]["progress"] = [
-                {"time": self.clock.now().isoformat(), "text": f"{action.task} {action.outcome}"}
-            ]
+                finishes = [await self._stage(session, item, stats) for item in unit.items]
+            except (ProfileError, ResourceNotFound, InvalidResource) as exc:
+                # one item cannot be staged: the per-resource path isolates it
+                return InvalidResource(str(exc), status=getattr(exc, "status", 400))
+            except FhirBridgeError as exc:
+                self._note_failure(unit, exc)
+                raise
             try:
-                await self.client.update(careplan, if_match=careplan["meta"]["versionId"])
-            except VersionConflict:
-                careplan = await self.client.read("CarePlan", careplan["id"])
-                continue
-            return {"careplan": f"CarePlan/{careplan['id']}", "changed": True}
-        raise VersionConflict("the CarePlan kept changing under us", status=412)
-
-    # -- change Task status ----------------------------------------------------------------
-    async def _engine_tasks(
-        self, params: Mapping[str, str], *, encounter: str | None = None
-    ) -> list[dict[str, Any]]:
-        query = {**params, "_tag": f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"}
-        tasks = await self.client.search_all("Task", query)
-        return [
-            t
-            for t in tasks
-            if t.get("status") in OPEN_TASK_STATUSES
-            and (encounter is None or (t.get("encounter") or {}).get("reference") == encounter)
-        ]
-
-    async def _set_status(
-        self, tasks: list[dict[str, Any]], status: str, reason: str, stats: WriteStats
-    ) -> dict[str, Any]:
-        changed: list[str] = []
-        for task in tasks:
-            ref = f"Task/{task['id']}"
-            for _ in range(CONFLICT_RETRIES):
-                if task.get("status") not in OPEN_TASK_STATUSES:
-                    break
-                task["status"] = status
-                task["statusReason"] = {"text": reason}
-                task["lastModified"] = self.clock.now().isoformat()
-                try:
-                    written = await self.client.update(task, if_match=task["meta"]["versionId"])
-                except VersionConflict:
-                    task = await self.client.read("Task", task["id"])
+                await session.finish()
+            except ServerError as exc:
+                if _multiple_matches(exc):
+                    return MultipleMatches(str(exc), status=exc.status, issues=exc.issues)
+                if isinstance(exc, VersionConflict):
+                    # the CarePlan or a Task changed since last seen: re-read and rebuild
+                    self.careplans.pop(unit.patient, None)
                     continue
-                changed.append(ref)
-                stats.updated += 1
-                await self._provenance(
-                    f"{ref}/_history/{written.version_id}" if written.version_id else ref,
-                    [],
-                    "UPDATE",
-                    reason,
-                )
-                self.store.audit(f"task-{status}", ref, {"reason": reason})
-                log.info("task_status_changed", resource=ref, status=status)
+                if exc.status in NO_TRANSACTIONS:
+                    self._fall_back(f"the server answered {exc.status} to a transaction")
+                    return exc
+                if isinstance(exc, InvalidResource):
+                    return exc
+                self._note_failure(unit, exc)
+                raise
+            except FhirBridgeError as exc:
+                self._note_failure(unit, exc)
+                raise
+            for item, finish in zip(unit.items, finishes, strict=True):
+                self.store.finish_outbox(item.id, finish())
+            return None
+        conflict = VersionConflict(
+            f"the CarePlan of the unit kept changing ({CONFLICT_RETRIES} tries)", status=412
+        )
+        self._note_failure(unit, conflict)
+        raise conflict
+
+    async def _stage(self, session: Session, item: OutboxItem, stats: WriteStats) -> Finish:
+        action = action_from_payload(item.kind, item.payload)
+        return await handler_for(action)(session, action, stats)
+
+    def _note_failure(self, unit: WriteUnit, exc: FhirBridgeError) -> None:
+        for item in unit.items:
+            self.store.fail_outbox(item.id, str(exc), dead=False)
+
+    async def _each(self, unit: WriteUnit, stats: WriteStats) -> None:
+        """Write ``unit`` one request at a time: a refused resource is dead-lettered alone,
+        the rest of the unit is written, then the unit's one Provenance."""
+        session = EachSession(self, unit)
+        done: list[tuple[OutboxItem, Finish]] = []
+        failure: FhirBridgeError | None = None
+        for item in unit.items:
+            try:
+                done.append((item, await self._stage(session, item, stats)))
+            except FhirBridgeError as exc:
+                if _is_dead(exc):
+                    self._dead(item, exc, stats)
+                    continue
+                self.store.fail_outbox(item.id, str(exc), dead=False)
+                failure = exc
                 break
-        return {"tasks": changed, "status": status}
+        try:
+            await session.finish()
+        except FhirBridgeError as exc:
+            for item, _ in done:
+                self.store.fail_outbox(item.id, str(exc), dead=False)
+            raise
+        for item, finish in done:
+            self.store.finish_outbox(item.id, finish())
+        if failure is not None:
+            raise failure
+
+    # -- duplicates --------------------------------------------------------------------------
+    async def heal_duplicates(self) -> list[str]:
+        """Sweep the server for engine resources that share an identifier and heal them
+        (keep the oldest, retire the others); returns the references retired."""
+        retired = await self.healer.sweep()
+        self.careplans.clear()
+        return retired

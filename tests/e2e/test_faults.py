@@ -68,8 +68,9 @@ async def test_crash_after_journal_before_processing(
 async def test_crash_after_the_server_write_before_the_outbox_noted_it(
     sekmet: SekmetServer, make_bridge: Callable[..., Bridge], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Task reached the server but the process died before marking the write done: the
-    restart performs the item again and the conditional create finds the Task."""
+    """The unit's transaction reached the server but the process died before marking the
+    writes done: the restart performs the unit again and the conditional creates find both
+    Tasks (the per-resource path has its own test in test_write_units.py)."""
     patient = discharged_home(sekmet)
     first = make_bridge()
 
@@ -80,11 +81,11 @@ async def test_crash_after_the_server_write_before_the_outbox_noted_it(
     with pytest.raises(Crash):
         await first.run_once(since=recent())
     await first.aclose()
-    assert len(engine_tasks(sekmet, patient)) == 1
+    assert len(engine_tasks(sekmet, patient)) == 2
 
     second = make_bridge()
     stats = await second.run_once(since=recent())
-    assert stats.existing == 1 and stats.created == 1
+    assert stats.existing == 2 and stats.created == 0
     tasks = engine_tasks(sekmet, patient)
     assert len(tasks) == 2
     assert len({t["identifier"][0]["value"] for t in tasks}) == 2
