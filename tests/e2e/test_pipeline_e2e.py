@@ -53,7 +53,9 @@ class Counting(httpx.AsyncBaseTransport):
             if request.method == "GET"
             else ""
         )
-        self.seen[f"{request.method} {kind or 'batch'}{what}"] += 1
+        if not kind and request.method == "POST":  # a Bundle to the base: batch or transaction
+            kind = str(json.loads(request.content or b"{}").get("type") or "bundle")
+        self.seen[f"{request.method} {kind}{what}"] += 1
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -460,7 +460,11 @@ async def test_a_stale_careplan_is_reread_and_the_unit_rebuilt(
         assert stats.dead == 0 and stats.created >= 2
     finally:
         await bridge.aclose()
-    assert answers[0] == "412" and answers[1] == "200"
+    # units that do not touch the CarePlan may go first; the one that does is refused once,
+    # then rebuilt on the version just read and accepted
+    refused = answers.index("412")
+    assert answers[refused + 1] == "200"
+    assert answers.count("412") == 1
     (current,) = engine_resources(sekmet, patient)["CarePlan"]
     assert current["note"] == [{"text": "reviewed by the case manager"}]
     tasks = engine_resources(sekmet, patient)["Task"]
