@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fhirbridge.errors import FhirBridgeError
 
-class SekmetError(RuntimeError):
+
+class SekmetError(FhirBridgeError, RuntimeError):
     """The sekmet test server misbehaved or a request to it failed."""
 
 
