@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -294,6 +294,22 @@ def _new_dead_letters(store: Store, since_id: int) -> int:
     return sum(1 for letter in store.dead_letters() if letter.id > since_id)
 
 
+async def _counting_dead_letters(bridge: Any, work: Awaitable[T]) -> tuple[T, int]:
+    """What ``work`` returns, and how many new dead letters it left in the bridge's journal."""
+    before = _last_dead_letter(bridge.store)
+    result = await work
+    return result, _new_dead_letters(bridge.store, before)
+
+
+def _finish(stats: Any, dead: int, *, as_json: bool, allow_dead_letters: bool) -> None:
+    """Print a pass's figures (one line, or JSON), then exit 5 on new dead letters."""
+    if as_json:
+        _echo_json({**stats.counts(), "new_dead_letters": dead})
+    else:
+        click.echo(stats.summary())
+    _fail_on_dead_letters(dead, allow_dead_letters)
+
+
 def _fail_on_dead_letters(count: int, allow: bool) -> None:
     if count and not allow:
         click.echo(
@@ -481,18 +497,12 @@ def run(
 
         async def once_work() -> tuple[Any, int]:
             async with Bridge.from_config(config, clock=_clock(now), progress=progress) as bridge:
-                before = _last_dead_letter(bridge.store)
-                stats = await bridge.run_once(since=start)
-                return stats, _new_dead_letters(bridge.store, before)
+                return await _counting_dead_letters(bridge, bridge.run_once(since=start))
 
         with sole_writer(config):
             stats, dead = _run(state, once_work)
         progress.done()
-        if as_json:
-            _echo_json({**stats.counts(), "new_dead_letters": dead})
-        else:
-            click.echo(stats.summary())
-        _fail_on_dead_letters(dead, allow_dead_letters)
+        _finish(stats, dead, as_json=as_json, allow_dead_letters=allow_dead_letters)
         return
 
     async def work() -> None:
@@ -617,18 +627,13 @@ def backfill(
 
     async def work() -> tuple[Any, int]:
         async with Bridge.from_config(config, clock=_clock(now)) as bridge:
-            before = _last_dead_letter(bridge.store)
-            stats = await bridge.backfill(since=start, progress=progress.message)
-            return stats, _new_dead_letters(bridge.store, before)
+            exported = bridge.backfill(since=start, progress=progress.message)
+            return await _counting_dead_letters(bridge, exported)
 
     with sole_writer(config):
         stats, dead = _run(state, work)
     progress.done()
-    if as_json:
-        _echo_json({**stats.counts(), "new_dead_letters": dead})
-    else:
-        click.echo(stats.summary())
-    _fail_on_dead_letters(dead, allow_dead_letters)
+    _finish(stats, dead, as_json=as_json, allow_dead_letters=allow_dead_letters)
 
 
 @main.command("dead-letters")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from fhirbridge.errors import FhirBridgeError
+from fhirbridge.metrics import safe_reading
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -50,16 +50,6 @@ __all__ = ["PollingService", "ServiceMetrics"]
 log = structlog.get_logger(__name__)
 
 _PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-
-
-def _safe(read: Callable[[], float]) -> Callable[[], float]:
-    def value() -> float:
-        try:
-            return read()
-        except Exception:  # a failing journal must not break the scrape
-            return math.nan
-
-    return value
 
 
 class ServiceMetrics:
@@ -95,10 +85,10 @@ class ServiceMetrics:
         )
         Gauge(
             "fhirbridge_dead_letters", "Dead letters not replayed.", registry=self.registry
-        ).set_function(_safe(lambda: float(len(store.dead_letters()))))
+        ).set_function(safe_reading(lambda: float(len(store.dead_letters()))))
         Gauge(
             "fhirbridge_outbox_depth", "Outbox items pending.", registry=self.registry
-        ).set_function(_safe(lambda: float(store.outbox_depth())))
+        ).set_function(safe_reading(lambda: float(store.outbox_depth())))
 
     def record(self, stats: RunStats, seconds: float) -> None:
         """Count one successful pass."""

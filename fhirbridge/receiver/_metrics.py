@@ -26,21 +26,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from fhirbridge.metrics import safe_reading
 from fhirbridge.store.base import Store
 
 __all__ = ["ReceiverMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-
-def _safe(read: Callable[[], float]) -> Callable[[], float]:
-    def value() -> float:
-        try:
-            return read()
-        except Exception:  # a failing journal must not break the scrape
-            return math.nan
-
-    return value
 
 
 class ReceiverMetrics:
@@ -77,10 +68,10 @@ class ReceiverMetrics:
         )
         Gauge(
             "fhirbridge_outbox_depth", "Outbox items pending.", registry=self.registry
-        ).set_function(_safe(lambda: float(store.outbox_depth())))
+        ).set_function(safe_reading(lambda: float(store.outbox_depth())))
         Gauge(
             "fhirbridge_dead_letters", "Dead letters not replayed.", registry=self.registry
-        ).set_function(_safe(lambda: float(len(store.dead_letters()))))
+        ).set_function(safe_reading(lambda: float(len(store.dead_letters()))))
         Gauge(
             "fhirbridge_notification_lag_seconds",
             "Seconds since the last notification was accepted (NaN before the first).",
