@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +199,10 @@ def timezone_row(config: Config) -> Capability:
     name = "time zone"
     if config.engine.timezone:
         return Capability(name, False, True, f"engine.timezone {config.engine.timezone}", "checked")
-    local = datetime.now().astimezone()
-    detail = f"the host's local time ({local.tzname()}, UTC{local:%z}); set engine.timezone"
+    detail = (
+        "engine.timezone is not set: days are counted in the rule pack's zone, else UTC; "
+        "set engine.timezone to the facility's zone"
+    )
     return Capability(name, False, True, detail, "checked")
 
 
