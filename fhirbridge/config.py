@@ -32,7 +32,18 @@ __all__ = [
     "load_config",
 ]
 
-WATCHED_TYPES = ("Encounter", "ServiceRequest", "Task", "CarePlan", "Patient")
+WATCHED_TYPES = (
+    "Encounter",
+    "ServiceRequest",
+    "Task",
+    "CarePlan",
+    "Patient",
+    # case management: coverage at discharge, no-shows, social needs (SDOH)
+    "Coverage",
+    "Appointment",
+    "Condition",
+    "Observation",
+)
 
 
 class _Section(BaseModel):

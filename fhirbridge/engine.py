@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from fhirbridge.casemgmt import Casework
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.config import Config
 from fhirbridge.context import PatientContext
@@ -37,6 +38,7 @@ from fhirbridge.fhir.client import FhirClient
 from fhirbridge.report import Report, build_report
 from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
+from fhirbridge.rules.evaluate import TIMER_KINDS
 from fhirbridge.rules.dispositions import DispositionTable, default_table
 from fhirbridge.sources.bulk import BulkExport
 from fhirbridge.sources.poll import Poller, PollStats
@@ -132,6 +134,7 @@ class Bridge:
             readmission_window_days=config.engine.readmission_window_days,
         )
         self._tz = ZoneInfo(self.calendar.tz)
+        self.casework = Casework(client, self.rules, server=self.server, calendar=self.calendar)
         # projections of the newest Encounter snapshots: a single writer may trust them; with
         # several workers sharing PostgreSQL, another worker may have moved a snapshot on
         self._views: OrderedDict[tuple[str, str], EncounterView] = OrderedDict()
@@ -411,6 +414,10 @@ class Bridge:
                     transition_key=transition.key,
                 )
             )
+        # case management: the lookups its rules test (coverage, CarePlan, referrals,
+        # no-shows, latest risk tiers), only for transitions that can still create work
+        timer = transition.kind in TIMER_KINDS
+        case = await self.casework.facts(transition) if recent or timer else None
         context = PlanContext(
             now=now,
             calendar=self.calendar,
@@ -418,7 +425,8 @@ class Bridge:
             patient=patient,
             care_team=care_team,
             default_owner=self.config.engine.default_owner,
-            risk=tiers,
+            risk=tiers or (dict(case.risk) if case else {}),
+            case=case.case if case else {},
         )
         plan = self.rules.plan(transition, context)
         if extra:
@@ -451,6 +459,13 @@ class Bridge:
             transition = overdue_transition(task, today, server=self.server)
             if transition is None:
                 continue
+            plan = await self._plan(transition)
+            stats.transitions += 1
+            if stats.keep_plans:
+                stats.plans.append(plan)
+            items.extend(outbox_item(action, transition) for action in plan.actions)
+        # case management: periodic CarePlan reviews and completion, on the same sweep
+        for transition in await self.casework.sweep(today):
             plan = await self._plan(transition)
             stats.transitions += 1
             if stats.keep_plans:

@@ -37,9 +37,12 @@ from fhirbridge.values import (
     IDENTIFIER_SYSTEM,
     CancelTasks,
     CloseActivity,
+    CompleteCarePlan,
     CompleteTasks,
+    CreateReferral,
     CreateTask,
     RecordRisk,
+    TASK_CODE_SYSTEM,
 )
 from fhirbridge.writeback.build import (
     build_careplan,
@@ -48,6 +51,7 @@ from fhirbridge.writeback.build import (
     careplan_identifier,
     identifier_query,
 )
+from fhirbridge.writeback.casework import complete_careplan, write_referral
 from fhirbridge.writeback.outbox import action_from_payload
 
 __all__ = ["OBSERVATION_PLACEHOLDER", "OPEN_TASK_STATUSES", "WriteStats", "Writer"]
@@ -146,16 +150,36 @@ class Writer:
                     stats,
                 )
             elif isinstance(action, CompleteTasks):
-                result = await self._set_status(
-                    await self._engine_tasks({"focus": action.focus}),
-                    "completed",
-                    action.reason,
-                    stats,
-                )
+                query = {"focus": action.focus}
+                if action.code:  # only Tasks of one engine code (e.g. coverage-review)
+                    query["code"] = f"{TASK_CODE_SYSTEM}|{action.code}"
+                tasks = [
+                    t
+                    for t in await self._engine_tasks(query)
+                    if not action.code
+                    or any(
+                        c.get("code") == action.code
+                        for c in (t.get("code") or {}).get("coding") or ()
+                    )
+                ]
+                result = await self._set_status(tasks, "completed", action.reason, stats)
             elif isinstance(action, RecordRisk):
                 result = await self._record_risk(action, transition, stats)
             elif isinstance(action, CloseActivity):
                 result = await self._close_activity(action)
+            # -- case management (fhirbridge.writeback.casework) --
+            elif isinstance(action, CreateReferral):
+                result = await write_referral(
+                    self.client,
+                    action,
+                    now=self.clock.now(),
+                    requester=self.agent,
+                    provenance=self._provenance,
+                )
+            elif isinstance(action, CompleteCarePlan):
+                result = await complete_careplan(
+                    self.client, action, provenance=self._provenance
+                )
             else:  # pragma: no cover - the outbox only holds the kinds above
                 raise TypeError(item.kind)
         except (InvalidResource, MultipleMatches, ProfileError, ResourceNotFound) as exc:
@@ -247,6 +271,8 @@ class Writer:
             if any((a.get("reference") or {}).get("reference") == task_ref for a in activities):
                 return
             activities.append({"reference": {"reference": task_ref}})
+            if careplan.get("status") == "completed":
+                careplan["status"] = "active"  # new work reopens a completed plan
             try:
                 await self.client.update(careplan, if_match=careplan["meta"]["versionId"])
                 return
