@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import structlog
@@ -26,6 +26,7 @@ from fhirbridge.detect import local_reference
 from fhirbridge.detect.coverage import coverage_state
 from fhirbridge.detect.noshow import appointment_patient, engagement_window
 from fhirbridge.detect.review import done_transition, review_transition
+from fhirbridge.detect.social import default_sdoh_table, detect_social_need
 from fhirbridge.errors import FhirError
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.rules import BusinessCalendar, RulePack
@@ -48,7 +49,7 @@ _OPEN_REQUEST = ("draft", "active", "on-hold")
 _TIER_ORDER = {"low": 0, "moderate": 1, "intermediate": 1, "high": 2}
 #: Case facts each transition kind can have looked up.
 _LOOKUPS: Mapping[TransitionKind, frozenset[str]] = {
-    TransitionKind.DISCHARGE: frozenset({"coverage"}),
+    TransitionKind.DISCHARGE: frozenset({"coverage", "needs"}),
     TransitionKind.COVERAGE_ACTIVE: frozenset({"coverage"}),
     TransitionKind.SOCIAL_NEED: frozenset({"careplan", "referred"}),
     TransitionKind.APPOINTMENT_NOSHOW: frozenset({"careplan", "engagement", "risk"}),
@@ -69,6 +70,10 @@ class CaseFacts:
 
     case: Mapping[str, Any] = field(default_factory=dict)
     risk: Mapping[str, str] = field(default_factory=dict)
+
+
+def _categories(facts: Mapping[str, Any]) -> set[tuple[str, str]]:
+    return {(str(c[0]), str(c[1])) for c in facts.get("need_categories") or ()}
 
 
 def latest_tiers(assessments: Sequence[Mapping[str, Any]], patient: str) -> dict[str, str]:
@@ -106,6 +111,8 @@ def _wanted(rules: RulePack) -> dict[str, set[str]]:
         if rule.when.risk:
             names.add("risk")
         for item in rule.then:
+            if item.create_referral is not None:
+                names.add("needs")
             task = item.task
             if task is not None and task.once_per:
                 names.add(_FACT_SOURCE.get(task.once_per, task.once_per))
@@ -183,6 +190,10 @@ class Casework:
             referred = await self._referred(transition)
             if referred is not None:
                 case["referred"] = referred
+        if "needs" in names:
+            needs = await self._needs_on_record(transition)
+            if needs is not None:
+                case["needs"] = needs
         if "engagement" in names:
             case.update(await self._engagement(transition))
         if "risk" in names:
@@ -190,28 +201,67 @@ class Casework:
         log.info("case_looked_up", kind=transition.kind.value, facts=sorted(case))
         return CaseFacts(case=case, risk=risk)
 
-    async def _referred(self, transition: Transition) -> bool | None:
-        """Whether the social need has an open referral already (any author); None when
-        the lookup failed."""
-        categories = {(str(c[0]), str(c[1])) for c in transition.facts.get("need_categories") or ()}
+    async def _open_referral_categories(self, patient: str) -> set[tuple[str, str]] | None:
+        """The categories of the patient's open ServiceRequests (any author)."""
         found = await self._search(
-            "ServiceRequest", {"patient": transition.patient, "status": ",".join(_OPEN_REQUEST)}
+            "ServiceRequest", {"patient": patient, "status": ",".join(_OPEN_REQUEST)}
         )
         if found is None:
             return None
-        for request in found:
-            if local_reference(request.get("subject")) != transition.patient:
+        return {
+            (str(c.get("system") or ""), str(c.get("code") or ""))
+            for request in found
+            if local_reference(request.get("subject")) == patient
+            and request.get("status") in _OPEN_REQUEST
+            for concept in request.get("category") or ()
+            for c in (concept or {}).get("coding") or ()
+        }
+
+    async def _referred(self, transition: Transition) -> bool | None:
+        """Whether the social need has an open referral already; None when the lookup
+        failed."""
+        open_categories = await self._open_referral_categories(transition.patient)
+        if open_categories is None:
+            return None
+        return bool(open_categories & _categories(transition.facts))
+
+    async def _needs_on_record(self, transition: Transition) -> list[dict[str, Any]] | None:
+        """The patient's social needs on record (active SDOH Conditions; positive screening
+        answers within ``defaults.social_need_lookback_days`` of the transition) without an
+        open referral, one per need: what a discharge opening transitional care refers."""
+        table = default_sdoh_table()
+        categories = sorted({c for n in table.needs for c in n.categories} | table.general)
+        query = {
+            "patient": transition.patient,
+            "category": ",".join(f"{s}|{c}" for s, c in categories),
+        }
+        observations = await self._search("Observation", query)
+        conditions = await self._search("Condition", query)
+        if observations is None or conditions is None:
+            return None
+        lookback = timedelta(days=self.rules.defaults.social_need_lookback_days or 0)
+        found: dict[str, dict[str, Any]] = {}
+        for resource in [*conditions, *observations]:
+            if local_reference(resource.get("subject")) != transition.patient:
                 continue
-            if request.get("status") not in _OPEN_REQUEST:
-                continue
-            codings = {
-                (str(c.get("system") or ""), str(c.get("code") or ""))
-                for concept in request.get("category") or ()
-                for c in (concept or {}).get("coding") or ()
-            }
-            if codings & categories:
-                return True
-        return False
+            for need in detect_social_need(None, resource, server=self.server, table=table):
+                late = abs(transition.occurred_at - need.occurred_at) > lookback
+                if need.facts["source"] == "screening" and late:
+                    continue
+                found.setdefault(
+                    str(need.facts["need"]),
+                    {
+                        **need.facts,
+                        "reason": need.focus,
+                        "recorded": self.calendar.local_date(need.occurred_at).isoformat(),
+                    },
+                )
+        if not found:
+            return []
+        open_categories = await self._open_referral_categories(transition.patient)
+        if open_categories is None:
+            return None
+        return [n for n in found.values() if not open_categories & _categories(n)]
 
     async def _engagement(self, transition: Transition) -> dict[str, Any]:
         defaults = self.rules.defaults

@@ -38,8 +38,8 @@ from fhirbridge.fhir.client import FhirClient
 from fhirbridge.report import Report, build_report
 from fhirbridge.riskcontext import fetch_inputs, score, score_actions
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack, load_rules
-from fhirbridge.rules.evaluate import TIMER_KINDS
 from fhirbridge.rules.dispositions import DispositionTable, default_table
+from fhirbridge.rules.evaluate import TIMER_KINDS
 from fhirbridge.sources.bulk import BulkExport
 from fhirbridge.sources.poll import Poller, PollStats
 from fhirbridge.store import MemoryStore, PostgresStore, Store, open_store

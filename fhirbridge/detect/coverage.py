@@ -106,9 +106,9 @@ def detect_coverage(
     """``coverage-active`` when a Coverage becomes active (or an active one changes period)."""
     if after.get("status") != "active" or is_engine_resource(after):
         return []
-    if before is not None and before.get("status") == "active":
-        if (before.get("period") or {}) == (after.get("period") or {}):
-            return []
+    unchanged = before is not None and (before.get("period") or {}) == (after.get("period") or {})
+    if unchanged and before is not None and before.get("status") == "active":
+        return []
     patient = local_reference(after.get("beneficiary"))
     if patient is None:
         return []

@@ -251,14 +251,21 @@ class RulePack:
                 continue
             matched.append(rule.id)
             for item in rule.then:
-                action = self._action(rule, item, facts, ctx, calendar, default_owner)
-                if action is None:
-                    skipped.append(f"{rule.id}: cancel-tasks scope encounter, but no encounter")
-                    continue
-                key = _dedupe_key(action)
-                if key not in seen:
-                    seen.add(key)
-                    actions.append(action)
+                if item.create_referral is not None:
+                    produced: list[Action] = list(
+                        self._referrals(rule, item.create_referral, facts, ctx, calendar)
+                    )
+                else:
+                    action = self._action(rule, item, facts, ctx, calendar, default_owner)
+                    if action is None:
+                        skipped.append(f"{rule.id}: cancel-tasks scope encounter, but no encounter")
+                        continue
+                    produced = [action]
+                for action in produced:
+                    key = _dedupe_key(action)
+                    if key not in seen:
+                        seen.add(key)
+                        actions.append(action)
         note = f"rules: {', '.join(matched)}" if matched else "no rule matched"
         if skipped:
             note += "; skipped " + "; ".join(skipped)
@@ -328,8 +335,6 @@ class RulePack:
                 transition_key=transition.key,
                 code=spec_done.code,
             )
-        if item.create_referral is not None:
-            return self._referral(rule, item.create_referral, facts, ctx, calendar, default_owner)
         if item.complete_careplan is not None:
             return CompleteCarePlan(
                 rule_id=rule.id,
@@ -382,42 +387,57 @@ class RulePack:
             escalation=escalation,
         )
 
-
-    def _referral(
+    def _referrals(
         self,
         rule: Rule,
         spec: ReferralSpec,
         facts: _Facts,
         ctx: PlanContext,
         calendar: BusinessCalendar,
-        default_owner: str | None,
-    ) -> CreateReferral:
-        """A social need's referral: one per need and patient per day, so the questions of
-        one screening (and the Condition recorded from it) refer the need once."""
+    ) -> list[CreateReferral]:
+        """The referrals of a ``social-need`` transition's need, or, for another transition
+        (a discharge), of each unreferred need on record (``case["needs"]``).
+
+        The identifier hashes the patient, the need and the day it was recorded, never the
+        rule: the questions of one screening, the Condition recorded from it, and a
+        discharge that finds it on record all refer the need once."""
         transition = facts.transition
-        need = str(transition.facts.get("need") or "sdoh")
+        if transition.kind is TransitionKind.SOCIAL_NEED:
+            needs: list[Mapping[str, Any]] = [
+                {**transition.facts, "reason": transition.focus, "recorded": facts.day.isoformat()}
+            ]
+        else:
+            needs = [n for n in facts.case.get("needs") or () if isinstance(n, Mapping)]
         performer = (
-            _resolve_owner(spec.performer, ctx, default_owner)[0] if spec.performer else None
+            _resolve_owner(spec.performer, ctx, ctx.default_owner or self.defaults.default_owner)[0]
+            if spec.performer
+            else None
         )
-        categories = tuple(
-            (str(c[0]), str(c[1]), str(c[2]) if len(c) > 2 else "")
-            for c in transition.facts.get("need_categories") or ()
-        )
-        once = f"{transition.patient}|{need}|{facts.day.isoformat()}"
-        return CreateReferral(
-            rule_id=rule.id,
-            action_id=spec.id,
-            need=need,
-            display=str(transition.facts.get("referral") or f"Refer for {need}"),
-            categories=categories,
-            patient=transition.patient,
-            reason=transition.focus,
-            encounter=transition.encounter,
-            occurrence=_due(spec.due, facts, calendar),
-            performer=performer,
-            identifier=task_identifier(rule.id, spec.id, once),
-            transition_key=transition.key,
-        )
+        out: list[CreateReferral] = []
+        for found in needs:
+            need = str(found.get("need") or "sdoh")
+            categories = tuple(
+                (str(c[0]), str(c[1]), str(c[2]) if len(c) > 2 else "")
+                for c in found.get("need_categories") or ()
+            )
+            once = f"{transition.patient}|{need}|{found.get('recorded')}"
+            out.append(
+                CreateReferral(
+                    rule_id=rule.id,
+                    action_id=spec.id,
+                    need=need,
+                    display=str(found.get("referral") or f"Refer for {need}"),
+                    categories=categories,
+                    patient=transition.patient,
+                    reason=str(found.get("reason") or transition.focus),
+                    encounter=transition.encounter,
+                    occurrence=_due(spec.due, facts, calendar),
+                    performer=performer,
+                    identifier=task_identifier("referral", need, once),
+                    transition_key=transition.key,
+                )
+            )
+        return out
 
 
 def _general_practitioner(patient: Mapping[str, Any] | None) -> str | None:

@@ -18,6 +18,7 @@ Reference::
                                             #   care-plan review interval by latest risk tier
       engagement_noshows: 2                 #   this many no-shows within the window
       engagement_window_days: 90            #   make the engagement "lapsed"
+      social_need_lookback_days: 90         #   screenings a discharge still refers
       options: {med-reconciliation: all}    #   pack options rules test (options: {...});
                                             #   med-reconciliation: all | high-risk
 
@@ -289,6 +290,7 @@ class Defaults(_Strict):
     review_interval_days: dict[ReviewTier, Positive] | None = None
     engagement_noshows: Positive | None = None
     engagement_window_days: Positive | None = None
+    social_need_lookback_days: NonNegative | None = None
     options: dict[OptionName, str] | None = None
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ from fhirbridge.values import (
     ENGINE_TAG_CODE,
     ENGINE_TAG_SYSTEM,
     IDENTIFIER_SYSTEM,
+    TASK_CODE_SYSTEM,
     CancelTasks,
     CloseActivity,
     CompleteCarePlan,
@@ -42,7 +43,6 @@ from fhirbridge.values import (
     CreateReferral,
     CreateTask,
     RecordRisk,
-    TASK_CODE_SYSTEM,
 )
 from fhirbridge.writeback.build import (
     build_careplan,
@@ -177,9 +177,7 @@ class Writer:
                     provenance=self._provenance,
                 )
             elif isinstance(action, CompleteCarePlan):
-                result = await complete_careplan(
-                    self.client, action, provenance=self._provenance
-                )
+                result = await complete_careplan(self.client, action, provenance=self._provenance)
             else:  # pragma: no cover - the outbox only holds the kinds above
                 raise TypeError(item.kind)
         except (InvalidResource, MultipleMatches, ProfileError, ResourceNotFound) as exc:
