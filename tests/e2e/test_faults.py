@@ -40,13 +40,14 @@ async def test_crash_between_journal_and_writeback(
     await first.poller().poll(recent())
     await first.process()
     planned = first.store.outbox_items("pending")
-    assert sorted(i.kind for i in planned).count("create-task") == 2
+    # TCM contact and visit, medication reconciliation, coverage review (no Coverage)
+    assert sorted(i.kind for i in planned).count("create-task") == 4
     await first.aclose()  # the crash: nothing was written
     assert engine_tasks(sekmet, patient) == []
 
     second = make_bridge()
     await second.run_once(since=recent())
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert len(engine_tasks(sekmet, patient)) == 5  # and the new CarePlan's first review
     assert second.store.outbox_depth() == 0
 
 
@@ -62,7 +63,7 @@ async def test_crash_after_journal_before_processing(
     await first.aclose()
     second = make_bridge()
     await second.run_once()  # from the watermark: the server has nothing newer
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert len(engine_tasks(sekmet, patient)) == 5
 
 
 async def test_crash_after_the_server_write_before_the_outbox_noted_it(
@@ -84,12 +85,13 @@ async def test_crash_after_the_server_write_before_the_outbox_noted_it(
 
     second = make_bridge()
     stats = await second.run_once(since=recent())
-    assert stats.existing == 1 and stats.created == 1
+    # the first Task found again; the other three of the discharge and the review created
+    assert stats.existing == 1 and stats.created == 4
     tasks = engine_tasks(sekmet, patient)
-    assert len(tasks) == 2
-    assert len({t["identifier"][0]["value"] for t in tasks}) == 2
+    assert len(tasks) == 5
+    assert len({t["identifier"][0]["value"] for t in tasks}) == 5
     careplan = sekmet.search("CarePlan", {"patient": f"Patient/{patient}"})[0]
-    assert len(careplan["activity"]) == 2
+    assert len(careplan["activity"]) == 5
 
 
 def test_cli_run_exits_non_zero_with_one_line_when_the_server_is_down(tmp_path: Path) -> None:
