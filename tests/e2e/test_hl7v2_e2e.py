@@ -91,7 +91,8 @@ async def test_a_v2_discharge_writes_the_tcm_tasks_once(
     assert set(tasks) == DISCHARGE_WORK
     for code, task in tasks.items():
         # the coverage review is about the patient's coverage, the rest about the stay
-        focus = f"Patient/{patient_id}" if code == "coverage-review" else f"Encounter/{encounter_id}"
+        stay = f"Encounter/{encounter_id}"
+        focus = f"Patient/{patient_id}" if code == "coverage-review" else stay
         assert task["focus"]["reference"] == focus
         assert task["for"]["reference"] == f"Patient/{patient_id}"
     snapshot = bridge.store.snapshot(bridge.server, "Encounter", encounter_id)
