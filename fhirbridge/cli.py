@@ -229,6 +229,11 @@ def plan(state: _State, since: str | None, now: str | None, as_json: bool) -> No
                 )
             elif row["action"] == "record-risk":
                 click.echo(f"    record {row['score']} score {row['total']} ({row['tier']})")
+            elif row["action"] == "create-referral":
+                click.echo(
+                    f"    create ServiceRequest referral {row['need']} due {row['due']}"
+                    f" (for {row['reason']})"
+                )
             else:
                 click.echo(f"    {row['action']} ({row.get('reason') or row.get('outcome', '')})")
 

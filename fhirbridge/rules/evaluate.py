@@ -27,6 +27,7 @@ from fhirbridge.rules.model import (
     TaskSpec,
     ThenItem,
     When,
+    _text,
 )
 from fhirbridge.values import (
     ENGINE_SYSTEM,
@@ -267,6 +268,18 @@ class RulePack:
                         seen.add(key)
                         actions.append(action)
         note = f"rules: {', '.join(matched)}" if matched else "no rule matched"
+        looked_up = [
+            f"{name}={_text(value)}"
+            for name, value in sorted(facts.case.items())
+            if value is not None and not isinstance(value, list | dict)
+        ]
+        needs = facts.case.get("needs")
+        if isinstance(needs, list):
+            looked_up.append(
+                "needs=" + ("+".join(str(n.get("need")) for n in needs) if needs else "none")
+            )
+        if looked_up:
+            note += "; looked up: " + ", ".join(looked_up)
         if skipped:
             note += "; skipped " + "; ".join(skipped)
         return Plan(transition=transition, actions=tuple(actions), note=note)

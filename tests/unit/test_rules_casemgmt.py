@@ -88,8 +88,12 @@ def discharge() -> Transition:
 @pytest.mark.parametrize("state", ["none", "inactive", "ending"])
 def test_coverage_gap_at_discharge_plans_a_coverage_review(pack: RulePack, state: str) -> None:
     """No, inactive or ending coverage: coverage-review for the financial counsellor, due in
-    1 business day (Friday -> Monday), focused on the Patient so coverage can close it."""
-    review = tasks(plan(pack, discharge(), case={"coverage": state}))["coverage-review"]
+    1 business day (Friday -> Monday), focused on the Patient so coverage can close it;
+    the plan's note names the rule and the looked-up facts."""
+    planned = plan(pack, discharge(), case={"coverage": state, "needs": []})
+    assert f"looked up: coverage={state}, needs=none" in planned.note  # the plan's reasons
+    assert "discharge-coverage-review" in planned.note
+    review = tasks(planned)["coverage-review"]
     assert review.owner == "Practitioner/fc"
     assert review.owner_source == "care-team:financial-counselor"
     assert review.due == NEXT_MONDAY
@@ -290,3 +294,32 @@ def test_bad_case_management_keys_fail_at_load_time(
     with pytest.raises(RuleError, match=message) as info:
         load_rules([bad])
     assert "bad.yaml" in str(info.value)
+
+
+def test_discharge_refers_the_needs_on_record_once_with_the_screening(pack: RulePack) -> None:
+    """A discharge finding the food-insecurity screening on record (no open referral) refers
+    it; its identifier is the one the screening itself would plan, so the two paths never
+    refer the need twice. No needs on record: no referral."""
+    need = food_need()
+    ctx = PlanContext(
+        now=need.occurred_at + timedelta(hours=1),
+        case={"careplan": "active", "referred": False},
+    )
+    (direct,) = pack.plan(need, ctx).actions
+    assert isinstance(direct, CreateReferral)
+    on_record = {**need.facts, "reason": need.focus, "recorded": "2020-09-10"}
+    stay = Transition(
+        kind=K.DISCHARGE,
+        patient=need.patient,
+        focus="Encounter/e1",
+        encounter="Encounter/e1",
+        occurred_at=need.occurred_at + timedelta(days=3),
+        facts={"encounter_class": "IMP", "disposition_code": "home"},
+    )
+    later = PlanContext(now=stay.occurred_at, case={"needs": [on_record], "coverage": "active"})
+    referrals = [a for a in pack.plan(stay, later).actions if isinstance(a, CreateReferral)]
+    assert [r.identifier for r in referrals] == [direct.identifier]
+    assert referrals[0].reason == need.focus
+    assert referrals[0].encounter == "Encounter/e1"
+    none = PlanContext(now=stay.occurred_at, case={"needs": [], "coverage": "active"})
+    assert not [a for a in pack.plan(stay, none).actions if isinstance(a, CreateReferral)]
