@@ -186,7 +186,8 @@ class Casework:
             day = self.calendar.local_date(transition.occurred_at)
             state = coverage_state(mine, day, defaults.coverage_ending_days or 0)
             case.update(state.facts())
-        if "referred" in names:
+        if "referred" in names and case.get("careplan", "active") == "active":
+            # (no open CarePlan: the referral rules cannot hold, skip the lookup)
             referred = await self._referred(transition)
             if referred is not None:
                 case["referred"] = referred
