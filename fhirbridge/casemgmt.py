@@ -165,8 +165,9 @@ class Casework:
 
     async def facts(self, transition: Transition) -> CaseFacts:
         """The case facts the loaded rules test for ``transition``'s kind."""
-        names = self._wanted.get(transition.kind.value, set())
-        names &= _LOOKUPS.get(transition.kind, frozenset())
+        names = self._wanted.get(transition.kind.value, set()) & _LOOKUPS.get(
+            transition.kind, frozenset()
+        )
         if self.client is None or not names:
             return CaseFacts()
         patient = transition.patient
