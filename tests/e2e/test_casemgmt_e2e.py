@@ -85,9 +85,23 @@ async def test_coverage_gap_review_is_completed_when_coverage_becomes_active(
     sekmet: SekmetServer, bridge: Bridge
 ) -> None:
     """Discharged without Coverage: a coverage-review Task (due in 1 business day, focus the
-    Patient, the default owner). A Coverage then set active completes that Task and only it."""
+    Patient, the default owner). A Coverage then set active completes that Task and only it.
+    Beside it, Coverage ending in 10 days (within the pack's 30) gets a review too, Coverage
+    lasting a year none."""
     patient = discharged(sekmet)
+    today = datetime.now(UTC).date()
+    ending, lasting = sekmet.register_patient(), sekmet.register_patient()
+    sekmet.create(
+        coverage(ending, "active", today - timedelta(days=300), today + timedelta(days=10))
+    )
+    sekmet.create(
+        coverage(lasting, "active", today - timedelta(days=10), today + timedelta(days=365))
+    )
+    for other in (ending, lasting):
+        sekmet.discharge(sekmet.admit(other), "home")
     await bridge.run_once(since=recent())
+    assert "coverage-review" in by_code(engine_tasks(sekmet, ending))
+    assert "coverage-review" not in by_code(engine_tasks(sekmet, lasting))
     tasks = by_code(engine_tasks(sekmet, patient))
     review = tasks["coverage-review"]
     assert review["focus"]["reference"] == f"Patient/{patient}"
@@ -108,36 +122,21 @@ async def test_coverage_gap_review_is_completed_when_coverage_becomes_active(
     assert after["tcm-contact"]["status"] == "requested"  # the stay's other work is untouched
 
 
-async def test_ending_coverage_at_discharge_gets_a_review_lasting_coverage_none(
-    sekmet: SekmetServer, bridge: Bridge
-) -> None:
-    """Coverage ending in 10 days (within the pack's 30): a review; one lasting a year: none."""
-    today = datetime.now(UTC).date()
-    ending, lasting = sekmet.register_patient(), sekmet.register_patient()
-    sekmet.create(
-        coverage(ending, "active", today - timedelta(days=300), today + timedelta(days=10))
-    )
-    sekmet.create(
-        coverage(lasting, "active", today - timedelta(days=10), today + timedelta(days=365))
-    )
-    for patient in (ending, lasting):
-        sekmet.discharge(sekmet.admit(patient), "home")
-    await bridge.run_once(since=recent())
-    assert "coverage-review" in by_code(engine_tasks(sekmet, ending))
-    assert "coverage-review" not in by_code(engine_tasks(sekmet, lasting))
-
-
 async def test_food_insecurity_is_referred_tracked_and_closed_once(
     sekmet: SekmetServer, bridge: Bridge
 ) -> None:
     """A patient in transitional care screens positive for food insecurity (HVS questions 1
     and 3): one referral ServiceRequest (food-insecurity category), its tracking Task once the
-    engine sees it placed; the referral completed, the tracking Task is completed."""
+    engine sees it placed; the referral completed, the tracking Task is completed. A patient
+    with no transitional-care CarePlan screening positive gets no referral."""
     patient = discharged(sekmet)
+    outsider = sekmet.register_patient()
     await bridge.run_once(since=recent())
     sekmet.create(screening(patient, "Question1"))
     sekmet.create(screening(patient, "Question3"))
+    sekmet.create(screening(outsider, "Question1"))
     await bridge.run_once(since=recent())  # the referral is written
+    assert sekmet.search("ServiceRequest", {"patient": f"Patient/{outsider}", "_tag": TAG}) == []
     requests = sekmet.search("ServiceRequest", {"patient": f"Patient/{patient}", "_tag": TAG})
     (referral,) = requests
     categories = {c["code"] for cat in referral["category"] for c in cat["coding"]}
@@ -163,17 +162,6 @@ async def test_food_insecurity_is_referred_tracked_and_closed_once(
     assert done["status"] == "completed"
     again = sekmet.search("ServiceRequest", {"patient": f"Patient/{patient}", "_tag": TAG})
     assert len(again) == 1
-
-
-async def test_social_need_outside_transitional_care_is_not_referred(
-    sekmet: SekmetServer, bridge: Bridge
-) -> None:
-    """No transitional-care CarePlan: the screening is journalled, nothing is written."""
-    patient = sekmet.register_patient()
-    sekmet.create(screening(patient))
-    stats = await bridge.run_once(since=recent())
-    assert stats.transitions >= 1
-    assert sekmet.search("ServiceRequest", {"patient": f"Patient/{patient}", "_tag": TAG}) == []
 
 
 async def test_repeated_noshows_get_outreach_each_and_one_escalation(
