@@ -80,9 +80,11 @@ Reference::
               reason: referral completed    #   the transition's focus
               focus: transition             #   or: patient (Tasks focused on the patient)
               code: coverage-review         #   optional: only Tasks with this code
-          - create-referral:                # refer a social need (social-need transitions):
-              id: refer                     #   a ServiceRequest to a community resource,
-              due: {business_days: 10}      #   tracked like any referral (referral-placed)
+          - create-referral:                # refer social needs to community resources:
+              id: refer                     #   a social-need transition's need, or (other
+              due: {business_days: 10}      #   kinds: a discharge) each unreferred need on
+                                            #   record; a ServiceRequest per need, tracked
+                                            #   like any referral (referral-placed)
               performer: [{reference: Organization/food-bank}]   # optional owner sources
           - complete-careplan:              # set the transitional-care CarePlan completed
               reason: all activities done
