@@ -566,6 +566,11 @@ def plan(since: str | None, now: str | None, as_json: bool) -> None:
                 unknown = len((row.get("details") or {}).get("unrecognised") or ())
                 note = f", {unknown} Condition code(s) not recognised" if unknown else ""
                 click.echo(f"    record {row['score']} score {row['total']} ({row['tier']}{note})")
+            elif row["action"] == "create-referral":
+                click.echo(
+                    f"    create ServiceRequest referral {row['need']} due {row['due']}"
+                    f" (for {row['reason']})"
+                )
             else:
                 click.echo(f"    {row['action']} ({row.get('reason') or row.get('outcome', '')})")
 

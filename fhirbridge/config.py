@@ -45,7 +45,18 @@ __all__ = [
     "load_config",
 ]
 
-WATCHED_TYPES = ("Encounter", "ServiceRequest", "Task", "CarePlan", "Patient")
+WATCHED_TYPES = (
+    "Encounter",
+    "ServiceRequest",
+    "Task",
+    "CarePlan",
+    "Patient",
+    # case management: coverage at discharge, no-shows, social needs (SDOH)
+    "Coverage",
+    "Appointment",
+    "Condition",
+    "Observation",
+)
 _LONGEST = timedelta(days=36525)  # 100 years: far enough back, still a date Python can hold
 _YEAR = 365 * 86400.0  # seconds: the longest wait or period the engine accepts
 

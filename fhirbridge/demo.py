@@ -2,8 +2,9 @@
 
 It starts a local ``sekmet`` FHIR R4 server (the ``demo`` extra), plays a few hospital
 stays through its ADT workflows (discharges home, to a skilled nursing facility, against
-advice, with an unknown disposition, an ED visit, a readmission), runs the engine once,
-prints the Tasks and CarePlans now on the server, then runs again to show that nothing is
+advice, with an unknown disposition, an ED visit, a readmission; one patient with no
+insurance on file, one screened positive for food insecurity), runs the engine, prints the
+Tasks, referrals and CarePlans now on the server, then runs again to show that nothing is
 written twice.
 """
 
@@ -51,9 +52,55 @@ def _high_risk_story(server: Any, echo: Echo) -> None:
         server.discharge(visit, "home")
         _move(server, visit, now - timedelta(days=days_ago), hours=5)
     stay = server.admit(patient)
+    _food_insecurity_screening(server, patient, now - timedelta(days=2))
     server.discharge(stay, "home")
     _move(server, stay, now - timedelta(days=8), hours=8 * 24)
+    _coverage(server, patient)
     echo(f"  {'Frail, home after 8 days':<32} Patient/{patient}  Encounter/{stay}  (home)")
+    echo(f"  {'  screened: food insecurity':<32} (Hunger Vital Sign, 'Often true')")
+
+
+def _coverage(server: Any, patient: str) -> None:
+    """An active Coverage for the patient, from a year ago to a year ahead."""
+    today = datetime.now(UTC).date()
+    server.create(
+        {
+            "resourceType": "Coverage",
+            "status": "active",
+            "beneficiary": {"reference": f"Patient/{patient}"},
+            "payor": [{"display": "Demo Health Plan"}],
+            "period": {
+                "start": (today - timedelta(days=365)).isoformat(),
+                "end": (today + timedelta(days=365)).isoformat(),
+            },
+        }
+    )
+
+
+def _food_insecurity_screening(server: Any, patient: str, when: datetime) -> None:
+    """A positive Hunger Vital Sign answer, shaped as the Gravity SDOH Clinical Care IG's
+    SDOHCC-ObservationResponseHungerVitalSignQuestion1Example."""
+    category = "http://terminology.hl7.org/CodeSystem/observation-category"
+    sdoh = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
+    server.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [
+                {"coding": [{"system": category, "code": "social-history"}]},
+                {"coding": [{"system": category, "code": "survey"}]},
+                {"coding": [{"system": sdoh, "code": "food-insecurity"}]},
+            ],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "88122-7"}]},
+            "subject": {"reference": f"Patient/{patient}"},
+            "effectiveDateTime": when.isoformat(),
+            "valueCodeableConcept": {
+                "coding": [
+                    {"system": "http://loinc.org", "code": "LA28397-0", "display": "Often true"}
+                ]
+            },
+        }
+    )
 
 
 def _move(server: Any, encounter_id: str, start: datetime, *, hours: int) -> None:
@@ -77,12 +124,18 @@ def _story(server: Any, echo: Echo) -> None:
         patient = server.register_patient(mrn=f"DEMO{index:04d}", seed=index)
         encounter = server.admit(patient)
         server.discharge(encounter, disposition)
+        if index == 1:
+            label = "Home, no insurance on file"
+        else:
+            _coverage(server, patient)
         echo(f"  {label:<32} Patient/{patient}  Encounter/{encounter}  ({disposition})")
     patient = server.register_patient(mrn="DEMO0005", seed=5)
+    _coverage(server, patient)
     visit = server.ed_visit(patient)
     server.discharge(visit, "home")
     echo(f"  {'ED visit, sent home':<32} Patient/{patient}  Encounter/{visit}  (home)")
     patient = server.register_patient(mrn="DEMO0006", seed=6)
+    _coverage(server, patient)
     first = server.admit(patient)
     server.discharge(first, "home")
     again = server.admit(patient, bed="bed-401-2")
@@ -126,7 +179,10 @@ async def run_demo(workdir: Path | None = None, *, echo: Echo = print) -> None:
             async with Bridge.from_config(config) as bridge:
                 since = bridge.clock.now() - timedelta(hours=1)  # what the story just did
                 stats = await bridge.run_once(since=since)
-                echo(f"\nEngine run: {stats.summary()}\n")
+                echo(f"\nEngine run: {stats.summary()}")
+                # the referrals it wrote come back with the next poll: tracked like any
+                follow = await bridge.run_once()
+                echo(f"Follow-up pass (referrals placed, now tracked): {follow.summary()}\n")
                 await _show(bridge, echo)
                 again = await bridge.run_once()
                 echo(f"\nSecond run (exactly once): {again.summary()}")
@@ -174,6 +230,13 @@ async def _show(bridge: Bridge, echo: Echo) -> None:
     echo(f"Tasks on the FHIR server ({len(tasks)}):")
     _table(rows, echo)
     careplans = await client.search_all("CarePlan", {"_tag": tag, "_count": 200})
+    referrals = await client.search_all("ServiceRequest", {"_tag": tag, "_count": 200})
+    echo(f"\nSocial-need referrals written ({len(referrals)} ServiceRequests):")
+    for referral in referrals:
+        echo(
+            f"  ServiceRequest/{referral['id'][:8]}  {referral['subject']['reference'][:16]}  "
+            f"{referral['code'].get('text', '-')}  due {referral.get('occurrenceDateTime', '-')}"
+        )
     echo(f"\nTransitional-care CarePlans ({len(careplans)}):")
     plan_rows = [["CarePlan", "patient", "status", "activities"]]
     for careplan in careplans:

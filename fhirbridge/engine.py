@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from fhirbridge.casemgmt import Casework
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.config import Config
 from fhirbridge.errors import FhirError
@@ -118,6 +119,8 @@ class Bridge:
             if client is not None
             else None
         )
+        # case management: the facts its rules test, looked up when planning and swept
+        self.casework = Casework(client, self.rules, server=self.server, calendar=self.calendar)
         self.pipeline = self._pipeline(self.store, writer)
 
     @property
@@ -170,6 +173,7 @@ class Bridge:
             max_event_age=engine.max_event_age,
             default_owner=engine.default_owner,
             policy=self.policy,
+            casework=self.casework,
         )
         evaluator = Evaluator(
             store,

@@ -28,7 +28,9 @@ __all__ = [
     "Action",
     "CancelTasks",
     "CloseActivity",
+    "CompleteCarePlan",
     "CompleteTasks",
+    "CreateReferral",
     "CreateTask",
     "Plan",
     "RecordRisk",
@@ -170,6 +172,11 @@ class TransitionKind(StrEnum):
     TASK_OVERDUE = "task-overdue"
     TASK_FAILED = "task-failed"
     TASK_COMPLETED = "task-completed"
+    COVERAGE_ACTIVE = "coverage-active"
+    SOCIAL_NEED = "social-need"
+    APPOINTMENT_NOSHOW = "appointment-noshow"
+    CAREPLAN_REVIEW_DUE = "careplan-review-due"
+    CAREPLAN_DONE = "careplan-done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,21 +290,26 @@ class CancelTasks:
 
 @dataclass(frozen=True, slots=True)
 class CompleteTasks:
-    """Set the engine's open Tasks with the given focus to completed."""
+    """Set the engine's open Tasks with the given focus (and, given ``code``, that engine
+    Task code only) to completed."""
 
     rule_id: str
     focus: str
     reason: str
     transition_key: str
+    code: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
-        return {
+        out: dict[str, Any] = {
             "action": "complete-tasks",
             "rule": self.rule_id,
             "focus": self.focus,
             "reason": self.reason,
         }
+        if self.code:
+            out["code"] = self.code
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +360,70 @@ class CloseActivity:
         return {"action": "close-activity", "task": self.task, "outcome": self.outcome}
 
 
-Action = CreateTask | CancelTasks | CompleteTasks | RecordRisk | CloseActivity
+@dataclass(frozen=True, slots=True)
+class CreateReferral:
+    """Write a referral ServiceRequest to a community resource for a social need (Gravity
+    SDOH Clinical Care), by conditional create on ``identifier``. The existing referral
+    tracking then follows it: ``referral-placed`` plans its tracking Task."""
+
+    rule_id: str
+    action_id: str
+    need: str
+    display: str
+    categories: tuple[tuple[str, str, str], ...]
+    patient: str
+    reason: str
+    encounter: str | None
+    occurrence: date
+    performer: str | None
+    identifier: str
+    transition_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "action": "create-referral",
+            "rule": self.rule_id,
+            "id": self.action_id,
+            "need": self.need,
+            "description": self.display,
+            "patient": self.patient,
+            "reason": self.reason,
+            "due": self.occurrence.isoformat(),
+            "performer": self.performer,
+            "identifier": self.identifier,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteCarePlan:
+    """Set the patient's transitional-care CarePlan to completed (If-Match), its work done."""
+
+    rule_id: str
+    careplan: str
+    patient: str
+    reason: str
+    transition_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "action": "complete-careplan",
+            "rule": self.rule_id,
+            "careplan": self.careplan,
+            "reason": self.reason,
+        }
+
+
+Action = (
+    CreateTask
+    | CancelTasks
+    | CompleteTasks
+    | RecordRisk
+    | CloseActivity
+    | CreateReferral
+    | CompleteCarePlan
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhirbridge.detect.coverage import coverage_state, detect_coverage
 from fhirbridge.detect.encounter import EncounterContext, detect_encounter
+from fhirbridge.detect.noshow import detect_appointment, engagement_window
 from fhirbridge.detect.projection import EncounterView, local_reference, version_key
+from fhirbridge.detect.review import done_transition, review_transition
+from fhirbridge.detect.social import SdohTable, default_sdoh_table, detect_social_need
 from fhirbridge.detect.timers import overdue_transition
 from fhirbridge.detect.workflow import (
     REFERRAL_CODES,
@@ -30,14 +34,22 @@ __all__ = [
     "EncounterView",
     "REFERRAL_CODES",
     "ReferralMatcher",
+    "SdohTable",
+    "coverage_state",
     "detect",
+    "detect_appointment",
+    "detect_coverage",
     "detect_encounter",
     "detect_patient",
     "detect_service_request",
+    "detect_social_need",
     "detect_task",
+    "done_transition",
+    "engagement_window",
     "is_newer",
     "local_reference",
     "overdue_transition",
+    "review_transition",
 ]
 
 
@@ -47,6 +59,7 @@ class DetectContext:
 
     encounter: EncounterContext = field(default_factory=EncounterContext)
     is_referral: ReferralMatcher = field(default_factory=ReferralMatcher)
+    sdoh: SdohTable = field(default_factory=default_sdoh_table)
 
     @property
     def server(self) -> str:
@@ -85,4 +98,10 @@ def detect(
         return detect_service_request(before, after, server=ctx.server, is_referral=ctx.is_referral)
     if kind == "Task":
         return detect_task(before, after, server=ctx.server)
+    if kind == "Coverage":
+        return detect_coverage(before, after, server=ctx.server)
+    if kind == "Appointment":
+        return detect_appointment(before, after, server=ctx.server)
+    if kind in ("Condition", "Observation"):
+        return detect_social_need(before, after, server=ctx.server, table=ctx.sdoh)
     return []

@@ -1,15 +1,17 @@
 """The plan stage: a transition and what is known about its patient -> a Plan.
 
 The rule pack (:meth:`fhirbridge.rules.RulePack.plan`) decides the Tasks; the policy steps
-(:mod:`._policy`) add risk scores and activity closes. Everything a batch of transitions
-needs from the server is prefetched for all of them at once (:meth:`Planner.prefetch`).
+(:mod:`._policy`) add risk scores and activity closes; the case-management lookups
+(:class:`fhirbridge.casemgmt.Casework`) give the rules their ``case`` facts. Everything a
+batch of transitions needs from the server is prefetched for all of them at once
+(:meth:`Planner.prefetch`); the case lookups are asked per transition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -18,7 +20,11 @@ from fhirbridge.errors import FhirError, StoreError
 from fhirbridge.pipeline._lookups import Lookups
 from fhirbridge.pipeline._policy import Planning, Policy
 from fhirbridge.rules import BusinessCalendar, PlanContext, RulePack
+from fhirbridge.rules.evaluate import TIMER_KINDS
 from fhirbridge.values import Action, Plan, Transition
+
+if TYPE_CHECKING:
+    from fhirbridge.casemgmt import Casework
 
 __all__ = ["Planner"]
 
@@ -40,6 +46,7 @@ class Planner:
         max_event_age: timedelta,
         default_owner: str | None,
         policy: Sequence[Policy],
+        casework: Casework | None = None,
     ) -> None:
         self.rules = rules
         self.lookups = lookups
@@ -48,6 +55,7 @@ class Planner:
         self.max_event_age = max_event_age
         self.default_owner = default_owner
         self.policy = tuple(policy)
+        self.casework = casework
 
     def _wants_risk(self, transition: Transition, resource: Mapping[str, Any] | None) -> bool:
         planning = Planning(transition, resource, self.clock.now())
@@ -96,6 +104,14 @@ class Planner:
             added = step.apply(planning)
             tiers.update(added.tiers)
             extra.extend(added.actions)
+        # case management: the lookups its rules test (coverage, CarePlan, referrals,
+        # no-shows, latest risk tiers), only for transitions that can still create work
+        recent = now - transition.occurred_at <= self.max_event_age
+        case = (
+            await self.casework.facts(transition)
+            if self.casework is not None and (recent or transition.kind in TIMER_KINDS)
+            else None
+        )
         context = PlanContext(
             now=now,
             calendar=self.calendar,
@@ -103,7 +119,8 @@ class Planner:
             patient=patient,
             care_team=care_team,
             default_owner=self.default_owner,
-            risk=tiers,
+            risk=tiers or (dict(case.risk) if case else {}),
+            case=case.case if case else {},
         )
         plan = self.rules.plan(transition, context)
         if extra:

@@ -1,6 +1,8 @@
 """The sweep stage: the engine's open Tasks past their due date -> escalation plans.
 
-``referral-overdue`` for a referral's tracking Task, ``task-overdue`` otherwise. Escalations
+``referral-overdue`` for a referral's tracking Task, ``task-overdue`` otherwise; then the
+case-management timers (:meth:`fhirbridge.casemgmt.Casework.sweep`: periodic CarePlan
+reviews and completion), planned the same way. Escalations
 have deterministic identifiers, so sweeping again (or late) escalates each overdue Task
 exactly once. Timers ignore ``engine.max_event_age``.
 """
@@ -74,9 +76,12 @@ class Sweeper:
             for t in (overdue_transition(task, today, server=self.server) for task in tasks)
             if t is not None
         ]
-        await self.planner.prefetch([(t, None) for t in overdue])
+        casework = self.planner.casework
+        due = await casework.sweep(today) if casework is not None else []
+        timers = [*overdue, *due]
+        await self.planner.prefetch([(t, None) for t in timers])
         items: list[OutboxItem] = []
-        for transition in overdue:
+        for transition in timers:
             plan = await self.planner.plan(transition)
             stats.transitions += 1
             if stats.keep_plans:
@@ -84,5 +89,5 @@ class Sweeper:
             items.extend(outbox_item(action, transition) for action in plan.actions)
         stats.planned += self.store.enqueue(items)
         self.store.set_watermark(self.server, SWEEP_MARK, now.isoformat())
-        log.info("sweep_done", open_tasks=len(tasks), overdue=len(overdue))
+        log.info("sweep_done", open_tasks=len(tasks), overdue=len(overdue), casework=len(due))
         return stats

@@ -18,12 +18,24 @@ from typing import Any
 from fhirbridge import identity
 from fhirbridge.rules.calendar import BusinessCalendar
 from fhirbridge.rules.dispositions import DispositionTable, default_table
-from fhirbridge.rules.model import Defaults, Due, Rule, TaskSpec, ThenItem, When
+from fhirbridge.rules.model import (
+    Defaults,
+    Due,
+    OwnerSource,
+    ReferralSpec,
+    Rule,
+    TaskSpec,
+    ThenItem,
+    When,
+    _text,
+)
 from fhirbridge.values import (
     ENGINE_SYSTEM,
     Action,
     CancelTasks,
+    CompleteCarePlan,
     CompleteTasks,
+    CreateReferral,
     CreateTask,
     Plan,
     Transition,
@@ -50,6 +62,8 @@ TIMER_KINDS: frozenset[TransitionKind] = frozenset(
         TransitionKind.TASK_COMPLETED,
         TransitionKind.REFERRAL_OVERDUE,
         TransitionKind.REFERRAL_CLOSED,
+        TransitionKind.CAREPLAN_REVIEW_DUE,
+        TransitionKind.CAREPLAN_DONE,
     }
 )
 
@@ -72,6 +86,9 @@ class PlanContext:
       in the order owners are preferred.
     - ``default_owner``: None takes the pack's ``defaults.default_owner``.
     - ``risk``: score name to tier, e.g. ``{"lace": "high"}``.
+    - ``case``: what the engine looked up for case management (``careplan``, ``coverage``,
+      ``referred``, ``engagement``, ``engagement_window``...; see
+      :mod:`fhirbridge.casemgmt`), tested by ``case:`` conditions.
     """
 
     now: datetime
@@ -81,6 +98,7 @@ class PlanContext:
     care_team: Sequence[tuple[str, str]] = ()
     default_owner: str | None = None
     risk: Mapping[str, str] = field(default_factory=dict)
+    case: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _aware(dt: datetime) -> datetime:
@@ -123,6 +141,8 @@ class _Facts:
     age: int | None
     disposition_group: str
     risk: Mapping[str, str]
+    case: Mapping[str, Any] = field(default_factory=dict)
+    options: Defaults = field(default_factory=Defaults)
 
     def fact(self, name: str) -> Any:
         return self.transition.facts.get(name)
@@ -146,6 +166,12 @@ def _holds(when: When, facts: _Facts) -> bool:
         return False
     for score, match in when.risk.items():
         if not match.test(facts.risk.get(score.lower(), "unknown")):
+            return False
+    for name, match in when.case.items():
+        if not match.test(facts.case.get(name)):
+            return False
+    for name, match in when.options.items():
+        if not match.test(facts.options.option(name)):
             return False
     return all(match.test(facts.fact(name)) for name, match in when.facts.items())
 
@@ -225,15 +251,34 @@ class RulePack:
                 continue
             matched.append(rule.id)
             for item in rule.then:
-                action = self._action(rule, item, facts, ctx, calendar, default_owner)
-                if action is None:
-                    skipped.append(f"{rule.id}: cancel-tasks scope encounter, but no encounter")
-                    continue
-                key = _dedupe_key(action)
-                if key not in seen:
-                    seen.add(key)
-                    actions.append(action)
+                if item.create_referral is not None:
+                    produced: list[Action] = list(
+                        self._referrals(rule, item.create_referral, facts, ctx, calendar)
+                    )
+                else:
+                    action = self._action(rule, item, facts, ctx, calendar, default_owner)
+                    if action is None:
+                        skipped.append(f"{rule.id}: cancel-tasks scope encounter, but no encounter")
+                        continue
+                    produced = [action]
+                for action in produced:
+                    key = _dedupe_key(action)
+                    if key not in seen:
+                        seen.add(key)
+                        actions.append(action)
         note = f"rules: {', '.join(matched)}" if matched else "no rule matched"
+        looked_up = [
+            f"{name}={_text(value)}"
+            for name, value in sorted(facts.case.items())
+            if value is not None and not isinstance(value, list | dict)
+        ]
+        needs = facts.case.get("needs")
+        if isinstance(needs, list):
+            looked_up.append(
+                "needs=" + ("+".join(str(n.get("need")) for n in needs) if needs else "none")
+            )
+        if looked_up:
+            note += "; looked up: " + ", ".join(looked_up)
         if skipped:
             note += "; skipped " + "; ".join(skipped)
         return Plan(transition=transition, actions=tuple(actions), note=note)
@@ -257,6 +302,8 @@ class RulePack:
             age=_age_on(_birth_date(ctx.patient), day),
             disposition_group=group,
             risk=risk,
+            case=ctx.case,
+            options=self.defaults,
         )
 
     def _action(
@@ -292,10 +339,20 @@ class RulePack:
                 focus=transition.focus if spec.scope == "focus" else None,
             )
         if item.complete_tasks is not None:
+            spec_done = item.complete_tasks
             return CompleteTasks(
                 rule_id=rule.id,
-                focus=transition.focus,
-                reason=item.complete_tasks.reason,
+                focus=transition.patient if spec_done.focus == "patient" else transition.focus,
+                reason=spec_done.reason,
+                transition_key=transition.key,
+                code=spec_done.code,
+            )
+        if item.complete_careplan is not None:
+            return CompleteCarePlan(
+                rule_id=rule.id,
+                careplan=transition.focus,
+                patient=transition.patient,
+                reason=item.complete_careplan.reason,
                 transition_key=transition.key,
             )
         task = item.task
@@ -316,7 +373,13 @@ class RulePack:
     ) -> CreateTask:
         transition = facts.transition
         display = self.codes.get(task.code, task.code)
-        owner, source = _resolve_owner(task, ctx, default_owner)
+        owner, source = _resolve_owner(task.owner, ctx, default_owner)
+        key = transition.key
+        per = facts.case.get(task.once_per) if task.once_per else None
+        if per is not None:
+            # one Task per value of a looked-up fact (e.g. an engagement window), so a
+            # second transition in the same window plans the same Task
+            key = f"{transition.patient}|{task.once_per}={per}"
         return CreateTask(
             rule_id=rule.id,
             action_id=task.id,
@@ -326,15 +389,67 @@ class RulePack:
             priority=task.priority or ("urgent" if escalation else "routine"),
             due=_due(task.due, facts, calendar),
             patient=transition.patient,
-            focus=transition.focus,
+            focus=transition.patient if task.focus == "patient" else transition.focus,
             encounter=transition.encounter,
             owner=owner,
             owner_source=source,
-            identifier=task_identifier(rule.id, task.id, transition.key),
+            identifier=task_identifier(rule.id, task.id, key),
             transition_key=transition.key,
             add_to_careplan=task.careplan,
             escalation=escalation,
         )
+
+    def _referrals(
+        self,
+        rule: Rule,
+        spec: ReferralSpec,
+        facts: _Facts,
+        ctx: PlanContext,
+        calendar: BusinessCalendar,
+    ) -> list[CreateReferral]:
+        """The referrals of a ``social-need`` transition's need, or, for another transition
+        (a discharge), of each unreferred need on record (``case["needs"]``).
+
+        The identifier hashes the patient, the need and the day it was recorded, never the
+        rule: the questions of one screening, the Condition recorded from it, and a
+        discharge that finds it on record all refer the need once."""
+        transition = facts.transition
+        if transition.kind is TransitionKind.SOCIAL_NEED:
+            needs: list[Mapping[str, Any]] = [
+                {**transition.facts, "reason": transition.focus, "recorded": facts.day.isoformat()}
+            ]
+        else:
+            needs = [n for n in facts.case.get("needs") or () if isinstance(n, Mapping)]
+        performer = (
+            _resolve_owner(spec.performer, ctx, ctx.default_owner or self.defaults.default_owner)[0]
+            if spec.performer
+            else None
+        )
+        out: list[CreateReferral] = []
+        for found in needs:
+            need = str(found.get("need") or "sdoh")
+            categories = tuple(
+                (str(c[0]), str(c[1]), str(c[2]) if len(c) > 2 else "")
+                for c in found.get("need_categories") or ()
+            )
+            once = f"{transition.patient}|{need}|{found.get('recorded')}"
+            out.append(
+                CreateReferral(
+                    rule_id=rule.id,
+                    action_id=spec.id,
+                    need=need,
+                    display=str(found.get("referral") or f"Refer for {need}"),
+                    categories=categories,
+                    patient=transition.patient,
+                    reason=str(found.get("reason") or transition.focus),
+                    encounter=transition.encounter,
+                    occurrence=_due(spec.due, facts, calendar),
+                    performer=performer,
+                    identifier=task_identifier("referral", need, once),
+                    transition_key=transition.key,
+                )
+            )
+        return out
 
 
 def _general_practitioner(patient: Mapping[str, Any] | None) -> str | None:
@@ -345,10 +460,10 @@ def _general_practitioner(patient: Mapping[str, Any] | None) -> str | None:
 
 
 def _resolve_owner(
-    task: TaskSpec, ctx: PlanContext, default_owner: str | None
+    sources: Sequence[OwnerSource], ctx: PlanContext, default_owner: str | None
 ) -> tuple[str | None, str]:
     """The first owner source that yields a reference, and which one it was."""
-    for source in task.owner:
+    for source in sources:
         if source.kind == "care-team":
             for role, member in ctx.care_team:
                 if role == source.value and member:
@@ -371,5 +486,7 @@ def _dedupe_key(action: Action) -> object:
     if isinstance(action, CancelTasks):
         return ("cancel", action.patient, action.encounter, action.focus, action.status)
     if isinstance(action, CompleteTasks):
-        return ("complete", action.focus)
+        return ("complete", action.focus, action.code)
+    if isinstance(action, CreateReferral):
+        return ("referral", action.identifier)
     return (type(action).__name__, action)

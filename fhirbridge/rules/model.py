@@ -12,6 +12,15 @@ Reference::
       weekend: [sat, sun]                   #   day names (mon..sun) or numbers (0 = Monday)
       holidays: [2026-12-25, 2027-01-01]    #   dates that are not business days
       default_owner: Organization/care-coordination   # owner when no other source yields one
+      coverage_ending_days: 30              #   a Coverage ending within N days of the event
+                                            #   counts as "ending" (case: {coverage: ...})
+      review_interval_days: {high: 7, moderate: 14, low: 30, unknown: 30}
+                                            #   care-plan review interval by latest risk tier
+      engagement_noshows: 2                 #   this many no-shows within the window
+      engagement_window_days: 90            #   make the engagement "lapsed"
+      social_need_lookback_days: 90         #   screenings a discharge still refers
+      options: {med-reconciliation: all}    #   pack options rules test (options: {...});
+                                            #   med-reconciliation: all | high-risk
 
     codes:                                  # the engine's Task codes, system
       tcm-contact:                          #   https://fhirbridge.dev/fhir/CodeSystem/task-code
@@ -33,6 +42,14 @@ Reference::
           risk.lace.tier: [high]            # the context's risk tier for score "lace";
                                             #   a score not computed has tier "unknown"
           facts: {outcome: [completed]}     # any transition fact, compared as text
+          case: {coverage: [none, ending]}  # facts the engine looks up when planning:
+                                            #   careplan: active | completed | ... | none
+                                            #     (the patient's transitional-care CarePlan)
+                                            #   coverage: active | ending | inactive | none
+                                            #   referred: true | false (the social need
+                                            #     has an open referral already)
+                                            #   engagement: lapsed | engaged (no-shows)
+          options: {med-reconciliation: [all]}  # the pack's defaults.options
         then:                               # one or more actions, in order
           - create-task:
               id: contact                   # unique within the rule; part of the identifier
@@ -48,6 +65,10 @@ Reference::
                 - {reference: Organization/x}  # a fixed reference
                 - default                   #   the default owner
               careplan: true                # also add it to the patient's CarePlan (default)
+              focus: transition             # the Task's focus: the transition's focus
+                                            #   (default) or the patient
+              once_per: engagement_window   # optional: one Task per value of this looked-up
+                                            #   fact (not per transition)
           - escalate: {...}                 # a create-task marked as an escalation;
                                             #   priority defaults to urgent
           - cancel-tasks:                   # cancel the engine's open Tasks
@@ -57,6 +78,16 @@ Reference::
               reason: patient deceased      #   required
           - complete-tasks:                 # complete the engine's open Tasks whose focus is
               reason: referral completed    #   the transition's focus
+              focus: transition             #   or: patient (Tasks focused on the patient)
+              code: coverage-review         #   optional: only Tasks with this code
+          - create-referral:                # refer social needs to community resources:
+              id: refer                     #   a social-need transition's need, or (other
+              due: {business_days: 10}      #   kinds: a discharge) each unreferred need on
+                                            #   record; a ServiceRequest per need, tracked
+                                            #   like any referral (referral-placed)
+              performer: [{reference: Organization/food-bank}]   # optional owner sources
+          - complete-careplan:              # set the transitional-care CarePlan completed
+              reason: all activities done
 
 Every list condition also takes a single value (``kind: discharge``) or a negation
 (``risk.lace.tier: {not: [high]}``), which holds when the value is absent too.
@@ -91,14 +122,18 @@ from fhirbridge.values import TransitionKind
 __all__ = [
     "KINDS",
     "PRIORITIES",
+    "CASE_FACTS",
+    "OPTIONS",
     "Age",
     "CancelSpec",
+    "CarePlanSpec",
     "CodeSpec",
     "CompleteSpec",
     "Defaults",
     "Due",
     "Match",
     "OwnerSource",
+    "ReferralSpec",
     "Rule",
     "RuleFile",
     "TaskSpec",
@@ -124,6 +159,17 @@ def _ident(value: str) -> str:
 
 Ident = Annotated[str, AfterValidator(_ident)]
 NonNegative = Annotated[StrictInt, Field(ge=0)]
+Positive = Annotated[StrictInt, Field(ge=1)]
+
+#: Facts the engine looks up when planning, that ``case:`` conditions may test.
+CASE_FACTS: tuple[str, ...] = ("careplan", "coverage", "referred", "engagement")
+#: Pack options (``defaults.options``) and the values each may take.
+OPTIONS: Mapping[str, tuple[str, ...]] = {"med-reconciliation": ("all", "high-risk")}
+#: Risk tiers a review interval may name (``unknown``: no score computed).
+REVIEW_TIERS: tuple[str, ...] = ("high", "moderate", "intermediate", "low", "unknown")
+CaseFact = Annotated[str, AfterValidator(one_of(CASE_FACTS))]
+OptionName = Annotated[str, AfterValidator(one_of(tuple(OPTIONS)))]
+ReviewTier = Annotated[str, AfterValidator(one_of(REVIEW_TIERS))]
 
 
 def _text(value: object) -> str:
@@ -242,12 +288,27 @@ class Defaults(_Strict):
     weekend: Annotated[tuple[int, ...], BeforeValidator(_weekdays)] | None = None
     holidays: tuple[date, ...] | None = None
     default_owner: str | None = None
+    coverage_ending_days: NonNegative | None = None
+    review_interval_days: dict[ReviewTier, Positive] | None = None
+    engagement_noshows: Positive | None = None
+    engagement_window_days: Positive | None = None
+    social_need_lookback_days: NonNegative | None = None
+    options: dict[OptionName, str] | None = None
 
     @model_validator(mode="after")
     def _some_business_day(self) -> Defaults:
         if self.weekend is not None and len(set(self.weekend)) >= 7:
             raise ValueError("weekend: the weekend cannot cover the whole week")
+        for name, value in (self.options or {}).items():
+            if value not in OPTIONS[name]:
+                raise ValueError(
+                    f"options: {name} is {value!r}, not one of {', '.join(OPTIONS[name])}"
+                )
         return self
+
+    def option(self, name: str) -> str:
+        """A pack option's value; an option not set takes its first allowed value."""
+        return (self.options or {}).get(name) or OPTIONS[name][0]
 
     def merged(self, later: Defaults) -> Defaults:
         """These defaults with every key that ``later`` sets taken from ``later``."""
@@ -296,6 +357,8 @@ class When(_Strict):
     age: Age | None = None
     risk: dict[Annotated[str, AfterValidator(_ident)], TierMatch] = Field(default_factory=dict)
     facts: dict[str, AnyMatch] = Field(default_factory=dict)
+    case: dict[CaseFact, AnyMatch] = Field(default_factory=dict)
+    options: dict[OptionName, AnyMatch] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -352,6 +415,8 @@ class TaskSpec(_Strict):
     priority: Annotated[str, AfterValidator(one_of(PRIORITIES))] | None = None
     owner: tuple[Owner, ...] = Field(default=(OwnerSource("default"),), min_length=1)
     careplan: StrictBool = True
+    focus: Literal["transition", "patient"] = "transition"
+    once_per: Annotated[str, AfterValidator(_ident)] | None = None
 
 
 class CancelSpec(_Strict):
@@ -363,12 +428,37 @@ class CancelSpec(_Strict):
 
 
 class CompleteSpec(_Strict):
-    """Complete the engine's open Tasks whose focus is the transition's focus."""
+    """Complete the engine's open Tasks whose focus is the transition's focus (or the
+    patient), optionally only those with one engine Task code."""
+
+    reason: Annotated[str, Field(min_length=1)]
+    focus: Literal["transition", "patient"] = "transition"
+    code: Ident | None = None
+
+
+class ReferralSpec(_Strict):
+    """Refer a social need to a community resource (a ServiceRequest the engine writes)."""
+
+    id: Ident
+    due: Due
+    priority: Annotated[str, AfterValidator(one_of(PRIORITIES))] | None = None
+    performer: tuple[Owner, ...] = ()
+
+
+class CarePlanSpec(_Strict):
+    """Set the patient's transitional-care CarePlan to completed."""
 
     reason: Annotated[str, Field(min_length=1)]
 
 
-_ACTIONS = ("create-task", "escalate", "cancel-tasks", "complete-tasks")
+_ACTIONS = (
+    "create-task",
+    "escalate",
+    "cancel-tasks",
+    "complete-tasks",
+    "create-referral",
+    "complete-careplan",
+)
 
 
 class ThenItem(_Strict):
@@ -378,6 +468,8 @@ class ThenItem(_Strict):
     escalate: TaskSpec | None = None
     cancel_tasks: CancelSpec | None = Field(default=None, alias="cancel-tasks")
     complete_tasks: CompleteSpec | None = Field(default=None, alias="complete-tasks")
+    create_referral: ReferralSpec | None = Field(default=None, alias="create-referral")
+    complete_careplan: CarePlanSpec | None = Field(default=None, alias="complete-careplan")
 
     @model_validator(mode="before")
     @classmethod

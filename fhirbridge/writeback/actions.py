@@ -22,14 +22,18 @@ from fhirbridge.identity import OBSERVATION_PLACEHOLDER
 from fhirbridge.values import (
     ENGINE_TAG_CODE,
     ENGINE_TAG_SYSTEM,
+    TASK_CODE_SYSTEM,
     Action,
     CancelTasks,
     CloseActivity,
+    CompleteCarePlan,
     CompleteTasks,
+    CreateReferral,
     CreateTask,
     RecordRisk,
 )
 from fhirbridge.writeback.build import build_task
+from fhirbridge.writeback.casework import build_referral
 from fhirbridge.writeback.session import Finish, Session
 
 if TYPE_CHECKING:
@@ -207,8 +211,18 @@ async def cancel_tasks(session: Session, action: CancelTasks, stats: WriteStats)
 
 @handles(CompleteTasks)
 async def complete_tasks(session: Session, action: CompleteTasks, stats: WriteStats) -> Finish:
-    """The open engine Tasks with one focus to completed."""
-    tasks = await _engine_tasks(session, {"focus": action.focus})
+    """The open engine Tasks with one focus (given ``action.code``, of that engine Task code
+    only: asked of the server, and checked again for servers that ignore ``code``) to
+    completed."""
+    query = {"focus": action.focus}
+    if action.code:
+        query["code"] = f"{TASK_CODE_SYSTEM}|{action.code}"
+    tasks = [
+        t
+        for t in await _engine_tasks(session, query)
+        if not action.code
+        or any(c.get("code") == action.code for c in (t.get("code") or {}).get("coding") or ())
+    ]
     return await _set_status(session, tasks, "completed", action.reason, stats)
 
 
@@ -238,6 +252,62 @@ async def close_activity(session: Session, action: CloseActivity, stats: WriteSt
         if careplan is None:
             return {"careplan": None}
         return {"careplan": f"CarePlan/{careplan['id']}", "changed": handle is not None}
+
+    return finish
+
+
+@handles(CreateReferral)
+async def create_referral(session: Session, action: CreateReferral, stats: WriteStats) -> Finish:
+    """A social need's referral ServiceRequest by conditional create on its identifier; the
+    unit's Provenance names the need's record."""
+    writer = session.writer
+    request = build_referral(action, authored_on=writer.clock.now(), requester=writer.agent)
+    handle = await session.create_once(request, action.identifier)
+    session.entities.append(action.reason)
+    session.reasons.append(f"rule {action.rule_id}: referral for {action.need}")
+
+    def finish() -> Mapping[str, Any]:
+        ref = handle.reference  # not a Task: the Task counts stay as they are
+        if handle.created:
+            stats.written.append(ref)
+            log.info("referral_written", rule_id=action.rule_id, need=action.need, resource=ref)
+        writer.store.audit(
+            "create-referral",
+            ref,
+            {"rule": action.rule_id, "created": handle.created, "identifier": action.identifier},
+        )
+        return {"service_request": ref, "created": handle.created}
+
+    return finish
+
+
+def _complete(careplan: dict[str, Any]) -> bool:
+    if careplan.get("status") != "active":
+        return False  # completed already (or revoked): nothing to do
+    careplan["status"] = "completed"
+    return True
+
+
+@handles(CompleteCarePlan)
+async def complete_careplan(
+    session: Session, action: CompleteCarePlan, stats: WriteStats
+) -> Finish:
+    """The patient's CarePlan to completed while it is still active (``If-Match``)."""
+    found = await session.existing_careplan(action.patient)
+    if found is not None and f"CarePlan/{found['id']}" == action.careplan:
+        handle = await session.change_careplan(action.patient, _complete)
+    else:  # not the engine's CarePlan of the patient as last seen: read the one named
+        kind, cid = action.careplan.split("/", 1)
+        handle = await session.change(await session.writer.client.read(kind, cid), _complete)
+    if handle is not None:
+        session.reasons.append(action.reason)
+
+    def finish() -> Mapping[str, Any]:
+        if handle is not None:
+            stats.updated += 1
+            session.writer.store.audit("complete-careplan", action.careplan, {})
+            log.info("careplan_completed", resource=action.careplan)
+        return {"careplan": action.careplan, "changed": handle is not None}
 
     return finish
 

@@ -12,7 +12,9 @@ from fhirbridge.values import (
     Action,
     CancelTasks,
     CloseActivity,
+    CompleteCarePlan,
     CompleteTasks,
+    CreateReferral,
     CreateTask,
     RecordRisk,
     Transition,
@@ -26,6 +28,8 @@ _KINDS: dict[str, type[Any]] = {
     "complete-tasks": CompleteTasks,
     "record-risk": RecordRisk,
     "close-activity": CloseActivity,
+    "create-referral": CreateReferral,
+    "complete-careplan": CompleteCarePlan,
 }
 
 
@@ -48,6 +52,9 @@ def outbox_item(action: Action, transition: Transition) -> OutboxItem:
         key = f"risk:{action.identifier}"
     elif isinstance(action, CloseActivity):
         key = f"close-activity:{action.task}"
+    elif isinstance(action, CreateReferral):
+        key = f"referral:{action.identifier}"
+        fields["occurrence"] = action.occurrence.isoformat()
     else:
         key = f"{kind}:{action.rule_id}:{transition.key}"
     payload = {"action": fields, "transition": transition.as_dict()}
@@ -59,6 +66,9 @@ def action_from_payload(kind: str, payload: Mapping[str, Any]) -> Action:
     fields = dict(payload["action"])
     if kind == "create-task":
         fields["due"] = date.fromisoformat(fields["due"])
+    if kind == "create-referral":
+        fields["occurrence"] = date.fromisoformat(fields["occurrence"])
+        fields["categories"] = tuple(tuple(c) for c in fields["categories"])
     cls = _KINDS[kind]
     action: Action = cls(**fields)
     return action

@@ -91,6 +91,8 @@ def _add_activity(task_ref: str, identifier: str) -> Change:
         if _has_activity(careplan, task_ref, identifier):
             return False
         careplan.setdefault("activity", []).append(activity_for(task_ref, identifier))
+        if careplan.get("status") == "completed":
+            careplan["status"] = "active"  # new work reopens a completed plan
         return True
 
     return change
@@ -102,6 +104,7 @@ class Session(Protocol):
     writer: Writer
     unit: WriteUnit
     reasons: list[str]
+    entities: list[str]
 
     async def careplan(self, patient: str) -> Handle:
         """The patient's transitional-care CarePlan (created once, if it is not there)."""
@@ -133,6 +136,8 @@ class _Base:
         self.writer = writer
         self.unit = unit
         self.reasons: list[str] = []
+        #: what the writes were derived from, beside the transition's focus (Provenance)
+        self.entities: list[str] = []
         self.handles: list[Handle] = []
         self.creating = False
 
@@ -140,12 +145,14 @@ class _Base:
         transition = self.unit.transition
         focus = transition.get("focus")
         version = transition.get("focus_version")
-        if not focus:
-            return []
-        # the journal's own version keys (h:..., v2:...) name no version on the server
-        if version and ":" not in str(version):
-            return [f"{focus}/_history/{version}"]
-        return [str(focus)]
+        found: list[str] = []
+        if focus:
+            # the journal's own version keys (h:..., v2:...) name no version on the server
+            found.append(
+                f"{focus}/_history/{version}" if version and ":" not in str(version) else focus
+            )
+        found.extend(e for e in self.entities if e not in found and e != focus)
+        return [str(e) for e in found]
 
     def provenance(self, targets: list[str]) -> dict[str, Any]:
         """The one Provenance of this unit, naming every resource it wrote."""

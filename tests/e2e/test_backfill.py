@@ -39,11 +39,12 @@ async def test_backfill_journals_history_and_writes_only_recent_work(
     assert old.transition.occurred_at.year == 2025
     assert "max_event_age" in old.note
     assert engine_tasks(sekmet, old_patient) == []
-    assert len(engine_tasks(sekmet, new_patient)) == 2
+    # TCM contact and visit, medication reconciliation, coverage review (no Coverage)
+    assert len(engine_tasks(sekmet, new_patient)) == 4
     marks = {t: bridge.store.watermark(bridge.server, t) for t in bridge.config.engine.watch}
     assert len(set(marks.values())) == 1 and None not in marks.values()
     assert messages
 
     again = await bridge.backfill()
     assert again.created == 0
-    assert len(engine_tasks(sekmet, new_patient)) == 2
+    assert len(engine_tasks(sekmet, new_patient)) == 4

@@ -13,12 +13,19 @@ pytestmark = pytest.mark.e2e
 
 async def test_demo_writes_the_work_once_and_shows_it(tmp_path: Path) -> None:
     """The demo's engine run writes Tasks for every story, matches the frail patient's
-    support to high risk, and its second run writes nothing."""
+    support to high risk, reviews the uninsured patient's coverage, refers the frail
+    patient's food insecurity (tracked on the follow-up pass), and its second run writes
+    nothing."""
     lines: list[str] = []
     await run_demo(tmp_path, echo=lines.append)
     text = "\n".join(lines)
-    assert "tasks created 14 (already there 0)" in text
+    assert "tasks created 25 (already there 0)" in text
     assert "med-reconciliation" in text
+    assert "coverage-review        1 written" in text
+    assert "Social-need referrals written (1 ServiceRequests)" in text
+    follow = next(line for line in lines if line.startswith("Follow-up pass"))
+    assert "tasks created 1 " in follow  # the referral's tracking Task
+    assert "referral-tracking      1 written" in text
     assert "  lace      high" in text
     assert "Second run (exactly once):" in text
     second = next(line for line in lines if line.strip().startswith("Second run"))

@@ -27,6 +27,9 @@ from tests.e2e.conftest import fixed, recent
 
 pytestmark = pytest.mark.e2e
 TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
+#: What case management adds to a qualifying discharge of a patient the server holds no
+#: Coverage for: the coverage review, and the first periodic review of the new CarePlan.
+CASE_WORK = {"coverage-review", "careplan-review"}
 
 
 def engine_tasks(server: SekmetServer, patient: str) -> list[dict[str, Any]]:
@@ -86,10 +89,10 @@ async def test_discharge_home_writes_the_two_tcm_tasks_once(
         holidays=["2026-12-25", "2027-01-01"],
     )
     stats = await bridge.run_once(since=recent())
-    assert stats.created == 2
+    assert stats.created == 5
 
     tasks = by_code(engine_tasks(sekmet, patient))
-    assert set(tasks) == {"tcm-contact", "tcm-visit"}
+    assert set(tasks) == {"tcm-contact", "tcm-visit", "med-reconciliation"} | CASE_WORK
     contact, visit = tasks["tcm-contact"], tasks["tcm-visit"]
     assert contact["restriction"]["period"]["end"] == "2026-12-29"
     assert visit["restriction"]["period"]["end"] == "2027-01-07"
@@ -110,14 +113,14 @@ async def test_discharge_home_writes_the_two_tcm_tasks_once(
             f"Encounter/{encounter}/_history/"
         )
     activities = {a["reference"]["reference"] for a in careplan["activity"]}
-    assert activities == {f"Task/{contact['id']}", f"Task/{visit['id']}"}
+    assert activities == {f"Task/{t['id']}" for t in tasks.values()}
     assert {c["coding"][0]["code"] for c in careplan["category"]} >= {"assess-plan"}
 
     again = await bridge.run_once(since=recent())
     assert again.created == 0 and again.planned == 0
     restarted = make_bridge(clock=fixed("2026-12-26T12:00:00+00:00"))
     await restarted.run_once(since=recent())
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert len(engine_tasks(sekmet, patient)) == 5
     await bridge.aclose()
     await restarted.aclose()
 
@@ -128,7 +131,11 @@ async def test_discharge_home_writes_the_two_tcm_tasks_once(
         ("snf", {"care-handoff"}, "routine"),  # post-acute facility: handoff within 1 day
         ("hosp", {"care-handoff"}, "routine"),  # hospice, not a hospital transfer
         ("aadvice", {"ama-outreach"}, "urgent"),  # against advice: urgent outreach
-        ("oth", {"confirm-disposition", "tcm-contact", "tcm-visit"}, "routine"),  # unknown
+        (
+            "oth",
+            {"confirm-disposition", "tcm-contact", "tcm-visit", "med-reconciliation"},
+            "routine",
+        ),  # unknown
     ],
 )
 async def test_discharge_disposition_decides_the_work(
@@ -144,7 +151,7 @@ async def test_discharge_disposition_decides_the_work(
     sekmet.discharge(encounter, disposition)
     await bridge.run_once(since=recent())
     tasks = by_code(engine_tasks(sekmet, patient))
-    assert set(tasks) == codes
+    assert set(tasks) == codes | CASE_WORK
     first = sorted(codes)[0]
     assert tasks[first]["priority"] == priority
 
@@ -152,12 +159,13 @@ async def test_discharge_disposition_decides_the_work(
 async def test_ed_visit_sent_home_gets_a_follow_up_call(
     sekmet: SekmetServer, bridge: Bridge
 ) -> None:
-    """An EMER encounter that ends with the patient home gives the ED follow-up call Task."""
+    """An EMER encounter that ends with the patient home gives the ED follow-up call Task
+    (and the CarePlan it opens its first review; an ED visit is no coverage-review discharge)."""
     patient = sekmet.register_patient()
     visit = sekmet.ed_visit(patient)
     sekmet.discharge(visit, "home")
     await bridge.run_once(since=recent())
-    assert set(by_code(engine_tasks(sekmet, patient))) == {"ed-follow-up"}
+    assert set(by_code(engine_tasks(sekmet, patient))) == {"ed-follow-up", "careplan-review"}
 
 
 async def test_readmission_within_30_days_escalates(sekmet: SekmetServer, bridge: Bridge) -> None:
@@ -182,27 +190,30 @@ async def test_death_cancels_open_tasks(sekmet: SekmetServer, bridge: Bridge) ->
     sekmet.death(patient)
     await bridge.run_once(since=recent())
     tasks = engine_tasks(sekmet, patient)
-    assert len(tasks) == 2
+    assert len(tasks) == 5
     assert {t["status"] for t in tasks} == {"cancelled"}
     assert all("deceased" in t["statusReason"]["text"] for t in tasks)
 
 
 async def test_cancelled_encounter_cancels_its_tasks(sekmet: SekmetServer, bridge: Bridge) -> None:
-    """An encounter cancelled after the engine acted on it gets its Tasks cancelled."""
+    """An encounter cancelled after the engine acted on it gets its Tasks cancelled (the
+    CarePlan's review, of no encounter, waits for the sweep that finds the plan done)."""
     patient = sekmet.register_patient()
     encounter = sekmet.admit(patient)
     sekmet.discharge(encounter, "home")
     await bridge.run_once(since=recent())
     sekmet.cancel(encounter)
     await bridge.run_once(since=recent())
-    assert {t["status"] for t in engine_tasks(sekmet, patient)} == {"cancelled"}
+    tasks = engine_tasks(sekmet, patient)
+    assert {t["status"] for t in tasks if t.get("encounter")} == {"cancelled"}
+    assert len([t for t in tasks if t.get("encounter")]) == 4
 
 
 async def test_plan_shows_the_writes_without_making_them(
     sekmet: SekmetServer, bridge: Bridge
 ) -> None:
-    """A dry run lists the discharge and its two Tasks and writes nothing, then a run writes
-    exactly the Tasks the plan named (same identifiers)."""
+    """A dry run lists the discharge and its four Tasks and writes nothing, then a run writes
+    exactly the Tasks the plan named (same identifiers), and the new CarePlan's review."""
     patient = sekmet.register_patient()
     encounter = sekmet.admit(patient)
     sekmet.discharge(encounter, "home")
@@ -210,13 +221,17 @@ async def test_plan_shows_the_writes_without_making_them(
     discharge = [p for p in plans if p.transition.kind.value == "discharge"]
     assert len(discharge) == 1
     planned = {a.identifier for a in discharge[0].actions if isinstance(a, CreateTask)}
-    assert len(planned) == 2
+    assert len(planned) == 4
     scores = {a.score for a in discharge[0].actions if isinstance(a, RecordRisk)}
     assert scores == {"lace", "hospital"}
     assert engine_tasks(sekmet, patient) == []
     assert bridge.store.outbox_depth() == 0
     await bridge.run_once(since=recent())
-    written = {t["identifier"][0]["value"] for t in engine_tasks(sekmet, patient)}
+    written = {
+        t["identifier"][0]["value"]
+        for t in engine_tasks(sekmet, patient)
+        if t["code"]["coding"][0]["code"] != "careplan-review"
+    }
     assert written == planned
 
 
@@ -245,7 +260,12 @@ def test_cli_plan_json_and_run_once(sekmet: SekmetServer, tmp_path: Path) -> Non
     assert discharge["encounter"] == f"Encounter/{encounter}"
     assert discharge["facts"]["disposition_group"] == "community"
     tasks = [w for w in discharge["writes"] if w["action"] == "create-task"]
-    assert {w["code"] for w in tasks} == {"tcm-contact", "tcm-visit"}
+    assert {w["code"] for w in tasks} == {
+        "tcm-contact",
+        "tcm-visit",
+        "med-reconciliation",
+        "coverage-review",
+    }
     ran = subprocess.run(
         [*command, "run", "--once", "--new-journal"],
         capture_output=True,
@@ -253,5 +273,5 @@ def test_cli_plan_json_and_run_once(sekmet: SekmetServer, tmp_path: Path) -> Non
         env=env,
         check=True,
     )
-    assert "tasks created 2" in ran.stdout
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert "tasks created 5" in ran.stdout  # and the new CarePlan's first review
+    assert len(engine_tasks(sekmet, patient)) == 5

@@ -40,13 +40,14 @@ async def test_crash_between_journal_and_writeback(
     await first.poller().poll(recent())
     await first.process()
     planned = first.store.outbox_items("pending")
-    assert sorted(i.kind for i in planned).count("create-task") == 2
+    # TCM contact and visit, medication reconciliation, coverage review (no Coverage)
+    assert sorted(i.kind for i in planned).count("create-task") == 4
     await first.aclose()  # the crash: nothing was written
     assert engine_tasks(sekmet, patient) == []
 
     second = make_bridge()
     await second.run_once(since=recent())
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert len(engine_tasks(sekmet, patient)) == 5  # and the new CarePlan's first review
     assert second.store.outbox_depth() == 0
 
 
@@ -62,15 +63,15 @@ async def test_crash_after_journal_before_processing(
     await first.aclose()
     second = make_bridge()
     await second.run_once()  # from the watermark: the server has nothing newer
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert len(engine_tasks(sekmet, patient)) == 5
 
 
 async def test_crash_after_the_server_write_before_the_outbox_noted_it(
     sekmet: SekmetServer, make_bridge: Callable[..., Bridge], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The unit's transaction reached the server but the process died before marking the
-    writes done: the restart performs the unit again and the conditional creates find both
-    Tasks (the per-resource path has its own test in test_write_units.py)."""
+    writes done: the restart performs the unit again and the conditional creates find all
+    its Tasks (the per-resource path has its own test in test_write_units.py)."""
     patient = discharged_home(sekmet)
     first = make_bridge()
 
@@ -81,16 +82,17 @@ async def test_crash_after_the_server_write_before_the_outbox_noted_it(
     with pytest.raises(Crash):
         await first.run_once(since=recent())
     await first.aclose()
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert len(engine_tasks(sekmet, patient)) == 4
 
     second = make_bridge()
     stats = await second.run_once(since=recent())
-    assert stats.existing == 2 and stats.created == 0
+    # the discharge's four Tasks found again; the sweep plans the CarePlan's first review
+    assert stats.existing == 4 and stats.created == 1
     tasks = engine_tasks(sekmet, patient)
-    assert len(tasks) == 2
-    assert len({t["identifier"][0]["value"] for t in tasks}) == 2
+    assert len(tasks) == 5
+    assert len({t["identifier"][0]["value"] for t in tasks}) == 5
     careplan = sekmet.search("CarePlan", {"patient": f"Patient/{patient}"})[0]
-    assert len(careplan["activity"]) == 2
+    assert len(careplan["activity"]) == 5
 
 
 def test_cli_run_exits_non_zero_with_one_line_when_the_server_is_down(tmp_path: Path) -> None:

@@ -63,6 +63,11 @@ def discharge_home(mrn: str, visit: str, control_id: str = "E2E0001") -> str:
     return "\r".join(segments) + "\r"
 
 
+#: A discharge home of a patient with no Coverage on the server: the TCM contact and visit,
+#: medication reconciliation, and the coverage review.
+DISCHARGE_WORK = {"tcm-contact", "tcm-visit", "med-reconciliation", "coverage-review"}
+
+
 def engine_tasks(sekmet: SekmetServer, patient_id: str) -> dict[str, dict[str, Any]]:
     """The engine's Tasks for the patient on sekmet, by task code."""
     tasks = sekmet.search("Task", {"patient": f"Patient/{patient_id}", "_tag": TAG})
@@ -80,12 +85,16 @@ async def test_a_v2_discharge_writes_the_tcm_tasks_once(
 
     stats = await ingest_hl7(bridge, message, visit_system=VISIT_SYSTEM, mrn_system=MRN_SYSTEM)
     assert (stats.messages, stats.journalled, stats.dead_letters) == (1, 1, 0)
-    assert stats.created == 2
+    # TCM contact and visit, medication reconciliation, coverage review (no Coverage)
+    assert stats.created == 4
 
     tasks = engine_tasks(sekmet, patient_id)
-    assert set(tasks) == {"tcm-contact", "tcm-visit"}
-    for task in tasks.values():
-        assert task["focus"]["reference"] == f"Encounter/{encounter_id}"
+    assert set(tasks) == DISCHARGE_WORK
+    for code, task in tasks.items():
+        # the coverage review is about the patient's coverage, the rest about the stay
+        stay = f"Encounter/{encounter_id}"
+        focus = f"Patient/{patient_id}" if code == "coverage-review" else stay
+        assert task["focus"]["reference"] == focus
         assert task["for"]["reference"] == f"Patient/{patient_id}"
     snapshot = bridge.store.snapshot(bridge.server, "Encounter", encounter_id)
     assert snapshot is not None
@@ -95,8 +104,9 @@ async def test_a_v2_discharge_writes_the_tcm_tasks_once(
     assert (again.journalled, again.duplicates) == (0, 1)
     assert again.created == 0
     polled = await bridge.run_once(since=recent())
-    assert polled.created == 0
-    assert len(engine_tasks(sekmet, patient_id)) == 2
+    # nothing more of the discharge; the pass's sweep plans the new CarePlan's first review
+    assert polled.created == 1
+    assert set(engine_tasks(sekmet, patient_id)) == DISCHARGE_WORK | {"careplan-review"}
 
 
 async def test_a_visit_sekmet_does_not_know_is_dead_lettered(
@@ -144,8 +154,8 @@ def test_cli_hl7_ingests_a_file(sekmet: SekmetServer, tmp_path: Path) -> None:
         check=True,
     )
     assert f"{feed}: messages 1: journalled 1 new versions" in ran.stdout
-    assert "tasks created 2" in ran.stdout
-    assert set(engine_tasks(sekmet, patient_id)) == {"tcm-contact", "tcm-visit"}
+    assert "tasks created 4" in ran.stdout
+    assert set(engine_tasks(sekmet, patient_id)) == DISCHARGE_WORK
 
 
 def test_cli_hl7_exits_5_when_it_leaves_dead_letters(sekmet: SekmetServer, tmp_path: Path) -> None:
@@ -226,13 +236,14 @@ def test_cli_hl7_listens_for_mllp_and_acks_once_durable(
             ["AE", "E2E0002"],
         ]
         deadline = time.monotonic() + 20
-        while len(engine_tasks(sekmet, patient_id)) < 2 and time.monotonic() < deadline:
+        while len(engine_tasks(sekmet, patient_id)) < 4 and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert set(engine_tasks(sekmet, patient_id)) == {"tcm-contact", "tcm-visit"}
+    # the listener's sweep may already have planned the new CarePlan's first review
+    assert set(engine_tasks(sekmet, patient_id)) - {"careplan-review"} == DISCHARGE_WORK
     assert "mllp: messages 2: journalled 1 new versions" in out
 
 

@@ -23,7 +23,13 @@ from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import IDENTIFIER_SYSTEM, CreateTask
 from tests.e2e.conftest import engine_config, recent
 from tests.e2e.test_discharge_flow import case_manager, engine_tasks
-from tests.e2e.test_hl7v2_e2e import MRN_SYSTEM, VISIT_SYSTEM, discharge_home, identifier
+from tests.e2e.test_hl7v2_e2e import (
+    DISCHARGE_WORK,
+    MRN_SYSTEM,
+    VISIT_SYSTEM,
+    discharge_home,
+    identifier,
+)
 
 pytestmark = pytest.mark.e2e
 SECRET = "pipeline-secret"
@@ -31,8 +37,9 @@ SECRET = "pipeline-secret"
 
 class Counting(httpx.AsyncBaseTransport):
     """A loopback transport that counts requests by ``METHOD Type (what)``: a page of a
-    poll, a lookup (a search by patient), a read; ``POST batch`` for a Bundle posted to the
-    base."""
+    poll, a lookup (a search by patient), a case-management lookup (a search by patient and
+    category, or of Coverage or ServiceRequest), a read; ``POST batch`` for a Bundle posted to
+    the base."""
 
     def __init__(self, base_url: str) -> None:
         self.inner = httpx.AsyncHTTPTransport()
@@ -44,8 +51,11 @@ class Counting(httpx.AsyncBaseTransport):
         path = request.url.path.removeprefix(self.base_path).strip("/")
         kind, _, rest = path.partition("/")
         params = request.url.params
+        case = "category" in params or kind in ("Coverage", "ServiceRequest")
         what = (
-            " (lookup)"
+            " (case)"
+            if "patient" in params and case
+            else " (lookup)"
             if "patient" in params or "_id" in params
             else " (read)"
             if rest
@@ -79,21 +89,31 @@ async def test_lookups_come_in_batches_and_a_rerun_only_reads_its_pages(
 ) -> None:
     """Three discharges with care teams: the patients, care teams, earlier stays and risk
     inputs come from one batch request for the page, never from a read or search per
-    patient; once the engine has seen its own writes, a rerun makes no writes and no
-    requests beyond the pages it reads."""
+    patient (the case-management lookups are asked per discharge: Coverage, and the social
+    needs on record as Observations and Conditions); once the engine has seen its own
+    writes, a rerun makes no writes and no requests beyond the pages it reads."""
     bridge, transport = counted
     patients = [sekmet.register_patient(birth_date="1950-03-04") for _ in range(3)]
     for patient in patients:
         case_manager(sekmet, patient)
         sekmet.discharge(sekmet.admit(patient), "home")
     stats = await bridge.run_once(since=recent())
-    assert stats.created == 6
+    # per discharge: TCM contact and visit, medication reconciliation, coverage review (no
+    # Coverage), and the sweep's first review of the new CarePlan
+    assert stats.created == 15
     seen = transport.seen
+    case = {k: n for k, n in seen.items() if k.endswith("(case)")}
+    assert case == {f"GET {t} (case)": 3 for t in ("Coverage", "Observation", "Condition")}
     lookups = seen["POST batch"] + sum(n for k, n in seen.items() if k.endswith("(lookup)"))
     assert lookups == stats.lookups == 1  # patients, teams, earlier stays, risk inputs
     for kind in ("Patient", "CareTeam", "Condition", "Observation", "Procedure", "Encounter"):
         assert seen[f"GET {kind} (read)"] == 0, kind
-    owners = {t["owner"]["reference"] for p in patients for t in engine_tasks(sekmet, p)}
+    owners = {
+        t["owner"]["reference"]
+        for p in patients
+        for t in engine_tasks(sekmet, p)
+        if t["code"]["coding"][0]["code"] in ("tcm-contact", "tcm-visit")  # the care team's
+    }
     assert len(owners) == 3 and all(o.startswith("Practitioner/") for o in owners)
 
     await bridge.run_once(since=recent())  # the engine's own Tasks and CarePlans come back
@@ -240,8 +260,11 @@ async def _one_discharge(
         if t.transition.patient == f"Patient/{patient}"
     ]
     assert [t.focus for t in discharges] == [f"Encounter/{encounter}"]
-    tasks = engine_tasks(sekmet, patient)
-    assert {t["code"]["coding"][0]["code"] for t in tasks} == {"tcm-contact", "tcm-visit"}
+    # the discharge's work; the pass's sweep may add the new CarePlan's first review
+    tasks = [
+        t for t in engine_tasks(sekmet, patient) if t["code"]["coding"][0]["code"] in DISCHARGE_WORK
+    ]
+    assert {t["code"]["coding"][0]["code"] for t in tasks} == DISCHARGE_WORK
     if dry:
         (planned,) = [
             p

@@ -55,7 +55,9 @@ async def scenario(sekmet: SekmetServer, make_bridge: Callable[..., Bridge]) -> 
     second, _ = discharged_home(sekmet, "2026-11-02T09:00:00Z", "2026-11-05T16:00:00Z")
     bridge = make_bridge(clock=fixed("2026-11-06T09:00:00+00:00"))
     stats = await bridge.run_once(since=recent())
-    assert stats.created == 4
+    # per discharge: TCM contact and visit, medication reconciliation, coverage review (no
+    # Coverage), and the sweep's first review of the new CarePlan
+    assert stats.created == 10
     contact = by_code(engine_tasks(sekmet, first))["tcm-contact"]
     complete(sekmet, contact["id"], "2026-11-06T11:30:00Z")
     again = sekmet.admit(second)
@@ -84,10 +86,24 @@ async def test_report_counts_what_the_server_holds(
     assert (readmissions.total.numerator, readmissions.total.denominator) == (1, 2)
     groups = {p.label: (p.numerator, p.denominator) for p in readmissions.by_group()}
     assert groups == {"follow-up completed": (0, 1), "no completed follow-up": (1, 1)}
-    owners = report.measure("overdue").by_owner()
-    assert all(p.label.startswith("Practitioner/") for p in owners)
+    # the TCM Tasks go to the care team; the case-management work (coverage reviews) to the
+    # default owner
+    tcm = {
+        f"Task/{t['id']}"
+        for patient in (ids["first"], ids["second"])
+        for t in engine_tasks(sekmet, patient)
+        if t["code"]["coding"][0]["code"] in ("tcm-contact", "tcm-visit")
+    }
+    overdue = report.measure("overdue")
+    assert {p.label for p in overdue.by_owner()} >= {"Organization/care-coordination"}
+    owners: dict[str, tuple[int, int]] = {}
+    for case in overdue.cases:
+        if case.subject in tcm and case.counted:
+            met, counted = owners.get(case.owner, (0, 0))
+            owners[case.owner] = (met + case.met, counted + 1)
+    assert all(owner.startswith("Practitioner/") for owner in owners)
     # the first case manager: the visit (due 19 Nov); the second: the contact and the visit
-    assert sorted((p.numerator, p.denominator) for p in owners) == [(1, 1), (2, 2)]
+    assert sorted(owners.values()) == [(1, 1), (2, 2)]
     assert {c.tier for c in contact.cases} <= {"low", "moderate", "high"}
     await check_cli(sekmet, tmp_path)
 

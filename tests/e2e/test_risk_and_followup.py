@@ -45,6 +45,12 @@ def past_ed_visit(server: SekmetServer, patient: str, day: str) -> None:
     set_period(server, visit, f"{day}T10:00:00Z", f"{day}T16:00:00Z")
 
 
+def tracking_tasks(server: SekmetServer, patient: str) -> list[dict[str, Any]]:
+    """The patient's referral-tracking Tasks (the CarePlan they open also has its review)."""
+    tasks = engine_tasks(server, patient)
+    return [t for t in tasks if t["code"]["coding"][0]["code"] == "referral-tracking"]
+
+
 def risk_assessments(server: SekmetServer, patient: str) -> dict[str, dict[str, Any]]:
     """The engine's RiskAssessments of a patient by score code (sekmet has no RiskAssessment
     search parameters but the common ones, so the subject is filtered here)."""
@@ -104,7 +110,15 @@ async def test_low_risk_discharge_gets_the_14_day_visit(
     lace = risk_assessments(sekmet, patient)["lace"]
     assert lace["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == "low"
     tasks = by_code(engine_tasks(sekmet, patient))
-    assert set(tasks) == {"tcm-contact", "tcm-visit"}
+    # with medication reconciliation (every discharge), the coverage review (no Coverage)
+    # and the new CarePlan's first review
+    assert set(tasks) == {
+        "tcm-contact",
+        "tcm-visit",
+        "med-reconciliation",
+        "coverage-review",
+        "careplan-review",
+    }
     assert tasks["tcm-visit"]["restriction"]["period"]["end"] == "2026-12-01"
 
 
@@ -116,7 +130,7 @@ async def test_a_referral_is_tracked_and_closed_when_completed(
     patient = sekmet.register_patient()
     referral = sekmet.referral(patient)
     await bridge.run_once(since=recent())
-    (tracking,) = engine_tasks(sekmet, patient)
+    (tracking,) = tracking_tasks(sekmet, patient)
     assert tracking["focus"]["reference"] == f"ServiceRequest/{referral}"
     codes = {c["code"] for c in tracking["code"]["coding"]}
     assert codes == {"referral-tracking", "fulfill"}
@@ -125,7 +139,7 @@ async def test_a_referral_is_tracked_and_closed_when_completed(
     service_request["status"] = "completed"
     sekmet.update(service_request)
     await bridge.run_once(since=recent())
-    (tracking,) = engine_tasks(sekmet, patient)
+    (tracking,) = tracking_tasks(sekmet, patient)
     assert tracking["status"] == "completed"
 
 
@@ -144,7 +158,7 @@ async def test_a_referral_fulfilled_by_a_task_closes_the_tracking(
     fulfilment["status"] = "completed"
     sekmet.update(fulfilment)
     await bridge.run_once(since=recent())
-    (tracking,) = engine_tasks(sekmet, patient)
+    (tracking,) = tracking_tasks(sekmet, patient)
     assert tracking["status"] == "completed"
 
 
@@ -171,8 +185,9 @@ async def test_overdue_referral_and_tcm_task_are_escalated_exactly_once(
     tasks = engine_tasks(sekmet, patient)
     escalations = [t for t in tasks if t["code"]["coding"][0]["code"].endswith("escalation")]
     kinds = sorted(t["code"]["coding"][0]["code"] for t in escalations)
-    # the referral, the contact and the visit were overdue: one escalation each
-    assert kinds == ["referral-escalation", "task-escalation", "task-escalation"]
+    # the referral, the contact, the visit, medication reconciliation, the coverage review
+    # and the CarePlan's first review were overdue: one escalation each
+    assert kinds == ["referral-escalation"] + ["task-escalation"] * 5
     assert {t["priority"] for t in escalations} == {"urgent"}
     referral_escalation = next(
         t for t in escalations if t["code"]["coding"][0]["code"] == "referral-escalation"
@@ -213,4 +228,4 @@ async def test_plan_now_shows_timer_escalations_without_writing(
     overdue = [p for p in plans if p.transition.kind.value == "task-overdue"]
     assert {p.transition.facts["code"] for p in overdue} >= {"tcm-contact", "tcm-visit"}
     assert all(p.actions for p in overdue)
-    assert len(engine_tasks(sekmet, patient)) == 2
+    assert len(engine_tasks(sekmet, patient)) == 5  # what the first run wrote, no more

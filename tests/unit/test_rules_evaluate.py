@@ -100,13 +100,15 @@ def test_timer_transitions_act_however_old(tmp_path: Path, kind: K) -> None:
 
 
 def test_timer_kinds_are_the_documented_ones() -> None:
-    """The set of timer kinds is exactly the five the engine's own timers raise."""
+    """The set of timer kinds is exactly the seven the engine's own timers raise."""
     assert {k.value for k in TIMER_KINDS} == {
         "task-overdue",
         "task-failed",
         "task-completed",
         "referral-overdue",
         "referral-closed",
+        "careplan-review-due",
+        "careplan-done",
     }
 
 

@@ -77,10 +77,12 @@ def _tasks(plan: Plan) -> dict[str, CreateTask]:
 
 
 def test_discharge_home_plans_tcm_contact_and_14_day_visit(pack: RulePack) -> None:
-    """Home, not high risk: contact in 2 business days, visit in 14 calendar days."""
+    """Home, not high risk: contact in 2 business days, visit in 14 calendar days, and (pack
+    option med-reconciliation: all) medication reconciliation by the visit."""
     plan = _plan(pack, _discharge("home"), risk={"lace": "moderate"})
     tasks = _tasks(plan)
-    assert set(tasks) == {"tcm-contact", "tcm-visit"}
+    assert set(tasks) == {"tcm-contact", "tcm-visit", "med-reconciliation"}
+    assert tasks["med-reconciliation"].due == date(2026, 3, 20)
     contact, visit = tasks["tcm-contact"], tasks["tcm-visit"]
     assert contact.display == "Interactive contact within 2 business days"
     assert contact.due == NEXT_TUESDAY  # Friday + 2 business days
@@ -105,10 +107,12 @@ def test_discharge_home_high_risk_plans_7_day_visit_and_med_reconciliation(pack:
 
 
 def test_unknown_risk_tier_counts_as_not_high(pack: RulePack) -> None:
-    """No LACE score computed: tier 'unknown', which `{not: [high]}` matches."""
+    """No LACE score computed: tier 'unknown', which `{not: [high]}` matches (so the 14-day
+    visit, and medication reconciliation by it, not the high-risk 7-day pair)."""
     tasks = _tasks(_plan(pack, _discharge("home"), risk={}))
     assert tasks["tcm-visit"].due == date(2026, 3, 20)
-    assert "med-reconciliation" not in tasks
+    assert tasks["med-reconciliation"].due == date(2026, 3, 20)
+    assert tasks["med-reconciliation"].rule_id == "discharge-community-med-reconciliation"
 
 
 def test_contact_identifier_does_not_depend_on_the_risk_tier(pack: RulePack) -> None:
@@ -129,7 +133,11 @@ def test_contact_identifier_does_not_depend_on_the_risk_tier(pack: RulePack) -> 
 )
 def test_other_community_codes_plan_tcm(pack: RulePack, system: str, code: str) -> None:
     """Every community disposition gets the TCM tasks."""
-    assert set(_tasks(_plan(pack, _discharge(code, system)))) == {"tcm-contact", "tcm-visit"}
+    assert set(_tasks(_plan(pack, _discharge(code, system)))) == {
+        "tcm-contact",
+        "tcm-visit",
+        "med-reconciliation",
+    }
 
 
 @pytest.mark.parametrize("encounter_class", ["ACUTE", "NONAC", "OBSENC", "SS"])
@@ -175,7 +183,7 @@ def test_unknown_disposition_asks_to_confirm_and_plans_tcm(
 ) -> None:
     """Missing or 'other': confirm the disposition in 1 business day, plus the community tasks."""
     tasks = _tasks(_plan(pack, _discharge(code, system)))
-    assert set(tasks) == {"confirm-disposition", "tcm-contact", "tcm-visit"}
+    assert set(tasks) == {"confirm-disposition", "tcm-contact", "tcm-visit", "med-reconciliation"}
     assert tasks["confirm-disposition"].display == "Confirm discharge disposition"
     assert tasks["confirm-disposition"].due == NEXT_MONDAY
 

@@ -41,7 +41,18 @@ STATEMENT = {
                     ],
                     "searchParam": [{"name": "_lastUpdated"}],
                 }
-                for t in ("Encounter", "ServiceRequest", "Task", "CarePlan", "Patient", "Basic")
+                for t in (
+                    "Encounter",
+                    "ServiceRequest",
+                    "Task",
+                    "CarePlan",
+                    "Patient",
+                    "Coverage",
+                    "Appointment",
+                    "Condition",
+                    "Observation",
+                    "Basic",
+                )
             ],
         }
     ],

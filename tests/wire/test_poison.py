@@ -94,7 +94,9 @@ async def test_a_poll_page_with_a_poison_version(
         "Encounter/e1",
         "Encounter/e3",
     ]
-    assert len([i for i in store.outbox_items() if i.kind == "create-task"]) == 4
+    # per discharge: TCM contact and visit, medication reconciliation, coverage review (the
+    # server holds no Coverage)
+    assert len([i for i in store.outbox_items() if i.kind == "create-task"]) == 8
     assert_dead(store, "Encounter/e2", error)
     assert store.watermark("default", "Encounter") is not None
     await bridge.aclose()

@@ -207,14 +207,15 @@ async def test_unusable_body_is_400_and_a_dead_letter(body: bytes, reason: str) 
 
 
 async def test_rest_hook_put_is_journalled_then_processed() -> None:
-    """A PUT is answered 200 once journalled; the worker then plans the two TCM Tasks."""
+    """A PUT is answered 200 once journalled; the worker then plans the two TCM Tasks and
+    medication reconciliation (no server configured: no coverage lookup)."""
     async with running() as r:
         answer = await put(r, encounter(2))
         assert answer.status_code == 200
         assert journalled(r) == [("Encounter/e1", "2")]
         await r.receiver.settle()
         codes = {i.payload["action"]["code"] for i in r.bridge.store.outbox_items()}
-        assert codes == {"tcm-contact", "tcm-visit"}
+        assert codes == {"tcm-contact", "tcm-visit", "med-reconciliation"}
 
 
 async def test_post_of_one_resource_is_journalled() -> None:
@@ -232,7 +233,7 @@ async def test_duplicate_and_older_versions_create_no_more_work() -> None:
             assert (await put(r, version)).status_code == 200
             await r.receiver.settle()
         assert journalled(r) == [("Encounter/e1", "1"), ("Encounter/e1", "2")]
-        assert len(r.bridge.store.outbox_items()) == 2
+        assert len(r.bridge.store.outbox_items()) == 3  # contact, visit, med reconciliation
         assert len(r.bridge.store.transitions()) == 1
 
 
@@ -319,7 +320,7 @@ async def test_health_readiness_and_metrics() -> None:
             in text
         )
         assert 'outcome="unauthorized",type="unknown"} 1.0' in text
-        assert "fhirbridge_outbox_depth 2.0" in text
+        assert "fhirbridge_outbox_depth 3.0" in text
         assert "fhirbridge_notification_lag_seconds" in text
 
 

@@ -143,7 +143,13 @@ async def test_id_only_event_fetches_the_focus_from_the_server(
         assert answer.status_code == 200
         assert read.call_count == 1
         assert journalled(r) == [("Encounter/e1", "2")]
-        assert tcm_codes(r) == {"tcm-contact", "tcm-visit"}
+        # the mocked server holds no Coverage for the patient: a coverage review too
+        assert tcm_codes(r) == {
+            "tcm-contact",
+            "tcm-visit",
+            "med-reconciliation",
+            "coverage-review",
+        }
 
 
 async def test_foreign_focus_is_refused_and_never_fetched(
