@@ -242,6 +242,9 @@ class EngineConfig(_Section):
     concurrency: int = Field(
         8, ge=1, le=64, description="patient lanes evaluated and written at once"
     )
+    heal_interval: float = Field(
+        86400.0, gt=0, le=_YEAR, description="seconds between sweeps for duplicated resources"
+    )
     stop_grace: float = Field(
         30.0, ge=0, description="seconds a stop waits for the pass in progress in `run`"
     )

@@ -52,12 +52,20 @@ from fhirbridge.rules.model import Defaults
 from fhirbridge.sources.bulk import BulkExport
 from fhirbridge.sources.poll import Poller, PollStats
 from fhirbridge.store import MemoryStore, Store, open_store
-from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, Plan, ResourceVersion
+from fhirbridge.values import (
+    ENGINE_TAG_CODE,
+    ENGINE_TAG_SYSTEM,
+    Plan,
+    ResourceVersion,
+    parse_instant,
+)
 from fhirbridge.writeback.writer import Writer, WriteStats
 
 __all__ = ["Bridge", "RunStats"]
 
 log = structlog.get_logger(__name__)
+#: Watermark of the last sweep for duplicated engine resources.
+HEAL_MARK = "heal:sweep"
 
 
 class Bridge:
@@ -323,8 +331,32 @@ class Bridge:
         return await self.run_pass(feed=feed)
 
     async def run_once(self, *, since: datetime | None = None) -> RunStats:
-        """Poll, process, write (and sweep when due): one pass. Returns what it did."""
-        return await self.run_pass(feed=self.poll_feed(since), sweep=self.sweep_due())
+        """Poll, process, write (and sweep when due): one pass. Returns what it did.
+
+        Every ``engine.heal_interval`` seconds the pass also looks for engine resources a
+        racing writer left twice, and heals them (:meth:`heal_duplicates`)."""
+        stats = await self.run_pass(feed=self.poll_feed(since), sweep=self.sweep_due())
+        if self._heal_due():
+            await self.heal_duplicates()
+        return stats
+
+    async def heal_duplicates(self) -> list[str]:
+        """Keep the oldest of engine resources that share an identifier, retire the others
+        (``entered-in-error``, with a Provenance); returns the references retired."""
+        if self.writer is None:
+            return []
+        retired = await self.writer.heal_duplicates()
+        self.store.set_watermark(self.server, HEAL_MARK, self.clock.now().isoformat())
+        return retired
+
+    def _heal_due(self) -> bool:
+        if self.writer is None:
+            return False
+        last = parse_instant(self.store.watermark(self.server, HEAL_MARK))
+        if last is None:
+            return True
+        elapsed = abs((self.clock.now() - last).total_seconds())
+        return elapsed >= self.config.engine.heal_interval
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Run passes every ``engine.poll_interval`` seconds until ``stop`` is set."""

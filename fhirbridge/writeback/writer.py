@@ -290,5 +290,6 @@ class Writer:
         """Sweep the server for engine resources that share an identifier and heal them
         (keep the oldest, retire the others); returns the references retired."""
         retired = await self.healer.sweep()
-        self.careplans.clear()
+        if retired:  # a retired CarePlan may be one the writer remembers
+            self.careplans.clear()
         return retired

@@ -163,3 +163,39 @@ async def test_the_engine_runs_its_whole_loop_against_the_fake() -> None:
     assert second.created == 0
     assert len(fake.resources("Task")) == len(tasks)
     assert {t["meta"]["tag"][0]["code"] for t in tasks} == {ENGINE_TAG_CODE}
+
+
+async def test_a_pass_heals_duplicates_once_per_heal_interval() -> None:
+    """Two engine Tasks sharing one identifier (a racing writer's leftovers): the first pass
+    keeps the older and retires the other; the next pass, within `engine.heal_interval`,
+    does not sweep again."""
+    from fhirbridge.identity import IDENTIFIER_SYSTEM
+
+    fake = FakeFhirServer()
+    twin = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": "Patient/p1"},
+        "authoredOn": "2026-11-30T10:00:00Z",
+        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": "same-work"}],
+        "meta": {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]},
+    }
+    fake.put(twin)
+    fake.put({**twin, "authoredOn": "2026-11-30T10:00:01Z"})
+    config = load_config(
+        data={
+            "fhir": {"base_url": fake.base_url, "retry": {"attempts": 1}},
+            "store": {"url": "memory://"},
+            "engine": {"risk": False, "watch": ["Encounter"]},
+        }
+    )
+    async with Bridge(config, client=fake.client(), store=MemoryStore()) as bridge:
+        await bridge.run_once(since=datetime.now(UTC) - timedelta(days=1))
+        statuses = sorted(t["status"] for t in fake.resources("Task"))
+        assert statuses == ["entered-in-error", "requested"]
+        kept = next(t for t in fake.resources("Task") if t["status"] == "requested")
+        assert kept["authoredOn"] == "2026-11-30T10:00:00Z"
+        before = fake.count("GET", "CarePlan")
+        await bridge.run_once(since=datetime.now(UTC) - timedelta(days=1))
+        assert fake.count("GET", "CarePlan") == before  # no second sweep within the interval
