@@ -16,7 +16,6 @@ covers is durable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -359,13 +358,11 @@ class Bridge:
         return elapsed >= self.config.engine.heal_interval
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
-        """Run passes every ``engine.poll_interval`` seconds until ``stop`` is set."""
-        stop = stop or asyncio.Event()
-        while not stop.is_set():
-            stats = await self.run_once()
-            log.info("run_pass", **stats.counts())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.config.engine.poll_interval)
+        """Run passes every ``engine.poll_interval`` seconds until ``stop`` is set (the
+        :class:`fhirbridge.service.PollingService` loop that ``fhirbridge run`` runs)."""
+        from fhirbridge.service import PollingService
+
+        await PollingService(self, stop=stop).run()
 
     async def plan(self, *, since: datetime | None = None) -> list[Plan]:
         """A dry run: what the engine would detect and write for changes since ``since``,

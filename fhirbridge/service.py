@@ -110,7 +110,7 @@ class PollingService:
     """Passes of one engine on a timer, until :meth:`stop`.
 
     ``interval`` defaults to ``engine.poll_interval``; ``grace`` (seconds) bounds how long a
-    stop waits for the pass in progress.
+    stop waits for the pass in progress; ``stop``, when given, is the event that ends it.
     """
 
     def __init__(
@@ -119,6 +119,7 @@ class PollingService:
         *,
         interval: float | None = None,
         grace: float | None = None,
+        stop: asyncio.Event | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bridge = bridge
@@ -131,7 +132,7 @@ class PollingService:
         self.last_ok: float | None = None
         self.last_started: float | None = None
         self.longest = 0.0
-        self._stop = asyncio.Event()
+        self._stop = stop if stop is not None else asyncio.Event()
 
     def stop(self) -> None:
         """Ask the loop to end after the pass in progress (safe from a signal handler)."""

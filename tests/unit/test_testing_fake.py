@@ -199,3 +199,32 @@ async def test_a_pass_heals_duplicates_once_per_heal_interval() -> None:
         before = fake.count("GET", "CarePlan")
         await bridge.run_once(since=datetime.now(UTC) - timedelta(days=1))
         assert fake.count("GET", "CarePlan") == before  # no second sweep within the interval
+
+
+async def test_run_forever_is_the_service_loop_and_ends_when_stop_is_set() -> None:
+    """`Bridge.run_forever(stop)` runs passes (the service loop of `fhirbridge run`) and
+    returns once `stop` is set, after the pass in progress."""
+    import asyncio
+
+    fake = FakeFhirServer()
+    config = load_config(
+        data={
+            "fhir": {"base_url": fake.base_url, "retry": {"attempts": 1}},
+            "store": {"url": "memory://"},
+            "engine": {"risk": False, "watch": ["Encounter"], "poll_interval": 3600},
+        }
+    )
+    stop = asyncio.Event()
+    async with Bridge(config, client=fake.client(), store=MemoryStore()) as bridge:
+        original = bridge.run_once
+        passes = []
+
+        async def once(**kwargs: object) -> object:
+            stats = await original()
+            passes.append(stats)
+            stop.set()
+            return stats
+
+        bridge.run_once = once  # type: ignore[method-assign,assignment]
+        await asyncio.wait_for(bridge.run_forever(stop), timeout=30)
+    assert len(passes) == 1
