@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 import orjson
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "CompleteTasks",
     "CreateReferral",
     "CreateTask",
+    "LazyResource",
     "Plan",
     "RecordRisk",
     "ResourceVersion",
@@ -39,7 +41,9 @@ __all__ = [
     "Transition",
     "TransitionKind",
     "is_engine_resource",
+    "lazy_resource",
     "parse_instant",
+    "parse_json",
 ]
 
 #: Base of every system URI the engine mints (identifiers, tags, code systems).
@@ -85,11 +89,143 @@ def _parse_instant(value: str) -> datetime | None:
     return parsed
 
 
+def parse_json(raw: bytes | str) -> Any:
+    """Parse JSON bytes with orjson (1.6 to 3.3 times ``json.loads``'s speed on these FHIR
+    resources, ``benchmarks/README.md``), falling back to ``json`` for what orjson refuses
+    and ``json`` reads (``NaN``); an integer beyond 64 bits (never a FHIR integer) becomes
+    the nearest float. Invalid JSON raises ``ValueError`` as ``json.loads`` does."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+class _Meta(msgspec.Struct, gc=False):
+    versionId: Any = None
+    lastUpdated: Any = None
+
+
+#: The members of a resource that :class:`LazyResource` answers without parsing the rest:
+#: the patient references that lanes and the journal's lane key read.
+HEAD_FIELDS = ("subject", "patient", "for", "beneficiary", "individual")
+
+
+#: A member the resource does not have (a present one is never empty JSON).
+_ABSENT = msgspec.Raw()
+
+
+class _Head(msgspec.Struct, gc=False, rename={"for_": "for"}):
+    """What ``from_json`` reads of every resource; the rest is skipped, not built."""
+
+    resourceType: Any = None
+    id: Any = None
+    meta: _Meta | None = None
+    subject: msgspec.Raw = _ABSENT
+    patient: msgspec.Raw = _ABSENT
+    for_: msgspec.Raw = _ABSENT
+    beneficiary: msgspec.Raw = _ABSENT
+    individual: msgspec.Raw = _ABSENT
+
+    def parts(self) -> dict[str, msgspec.Raw]:
+        """The undecoded patient references present in the resource."""
+        found = {
+            "subject": self.subject,
+            "patient": self.patient,
+            "for": self.for_,
+            "beneficiary": self.beneficiary,
+            "individual": self.individual,
+        }
+        return {name: part for name, part in found.items() if len(part)}
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+class LazyResource(Mapping[str, Any]):
+    """A resource's JSON object, parsed from its bytes the first time a member is read.
+
+    The patient references (:data:`HEAD_FIELDS`) come from a first, narrow decode and do not
+    parse the rest: a version that only needs its lane and its projection (an Encounter,
+    projected from the bytes) never builds the whole dict. Reading anything else parses the
+    bytes once (:func:`parse_json`) and answers from the dict.
+    """
+
+    __slots__ = ("_data", "_parts", "_raw")
+
+    def __init__(self, raw: bytes, parts: Mapping[str, msgspec.Raw]) -> None:
+        self._raw = raw
+        self._parts: dict[str, Any] = dict(parts)
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def parsed(self) -> bool:
+        """Whether the whole object has been parsed."""
+        return self._data is not None
+
+    def _dict(self) -> dict[str, Any]:
+        data = self._data
+        if data is None:
+            data = self._data = parse_json(self._raw)
+        return data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, or ``default`` when the resource has no such member."""
+        if self._data is None and key in HEAD_FIELDS:
+            if key not in self._parts:
+                return default
+            part = self._parts[key]
+            if isinstance(part, msgspec.Raw):
+                part = self._parts[key] = parse_json(bytes(part))
+            return part
+        return self._dict().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        if self._data is None and key in HEAD_FIELDS:
+            return key in self._parts
+        return key in self._dict()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyResource):
+            other = other._dict()
+        return self._dict() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyResource({self._dict()!r})"
+
+
+def _head(raw: bytes) -> _Head | None:
+    """The narrow decode of ``raw``; None when it is not a plain object of the usual types
+    (the caller then parses it whole and judges it as before)."""
+    try:
+        return _HEAD.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def lazy_resource(raw: bytes) -> Mapping[str, Any]:
+    """The JSON object of ``raw`` as a :class:`LazyResource` (parsed at once when the
+    narrow decode cannot read it; ``ValueError`` then if it is not JSON)."""
+    head = _head(raw)
+    return LazyResource(raw, head.parts()) if head is not None else parse_json(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceVersion:
     """One version of one resource, as received from one server.
 
-    ``raw`` keeps the bytes as they arrived; ``resource`` is the parsed JSON (not compared).
+    ``raw`` keeps the bytes as they arrived; ``resource`` is the parsed JSON (not compared),
+    a :class:`LazyResource` when the version was built from bytes: what reads it parses it.
     ``version_id`` is ``meta.versionId``, or ``"h:"`` plus a content hash when the server
     omits it, so deduplication on ``(server, type, id, version_id)`` always works.
     """
@@ -107,21 +243,14 @@ class ResourceVersion:
         """The relative reference, ``Type/id``."""
         return f"{self.resource_type}/{self.id}"
 
-    @staticmethod
-    def parse_json(raw: bytes | str) -> Any:
-        """Parse JSON bytes with orjson (1.6 to 3.3 times ``json.loads``'s speed on these
-        FHIR resources, ``benchmarks/README.md``), falling back to ``json`` for what orjson
-        refuses and ``json`` reads (``NaN``); an integer beyond 64 bits (never a FHIR
-        integer) becomes the nearest float. Invalid JSON raises ``ValueError`` as
-        ``json.loads`` does."""
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return json.loads(raw)
+    parse_json = staticmethod(parse_json)
 
     @classmethod
     def from_json(cls, server: str, data: bytes | str | Mapping[str, Any]) -> ResourceVersion:
         """Build from raw JSON bytes/str or an already parsed dict.
+
+        From bytes, only the type, id, ``meta`` and patient references are decoded here; the
+        resource is parsed when something reads it (:class:`LazyResource`).
 
         Raises ValueError when the data is not a FHIR resource with a type and an id.
         """
@@ -130,7 +259,12 @@ class ResourceVersion:
             raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         else:
             raw = data.encode() if isinstance(data, str) else bytes(data)
-            resource = cls.parse_json(raw)
+            head = _head(raw)
+            if head is not None and type(head.resourceType) is str and type(head.id) is str:
+                version = cls._from_head(server, raw, head)
+                if version is not None:
+                    return version
+            resource = parse_json(raw)
         if not isinstance(resource, Mapping):
             raise ValueError("not a JSON object")
         rtype = resource.get("resourceType")
@@ -142,6 +276,36 @@ class ResourceVersion:
         meta = resource.get("meta") or {}
         version = meta.get("versionId") if isinstance(meta, Mapping) else None
         last_updated = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+        return cls._built(server, rtype, rid, version, last_updated, raw, resource)
+
+    @classmethod
+    def _from_head(cls, server: str, raw: bytes, head: _Head) -> ResourceVersion | None:
+        """What :meth:`from_json` builds from the narrow decode; None for what the whole
+        parse must judge (no type or id, or a ``meta`` that is no object)."""
+        if not head.resourceType or not head.id:
+            return None
+        meta = head.meta
+        return cls._built(
+            server,
+            head.resourceType,
+            head.id,
+            meta.versionId if meta is not None else None,
+            meta.lastUpdated if meta is not None else None,
+            raw,
+            LazyResource(raw, head.parts()),
+        )
+
+    @classmethod
+    def _built(
+        cls,
+        server: str,
+        rtype: str,
+        rid: str,
+        version: Any,
+        last_updated: Any,
+        raw: bytes,
+        resource: Mapping[str, Any],
+    ) -> ResourceVersion:
         if not version:
             version = "h:" + hashlib.sha256(raw).hexdigest()[:16]
         return cls(

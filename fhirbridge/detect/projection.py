@@ -1,7 +1,9 @@
 """Small read-only projections of the FHIR fields detection needs.
 
 Parsing incoming JSON into full ``fhir.resources`` models costs about 30x a JSON parse;
-these projections read only what the engine uses, straight from the dicts.
+these projections read only what the engine uses: :meth:`EncounterView.of` from a parsed
+dict, :meth:`EncounterView.from_raw` straight from the bytes (msgspec structs of only those
+fields, the rest of the document skipped and never built), with the same answers.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from fhirbridge.values import parse_instant
+import msgspec
+
+from fhirbridge.values import parse_instant, parse_json
 
 __all__ = ["EncounterView", "LocationStay", "local_reference", "resolve_references", "version_key"]
 
@@ -114,11 +118,6 @@ class EncounterView:
                 history.append(
                     (parse_instant((item.get("period") or {}).get("start")), str(entry["code"]))
                 )
-        history.sort(key=lambda pair: (pair[0] is None, pair[0] or datetime.min))
-        # when the current class began: the start of the last classHistory entry of that class
-        class_since = next(
-            (start for start, code in reversed(history) if code == class_code and start), None
-        )
         locations = tuple(
             LocationStay(
                 location=local_reference(item.get("location")) or "",
@@ -130,23 +129,118 @@ class EncounterView:
             if isinstance(item, Mapping)
         )
         meta = resource.get("meta") or {}
-        return cls(
-            id=str(resource.get("id") or ""),
-            status=str(resource.get("status") or "unknown"),
+        return cls._built(
+            id=resource.get("id"),
+            status=resource.get("status"),
             class_code=class_code,
-            class_history=tuple(code for _, code in history),
-            class_since=class_since,
+            history=history,
             patient=local_reference(resource.get("subject")),
-            start=parse_instant(period.get("start")),
-            end=parse_instant(period.get("end")),
-            disposition_system=system,
-            disposition_code=code,
+            start=period.get("start"),
+            end=period.get("end"),
+            disposition=(system, code),
             admit_source=admit_source,
             service_provider=local_reference(resource.get("serviceProvider")),
             part_of=local_reference(resource.get("partOf")),
             locations=locations,
-            last_updated=parse_instant(meta.get("lastUpdated")),
-            version_id=str(meta.get("versionId") or ""),
+            last_updated=meta.get("lastUpdated"),
+            version_id=meta.get("versionId"),
+        )
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> EncounterView:
+        """Project an Encounter from its JSON bytes, without building the rest of it.
+
+        The same view as ``EncounterView.of(json.loads(raw))``: what the typed decode cannot
+        read (a member of an unusual type, invalid JSON) is projected from the parsed dict,
+        which then answers (or raises) as :meth:`of` does.
+        """
+        try:
+            found = _ENCOUNTER.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            resource = parse_json(raw)
+            if not isinstance(resource, Mapping):
+                raise ValueError("not a JSON object") from None
+            return cls.of(resource)
+        klass = found.class_
+        hospitalization = found.hospitalization
+        system, code = _concept_code(
+            hospitalization.dischargeDisposition if hospitalization else None
+        )
+        admit_source = _concept_code(hospitalization.admitSource if hospitalization else None)[1]
+        history = [
+            (parse_instant(item.period.start if item.period else None), str(item.class_.code))
+            for item in found.classHistory or ()
+            if item.class_ is not None and item.class_.code
+        ]
+        locations = tuple(
+            LocationStay(
+                location=local_reference(item.location.reference if item.location else None) or "",
+                status=str(item.status or ""),
+                start=parse_instant(item.period.start if item.period else None),
+                end=parse_instant(item.period.end if item.period else None),
+            )
+            for item in found.location or ()
+        )
+        period, meta = found.period, found.meta
+        return cls._built(
+            id=found.id,
+            status=found.status,
+            class_code=str(klass.code or "") if klass is not None else "",
+            history=history,
+            patient=_ref(found.subject),
+            start=period.start if period else None,
+            end=period.end if period else None,
+            disposition=(system, code),
+            admit_source=admit_source,
+            service_provider=_ref(found.serviceProvider),
+            part_of=_ref(found.partOf),
+            locations=locations,
+            last_updated=meta.lastUpdated if meta else None,
+            version_id=meta.versionId if meta else None,
+        )
+
+    @classmethod
+    def _built(
+        cls,
+        *,
+        id: Any,
+        status: Any,
+        class_code: str,
+        history: list[tuple[datetime | None, str]],
+        patient: str | None,
+        start: Any,
+        end: Any,
+        disposition: tuple[Any, str | None],
+        admit_source: str | None,
+        service_provider: str | None,
+        part_of: str | None,
+        locations: tuple[LocationStay, ...],
+        last_updated: Any,
+        version_id: Any,
+    ) -> EncounterView:
+        """The view of what :meth:`of` and :meth:`from_raw` read (JSON values as found)."""
+        history.sort(key=lambda pair: (pair[0] is None, pair[0] or datetime.min))
+        # when the current class began: the start of the last classHistory entry of that class
+        class_since = next(
+            (when for when, code in reversed(history) if code == class_code and when), None
+        )
+        return cls(
+            id=str(id or ""),
+            status=str(status or "unknown"),
+            class_code=class_code,
+            class_history=tuple(code for _, code in history),
+            class_since=class_since,
+            patient=patient,
+            start=parse_instant(start),
+            end=parse_instant(end),
+            disposition_system=disposition[0],
+            disposition_code=disposition[1],
+            admit_source=admit_source,
+            service_provider=service_provider,
+            part_of=part_of,
+            locations=locations,
+            last_updated=parse_instant(last_updated),
+            version_id=str(version_id or ""),
         )
 
     @property
@@ -186,3 +280,81 @@ class EncounterView:
             if stay.end is None and stay.location and stay.status != "planned"
         ]
         return still_open[-1].location if still_open else None
+
+
+# -- the typed decode of what EncounterView reads (every other member is skipped) ----------
+
+
+class _Coding(msgspec.Struct, gc=False):
+    system: Any = None
+    code: Any = None
+
+
+class _Concept(msgspec.Struct, gc=False):
+    coding: list[_Coding] | None = None
+    system: Any = None
+    code: Any = msgspec.UNSET  # a Coding given where a CodeableConcept belongs
+
+
+class _Period(msgspec.Struct, gc=False):
+    start: Any = None
+    end: Any = None
+
+
+class _Reference(msgspec.Struct, gc=False):
+    reference: str | None = None
+
+
+class _ClassHistory(msgspec.Struct, gc=False, rename={"class_": "class"}):
+    class_: _Coding | None = None
+    period: _Period | None = None
+
+
+class _Location(msgspec.Struct, gc=False):
+    location: _Reference | None = None
+    status: Any = None
+    period: _Period | None = None
+
+
+class _Hospitalization(msgspec.Struct, gc=False):
+    dischargeDisposition: _Concept | None = None
+    admitSource: _Concept | None = None
+
+
+class _Meta(msgspec.Struct, gc=False):
+    lastUpdated: Any = None
+    versionId: Any = None
+
+
+class _Encounter(msgspec.Struct, gc=False, rename={"class_": "class"}):
+    id: Any = None
+    status: Any = None
+    class_: _Coding | None = None
+    classHistory: list[_ClassHistory] | None = None
+    subject: _Reference | None = None
+    period: _Period | None = None
+    hospitalization: _Hospitalization | None = None
+    serviceProvider: _Reference | None = None
+    partOf: _Reference | None = None
+    location: list[_Location] | None = None
+    meta: _Meta | None = None
+
+
+_ENCOUNTER = msgspec.json.Decoder(_Encounter)
+
+
+def _ref(value: _Reference | None) -> str | None:
+    return local_reference(value.reference) if value is not None else None
+
+
+def _concept_code(concept: _Concept | None) -> tuple[str | None, str | None]:
+    """:func:`_coding` on the typed decode."""
+    if concept is None:
+        return None, None
+    codings: list[Any] = concept.coding or (
+        [_Coding(concept.system, concept.code)] if concept.code is not msgspec.UNSET else []
+    )
+    for coding in codings:
+        if coding.code:
+            return coding.system, str(coding.code)
+    return None, None

@@ -114,7 +114,7 @@ class Evaluator:
         for index, version in enumerate(versions):
             if version.resource_type == "Encounter":
                 try:
-                    views[index] = EncounterView.of(version.resource)
+                    views[index] = EncounterView.from_raw(version.raw)
                 except Exception as exc:  # the version's own fault: dead-lettered below
                     if _transient(exc):
                         raise
@@ -220,7 +220,7 @@ class Evaluator:
     async def _detect_encounter(
         self, version: ResourceVersion, lane: _Lane, view: EncounterView | None
     ) -> Outcome:
-        new = view if view is not None else EncounterView.of(version.resource)
+        new = view if view is not None else EncounterView.from_raw(version.raw)
         old = lane.views.get(version.reference)
         if old is None and self.cache_views:
             old = self._views.get((version.server, version.id))
@@ -228,7 +228,7 @@ class Evaluator:
             before = lane.snapshots.get(version.reference) or self.store.snapshot(
                 version.server, "Encounter", version.id
             )
-            old = EncounterView.of(before.resource) if before is not None else None
+            old = EncounterView.from_raw(before.raw) if before is not None else None
         if old is not None and not _view_is_newer(old, new):
             return Outcome(version, newer=False)
         stays: list[Stay] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fhirbridge import identity
+from fhirbridge.rules._compiled import CompiledRule, Known, compile_pack
 from fhirbridge.rules.calendar import BusinessCalendar
 from fhirbridge.rules.dispositions import DispositionTable, default_table
 from fhirbridge.rules.model import (
@@ -26,7 +27,6 @@ from fhirbridge.rules.model import (
     Rule,
     TaskSpec,
     ThenItem,
-    When,
     _text,
 )
 from fhirbridge.values import (
@@ -148,34 +148,6 @@ class _Facts:
         return self.transition.facts.get(name)
 
 
-def _holds(when: When, facts: _Facts) -> bool:
-    # most rules are for another kind: answer those before gathering the other facts
-    if when.kind is not None and not when.kind.test(facts.transition.kind.value):
-        return False
-    checks: list[tuple[Any, Any]] = [
-        (when.kind, facts.transition.kind.value),
-        (when.encounter_class, facts.fact("encounter_class")),
-        (when.disposition_group, facts.disposition_group),
-        (when.disposition, facts.fact("disposition_code")),
-        (when.service_provider, facts.fact("service_provider")),
-    ]
-    for match, value in checks:
-        if match is not None and not match.test(value):
-            return False
-    if when.age is not None and not when.age.test(facts.age):
-        return False
-    for score, match in when.risk.items():
-        if not match.test(facts.risk.get(score.lower(), "unknown")):
-            return False
-    for name, match in when.case.items():
-        if not match.test(facts.case.get(name)):
-            return False
-    for name, match in when.options.items():
-        if not match.test(facts.options.option(name)):
-            return False
-    return all(match.test(facts.fact(name)) for name, match in when.facts.items())
-
-
 def _fact_date(value: Any, calendar: BusinessCalendar) -> date | None:
     if isinstance(value, datetime):
         return calendar.local_date(value)
@@ -219,6 +191,13 @@ class RulePack:
     defaults: Defaults = field(default_factory=Defaults)
     sources: tuple[Path, ...] = ()
     dispositions: DispositionTable | None = None
+    #: the rules each transition kind may match, compiled once (:mod:`._compiled`)
+    _by_kind: Mapping[TransitionKind, tuple[CompiledRule, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_kind", compile_pack(self.rules))
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with ``rule_id``; KeyError when there is none."""
@@ -246,9 +225,18 @@ class RulePack:
         seen: set[object] = set()
         matched: list[str] = []
         skipped: list[str] = []
-        for rule in self.rules:
-            if not _holds(rule.when, facts):
+        known = Known(
+            facts=transition.facts,
+            group=facts.disposition_group,
+            age=facts.age,
+            risk=facts.risk,
+            case=facts.case,
+            option=facts.options.option,
+        )
+        for compiled in self._by_kind[transition.kind]:
+            if not compiled.holds(known):
                 continue
+            rule = compiled.rule
             matched.append(rule.id)
             for item in rule.then:
                 if item.create_referral is not None:

@@ -13,10 +13,18 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 import orjson
 
 from fhirbridge.store.base import DeadLetter, OutboxItem, Stay, StoredTransition
-from fhirbridge.values import ResourceVersion, Transition, TransitionKind, parse_instant
+from fhirbridge.values import (
+    LazyResource,
+    ResourceVersion,
+    Transition,
+    TransitionKind,
+    lazy_resource,
+    parse_instant,
+)
 
 __all__ = [
     "OUTBOX_SOURCE",
@@ -191,7 +199,7 @@ def version_from_row(row: tuple[Any, ...] | Any) -> ResourceVersion:
         version_id=version_id,
         last_updated=last_updated,
         raw=raw,
-        resource=ResourceVersion.parse_json(raw),
+        resource=lazy_resource(raw),
     )
 
 
@@ -222,12 +230,42 @@ def _code(klass: Any) -> str:
     return ""
 
 
+class _IndexMembers(msgspec.Struct, gc=False, rename={"class_": "class"}):
+    """The members of an Encounter that its ``encounter_index`` row reads."""
+
+    subject: Any = None
+    period: Any = None
+    status: Any = None
+    class_: Any = None
+
+
+_INDEX_MEMBERS = msgspec.json.Decoder(_IndexMembers)
+
+
+def _index_members(version: ResourceVersion) -> Mapping[str, Any]:
+    """What :func:`encounter_row` reads: decoded from the raw bytes alone when the resource
+    has not been parsed (the rest of it is skipped), else the parsed resource."""
+    resource = version.resource
+    if isinstance(resource, LazyResource) and not resource.parsed:
+        try:
+            found = _INDEX_MEMBERS.decode(version.raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return resource
+        return {
+            "subject": found.subject,
+            "period": found.period,
+            "status": found.status,
+            "class": found.class_,
+        }
+    return resource
+
+
 def encounter_row(version: ResourceVersion) -> dict[str, Any] | None:
     """The ``encounter_index`` row of an Encounter snapshot; None when it names no subject.
 
     Times are aware UTC datetimes (or None); the SQLite store writes them with :func:`iso`.
     """
-    resource = version.resource
+    resource = _index_members(version)
     subject = resource.get("subject")
     reference = subject.get("reference") if isinstance(subject, Mapping) else None
     if not isinstance(reference, str) or not reference.strip():
