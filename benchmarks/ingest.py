@@ -19,11 +19,21 @@ resident memory over the engine run, and what the engine found (transitions by k
 writes), and says whether the targets hold: at least 10,000 events/s, at least a third of
 the json.loads rate, at least 10x the model_validate rate, less than 100 MB of RSS growth.
 
+With ``--backfill N`` it measures instead a backfill: N generated versions written to an
+NDJSON file (by a child process, not timed), then read back line by line, journalled and
+processed page by page as a bulk export's files are, with the resident memory of the process
+at the end (target: 1,000,000 versions in at most 2 minutes, RSS at most 150 MB).
+
+The findings (transitions and planned writes) are checked against those recorded for the
+same count and seed (:data:`EXPECTED`): a digest of every transition key and every outbox
+item's key and payload, so a faster engine must find exactly what the engine found before.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/ingest.py            # 50,000 versions
     .venv/bin/python benchmarks/ingest.py --quick    # 5,000 (CI smoke)
     .venv/bin/python benchmarks/ingest.py --profile  # also cProfile the engine run
+    .venv/bin/python benchmarks/ingest.py --backfill 1000000
 """
 
 from __future__ import annotations
@@ -34,11 +44,13 @@ import contextlib
 import cProfile
 import ctypes
 import gc
+import hashlib
 import io
 import json
 import os
 import pstats
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +80,13 @@ TARGET_RATE = 10_000.0
 TARGET_JSON_SHARE = 1 / 3
 TARGET_VALIDATE_MULTIPLE = 10.0
 TARGET_RSS_GROWTH_MB = 100.0
+TARGET_BACKFILL_SECONDS_PER_MILLION = 120.0
+TARGET_BACKFILL_RSS_MB = 150.0
+
+#: What the engine finds in the generated versions, by (count, seed): transitions, planned
+#: writes (outbox items) and :func:`findings_digest`. Recorded with the engine of 2026-12-01
+#: (before the work on reading fast); a run of another size is checked only for sanity.
+EXPECTED: dict[tuple[int, int], tuple[int, int, str]] = {}
 
 
 def rss_mb() -> float:
@@ -112,6 +131,19 @@ class EngineResult:
     kinds: Counter[str] = field(default_factory=Counter)
     outbox: int = 0
     journal_bytes: int = 0
+    digest: str = ""
+
+
+def findings_digest(store: Store) -> str:
+    """SHA-256 over every transition key (with its note) and every outbox item's key, kind
+    and payload, sorted: equal digests mean the same transitions and the same planned
+    writes."""
+    lines = sorted(f"t {t.key} {t.note}" for t in store.transitions())
+    lines += sorted(
+        f"o {item.key} {item.kind} {json.dumps(item.payload, sort_keys=True)}"
+        for item in store.outbox_items()
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 async def _drive(bridge: Bridge, data: Sequence[bytes], batch: int, result: EngineResult) -> None:
@@ -142,17 +174,8 @@ def run_engine(
     (under ``journal_dir`` if given, else the system's temporary directory)."""
     result = EngineResult()
     with tempfile.TemporaryDirectory(prefix="fhirbridge-bench-", dir=journal_dir) as tmp:
-        path = Path(tmp) / "journal.db"
-        config = load_config(
-            data={
-                "fhir": {"base_url": "http://bench.invalid/fhir"},
-                "store": {"url": f"sqlite:///{path}"},
-                "engine": {"max_event_age": "P3650D"},
-            }
-        )
-        store = SqliteStore(path)
-        store.migrate()
-        bridge = Bridge(config, client=None, store=store, clock=FixedClock(NOW))
+        bridge = _bridge(Path(tmp) / "journal.db")
+        store = bridge.store
         release_free_memory()
         result.rss_before = rss_mb()
         start, cpu = time.perf_counter(), time.process_time()
@@ -168,9 +191,133 @@ def run_engine(
         # what the engine found, read back through the store (not timed)
         result.kinds = Counter(t.transition.kind.value for t in store.transitions())
         result.outbox = store.outbox_depth()
+        result.digest = findings_digest(store)
         bridge.store.close()
         result.journal_bytes = sum(f.stat().st_size for f in Path(tmp).iterdir())
     return result
+
+
+def _bridge(path: Path) -> Bridge:
+    """The engine as the benchmark runs it: a SQLite journal at ``path``, no FHIR client,
+    the fixed clock, every transition young enough to plan its work."""
+    config = load_config(
+        data={
+            "fhir": {"base_url": "http://bench.invalid/fhir"},
+            "store": {"url": f"sqlite:///{path}"},
+            "engine": {"max_event_age": "P3650D"},
+        }
+    )
+    store = SqliteStore(path)
+    store.migrate()
+    return Bridge(config, client=None, store=store, clock=FixedClock(NOW))
+
+
+def write_ndjson(path: Path, count: int, seed: int) -> None:
+    """Write ``count`` generated versions to ``path``, one per line (in a child process, so
+    that what the generator holds never counts in the backfill's memory)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from _data import *; "
+        "out = open(sys.argv[2], 'wb'); n = int(sys.argv[3]); "
+        "[out.write(raw + b'\\n') for raw in "
+        "encounter_versions(n, patients=patients_for(n), seed=int(sys.argv[4]))]; out.close()"
+    )
+    here = str(Path(__file__).resolve().parent)
+    subprocess.run([sys.executable, "-c", code, here, str(path), str(count), str(seed)], check=True)
+
+
+def _pages(path: Path, batch: int) -> Iterator[list[bytes]]:
+    with path.open("rb") as lines:
+        page: list[bytes] = []
+        for line in lines:
+            line = line.rstrip(b"\n")
+            if line:
+                page.append(line)
+            if len(page) >= batch:
+                yield page
+                page = []
+        if page:
+            yield page
+
+
+def run_backfill(path: Path, batch: int, journal_dir: str | None) -> EngineResult:
+    """Journal and process every line of the NDJSON file at ``path``, a page at a time."""
+    result = EngineResult()
+
+    async def drive(bridge: Bridge) -> None:
+        for page in _pages(path, batch):
+            fresh = bridge.ingest(page)
+            result.journalled += len(fresh)
+            stats = await bridge.process(stats=RunStats(), fresh=fresh)
+            result.processed += stats.processed
+            result.transitions += stats.transitions
+            result.planned += stats.planned
+            result.dead += stats.dead
+            result.rss_max = max(result.rss_max, rss_mb())
+
+    with tempfile.TemporaryDirectory(prefix="fhirbridge-backfill-", dir=journal_dir) as tmp:
+        bridge = _bridge(Path(tmp) / "journal.db")
+        release_free_memory()
+        result.rss_before = rss_mb()
+        start, cpu = time.perf_counter(), time.process_time()
+        asyncio.run(drive(bridge))
+        result.seconds = time.perf_counter() - start
+        result.cpu_seconds = time.process_time() - cpu
+        result.rss_after = rss_mb()
+        result.outbox = bridge.store.outbox_depth()
+        bridge.store.close()
+        result.journal_bytes = sum(f.stat().st_size for f in Path(tmp).iterdir())
+    return result
+
+
+def backfill_main(args: argparse.Namespace, out: Callable[[str], Any]) -> int:
+    """``--backfill N``: the NDJSON backfill and its two targets."""
+    count = args.backfill
+    with tempfile.TemporaryDirectory(prefix="fhirbridge-ndjson-", dir=args.journal_dir) as tmp:
+        path = Path(tmp) / "Encounter.ndjson"
+        start = time.perf_counter()
+        write_ndjson(path, count, args.seed)
+        size = path.stat().st_size
+        out(
+            f"wrote {count:,} Encounter versions as NDJSON in {time.perf_counter() - start:.1f} s "
+            f"(not timed): {size / 1e6:,.0f} MB"
+        )
+        result = run_backfill(path, args.batch, args.journal_dir)
+    rate = _rate(result.processed, result.seconds)
+    per_million = 1_000_000 / rate if rate else float("inf")
+    out("")
+    out(
+        f"backfill of {result.processed:,} versions in pages of {args.batch:,}: "
+        f"{result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU, {rate:,.0f} versions/s"
+    )
+    scaled = "" if count == 1_000_000 else f" (extrapolated from {count:,} at the same rate)"
+    out(f"1,000,000 versions would take {per_million:.0f} s{scaled}")
+    out(
+        f"RSS: {result.rss_before:.0f} MB before, {result.rss_after:.0f} MB at the end, "
+        f"highest after a page {result.rss_max:.0f} MB; "
+        f"journal {result.journal_bytes / 1e6:,.0f} MB"
+    )
+    out(
+        f"journalled {result.journalled:,}, transitions {result.transitions:,}, planned "
+        f"writes {result.planned:,}, dead letters {result.dead:,}"
+    )
+    checks = [
+        (
+            f"1,000,000 versions in <= {TARGET_BACKFILL_SECONDS_PER_MILLION:.0f} s{scaled}",
+            per_million <= TARGET_BACKFILL_SECONDS_PER_MILLION,
+        ),
+        (
+            f"RSS <= {TARGET_BACKFILL_RSS_MB:.0f} MB at the end (and at its highest)",
+            max(result.rss_after, result.rss_max) <= TARGET_BACKFILL_RSS_MB,
+        ),
+        (
+            "nothing dead-lettered, every version processed",
+            not result.dead and result.processed == count,
+        ),
+    ]
+    out("")
+    for label, ok in checks:
+        out(f"[{_verdict(ok)}] {label}")
+    return 1 if args.check and not all(ok for _, ok in checks) else 0
 
 
 def time_journal(
@@ -297,6 +444,12 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
         help="also time the journal alone on this PostgreSQL database (a throwaway schema)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the engine run")
+    parser.add_argument(
+        "--backfill",
+        type=int,
+        metavar="N",
+        help="instead: backfill N generated versions from an NDJSON file (RSS at the end)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     count = 5_000 if args.quick else args.count
@@ -304,6 +457,11 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
         parser.error("--count, --batch and --sample must be positive")
 
     configure_logging()  # warnings only, as the CLI does: no per-transition log lines
+
+    if args.backfill is not None:
+        if args.backfill < 1:
+            parser.error("--backfill must be positive")
+        return backfill_main(args, out)
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     out(f"fhirbridge ingest benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
@@ -420,6 +578,12 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
     )
     out(f"transitions {engine.transitions:,}: {kinds}")
     out(f"planned writes (outbox items) {engine.planned:,}; outbox depth {engine.outbox:,}")
+    expected = EXPECTED.get((count, args.seed))
+    found = (engine.transitions, engine.planned, engine.digest)
+    out(
+        f"findings digest {engine.digest}"
+        + (f" (recorded: {expected[2]})" if expected else " (no recorded findings for this size)")
+    )
 
     checks = [
         (f"engine >= {TARGET_RATE:,.0f} events/s", engine_rate >= TARGET_RATE),
@@ -435,6 +599,16 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
         (
             "sanity: discharges and readmissions found, nothing dead-lettered",
             engine.kinds["discharge"] > 0 and engine.kinds["readmission"] > 0 and not engine.dead,
+        ),
+        *(
+            [
+                (
+                    "same transitions and planned writes as recorded (counts and digest)",
+                    found == expected,
+                )
+            ]
+            if expected
+            else []
         ),
     ]
     out("")

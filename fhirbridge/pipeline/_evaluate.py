@@ -61,12 +61,24 @@ class Outcome:
 
 
 @dataclass(slots=True)
+class _Reads:
+    """What a batch read from the journal before evaluating it: the snapshots of its
+    resources (None: there is none) and the stays of its inpatients, one query per kind
+    instead of one per version. Nothing is written while a batch is evaluated, so these are
+    what reading one by one would give."""
+
+    snapshots: dict[tuple[str, str, str], ResourceVersion | None] = field(default_factory=dict)
+    stays: dict[tuple[str, str], list[Stay]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _Lane:
     """What one lane's versions decided so far (not yet in the journal)."""
 
     views: dict[str, EncounterView] = field(default_factory=dict)
     snapshots: dict[str, ResourceVersion] = field(default_factory=dict)
     stays: dict[str, dict[str, Stay]] = field(default_factory=dict)
+    reads: _Reads | None = None
 
 
 def _transient(exc: Exception) -> bool:
@@ -120,9 +132,10 @@ class Evaluator:
                         raise
                     broken[index] = exc
         await self._prefetch(versions, views)
+        reads = self._read_ahead(versions, views)
         state: dict[int, _Lane] = {}
         for group in groups:
-            lane = _Lane()
+            lane = _Lane(reads=reads)
             state.update(dict.fromkeys(group, lane))
 
         async def detect_one(index: int) -> Outcome:
@@ -181,6 +194,42 @@ class Evaluator:
             discharges=discharges,
         )
 
+    def _read_ahead(
+        self, versions: Sequence[ResourceVersion], views: Mapping[int, EncounterView]
+    ) -> _Reads:
+        """The snapshots and stays the batch's detection will read, in bulk."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for version in versions:
+            cached = self.cache_views and (version.server, version.id) in self._views
+            if version.resource_type == "Encounter" and cached:
+                continue  # projected already: its snapshot is not read
+            wanted.setdefault((version.server, version.resource_type), set()).add(version.id)
+        reads = _Reads()
+        for (server, kind), ids in wanted.items():
+            found = self.store.snapshots(server, kind, ids)
+            reads.snapshots.update(((server, kind, rid), found.get(rid)) for rid in ids)
+        patients: dict[str, set[str]] = {}
+        for index, view in views.items():
+            if view.patient and view.inpatient:
+                patients.setdefault(versions[index].server, set()).add(view.patient)
+        for server, asked in patients.items():
+            stays = self.store.patient_stays(server, asked)
+            reads.stays.update(((server, patient), found) for patient, found in stays.items())
+        return reads
+
+    def _snapshot(self, lane: _Lane, version: ResourceVersion) -> ResourceVersion | None:
+        """The journal's snapshot of ``version``'s resource (read ahead when it was)."""
+        key = (version.server, version.resource_type, version.id)
+        if lane.reads is not None and key in lane.reads.snapshots:
+            return lane.reads.snapshots[key]
+        return self.store.snapshot(*key)
+
+    def _stays(self, lane: _Lane, server: str, patient: str) -> list[Stay]:
+        """The journal's stays of ``patient`` (read ahead when they were)."""
+        if lane.reads is not None and (server, patient) in lane.reads.stays:
+            return lane.reads.stays[(server, patient)]
+        return self.store.stays(server, patient)
+
     async def evaluate_one(self, version: ResourceVersion) -> Outcome:
         """The outcome of one version against the journal as it is (the careful path)."""
 
@@ -206,9 +255,7 @@ class Evaluator:
     ) -> Outcome:
         if version.resource_type == "Encounter":
             return await self._detect_encounter(version, lane, view)
-        before = lane.snapshots.get(version.reference) or self.store.snapshot(
-            version.server, version.resource_type, version.id
-        )
+        before = lane.snapshots.get(version.reference) or self._snapshot(lane, version)
         if before is not None and not is_newer(before.resource, version.resource):
             return Outcome(version, newer=False)  # a late, older version: journalled, ignored
         context = DetectContext(encounter=self.context(version.server, ()))
@@ -225,9 +272,7 @@ class Evaluator:
         if old is None and self.cache_views:
             old = self._views.get((version.server, version.id))
         if old is None:
-            before = lane.snapshots.get(version.reference) or self.store.snapshot(
-                version.server, "Encounter", version.id
-            )
+            before = lane.snapshots.get(version.reference) or self._snapshot(lane, version)
             old = EncounterView.from_raw(before.raw) if before is not None else None
         if old is not None and not _view_is_newer(old, new):
             return Outcome(version, newer=False)
@@ -235,7 +280,7 @@ class Evaluator:
         changed = old is None or old.status != new.status or old.class_code != new.class_code
         grouped = lane.stays.setdefault(new.patient or "", {})
         if new.patient and new.inpatient and changed:
-            journalled = self.store.stays(version.server, new.patient)
+            journalled = self._stays(lane, version.server, new.patient)
             stays = [s for s in journalled if s.encounter not in grouped]
             stays += grouped.values()
             stays += await self.lookups.stays(new)

@@ -150,6 +150,12 @@ class SqlStore(ABC, Generic[_C]):
     def _inserted_id(cur: _C) -> int:
         """The id of the row the cursor's last statement inserted."""
 
+    @staticmethod
+    def _list(values: Sequence[str]) -> Any:
+        """A list of texts as the dialect binds it (a JSON array in SQLite, where the query
+        reads it with ``json_each``; an array in PostgreSQL)."""
+        return list(values)
+
     def _prepare_migrations(self, cur: _C) -> None:
         """Run first in the migration transaction (nothing by default)."""
 
@@ -197,6 +203,19 @@ class SqlStore(ABC, Generic[_C]):
         params = {"server": server, "resource_type": resource_type, "resource_id": resource_id}
         rows = self._read("snapshot", params)
         return _codec.version_from_row(rows[0]) if rows else None
+
+    @translated
+    def snapshots(
+        self, server: str, resource_type: str, ids: Iterable[str]
+    ) -> dict[str, ResourceVersion]:
+        """The latest processed versions of several resources of one type, by id (one query;
+        an id without a snapshot is absent)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        params = {"server": server, "resource_type": resource_type, "ids": self._list(wanted)}
+        versions = [_codec.version_from_row(row) for row in self._read("snapshots", params)]
+        return {version.id: version for version in versions}
 
     @translated
     def complete(
@@ -316,6 +335,19 @@ class SqlStore(ABC, Generic[_C]):
         """Every encounter snapshot of the patient (any class or status), by start time."""
         params = {"server": server, "patient": _codec.relative_reference(patient)}
         return [_codec.stay_from_row(row) for row in self._read("stays", params)]
+
+    @translated
+    def patient_stays(self, server: str, patients: Iterable[str]) -> dict[str, list[Stay]]:
+        """:meth:`stays` of several patients in one query, keyed as they were asked."""
+        asked = {patient: _codec.relative_reference(patient) for patient in patients}
+        if not asked:
+            return {}
+        params = {"server": server, "patients": self._list(sorted(set(asked.values())))}
+        found: dict[str, list[Stay]] = {}
+        for row in self._read("patient_stays", params):
+            stay = _codec.stay_from_row(row)
+            found.setdefault(stay.patient, []).append(stay)
+        return {patient: found.get(wanted, []) for patient, wanted in asked.items()}
 
     @translated
     def transitions(

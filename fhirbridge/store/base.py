@@ -232,6 +232,12 @@ class Store(Protocol):
     def snapshot(self, server: str, resource_type: str, resource_id: str) -> ResourceVersion | None:
         """The latest processed version of a resource, if any."""
 
+    def snapshots(
+        self, server: str, resource_type: str, ids: Iterable[str]
+    ) -> dict[str, ResourceVersion]:
+        """:meth:`snapshot` of several resources of one type at once, by id (an id without
+        a snapshot is absent): what a batch reads in one query instead of one a version."""
+
     def complete(
         self,
         version: ResourceVersion,
@@ -263,6 +269,9 @@ class Store(Protocol):
 
     def stays(self, server: str, patient: str) -> list[Stay]:
         """Every encounter snapshot of the patient (any class or status), for look-backs."""
+
+    def patient_stays(self, server: str, patients: Iterable[str]) -> dict[str, list[Stay]]:
+        """:meth:`stays` of several patients at once, keyed by each patient as asked."""
 
     def transitions(
         self, *, kind: str | None = None, since: datetime | None = None

@@ -388,6 +388,14 @@ class MemoryStore:
         self._check_open()
         return self._snapshots.get((server, resource_type, resource_id))
 
+    def snapshots(
+        self, server: str, resource_type: str, ids: Iterable[str]
+    ) -> dict[str, ResourceVersion]:
+        """The latest processed versions of several resources of one type, by id."""
+        self._check_open()
+        found = {rid: self._snapshots.get((server, resource_type, rid)) for rid in ids}
+        return {rid: version for rid, version in found.items() if version is not None}
+
     def _processed(self, version: ResourceVersion) -> None:
         key = self._key(version)
         self._versions.setdefault(key, version)
@@ -431,6 +439,10 @@ class MemoryStore:
         self._check_open()
         self._processed(version)
         self.dead_letter(**_codec.rejected_letter(version, reason))
+
+    def patient_stays(self, server: str, patients: Iterable[str]) -> dict[str, list[Stay]]:
+        """:meth:`stays` of several patients, keyed as they were asked."""
+        return {patient: self.stays(server, patient) for patient in patients}
 
     def stays(self, server: str, patient: str) -> list[Stay]:
         """Every encounter snapshot of the patient (any class or status), for look-backs."""

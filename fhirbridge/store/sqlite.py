@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -226,6 +226,10 @@ class SqliteStore(SqlWork[sqlite3.Cursor]):
 
     @staticmethod
     def _ints(values: Iterable[int]) -> str:
+        return json.dumps(list(values))
+
+    @staticmethod
+    def _list(values: Sequence[str]) -> str:
         return json.dumps(list(values))
 
     @staticmethod

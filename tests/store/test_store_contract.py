@@ -138,6 +138,45 @@ def test_snapshot_follows_the_completed_versions(store: Store) -> None:
     assert store.snapshot(SERVER, "Patient", "f203") is None
 
 
+def test_snapshots_read_several_resources_at_once(store: Store) -> None:
+    """``snapshots`` gives, by id, what ``snapshot`` gives for each; ids without one are
+    left out, as are other servers and types; inside a batch it sees the batch's writes."""
+    roel = encounter("f203", "2")
+    home = encounter("home", "1")
+    store.complete(encounter("f203", "1"))
+    store.complete(roel)
+    store.complete(encounter("home", "1", server="other-ehr"))
+    assert store.snapshots(SERVER, "Encounter", ["f203", "home", "f203"]) == {"f203": roel}
+    assert store.snapshots(SERVER, "Patient", ["f203"]) == {}
+    assert store.snapshots(SERVER, "Encounter", []) == {}
+    with store.batch():
+        store.complete(home)
+        found = store.snapshots(SERVER, "Encounter", ["home", "f203", "nobody"])
+    assert found == {"home": home, "f203": roel}
+    assert found["f203"].raw == roel.raw
+    assert found["home"].resource["id"] == "home"
+
+
+def test_patient_stays_read_several_patients_at_once(store: Store) -> None:
+    """``patient_stays`` gives, for each patient as asked, what ``stays`` gives."""
+    absolute = {"reference": "https://ehr.example/fhir/Patient/example/_history/3"}
+    for version in (encounter("home", "1", subject=absolute), encounter("emerg", "1")):
+        store.complete(version)
+    store.complete(encounter("f203", "1"))
+    store.complete(encounter("f203", "1", id="a-planned", status="planned", period=None))
+    asked = ["Patient/example", "https://ehr.example/fhir/Patient/f201", "Patient/nobody"]
+    found = store.patient_stays(SERVER, asked)
+    assert found == {patient: store.stays(SERVER, patient) for patient in asked}
+    assert [s.encounter for s in found["Patient/example"]] == ["Encounter/home", "Encounter/emerg"]
+    assert [s.encounter for s in found["https://ehr.example/fhir/Patient/f201"]] == [
+        "Encounter/f203",
+        "Encounter/a-planned",
+    ]
+    assert found["Patient/nobody"] == []
+    assert store.patient_stays("other-ehr", ["Patient/example"]) == {"Patient/example": []}
+    assert store.patient_stays(SERVER, []) == {}
+
+
 def test_complete_without_snapshot_update_keeps_the_previous(store: Store) -> None:
     """``update_snapshot=False`` (a stale version) marks it processed but keeps the snapshot."""
     newer, stale = encounter("f203", "2"), encounter("f203", "1", status="in-progress")

@@ -62,6 +62,16 @@ JOIN resource_version AS v
 WHERE s.server = %(server)s AND s.resource_type = %(resource_type)s
   AND s.resource_id = %(resource_id)s;
 
+-- name: snapshots
+-- The snapshots of several resources of one type at once.
+SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
+FROM snapshot AS s
+JOIN resource_version AS v
+  ON v.server = s.server AND v.resource_type = s.resource_type
+ AND v.resource_id = s.resource_id AND v.version_id = s.version_id
+WHERE s.server = %(server)s AND s.resource_type = %(resource_type)s
+  AND s.resource_id = ANY(%(ids)s::text[]);
+
 -- name: upsert_snapshot
 INSERT INTO snapshot (server, resource_type, resource_id, version_id)
 VALUES (%(server)s, %(resource_type)s, %(resource_id)s, %(version_id)s)
@@ -86,6 +96,13 @@ SELECT server, encounter, patient, encounter_class, status, start_at, end_at
 FROM encounter_index
 WHERE server = %(server)s AND patient = %(patient)s
 ORDER BY start_at ASC NULLS LAST, encounter COLLATE "C";
+
+-- name: patient_stays
+-- The stays of several patients at once, by patient then as stays.
+SELECT server, encounter, patient, encounter_class, status, start_at, end_at
+FROM encounter_index
+WHERE server = %(server)s AND patient = ANY(%(patients)s::text[])
+ORDER BY patient, start_at ASC NULLS LAST, encounter COLLATE "C";
 
 -- name: insert_transition
 INSERT INTO transition (key, kind, detected_at, note, body)

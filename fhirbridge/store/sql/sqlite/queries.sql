@@ -62,6 +62,16 @@ JOIN resource_version AS v
  AND v.resource_id = s.resource_id AND v.version_id = s.version_id
 WHERE s.server = :server AND s.resource_type = :resource_type AND s.resource_id = :resource_id;
 
+-- name: snapshots
+-- The snapshots of several resources of one type at once (:ids is a JSON array of ids).
+SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
+FROM snapshot AS s
+JOIN resource_version AS v
+  ON v.server = s.server AND v.resource_type = s.resource_type
+ AND v.resource_id = s.resource_id AND v.version_id = s.version_id
+WHERE s.server = :server AND s.resource_type = :resource_type
+  AND s.resource_id IN (SELECT value FROM json_each(:ids));
+
 -- name: upsert_snapshot
 INSERT INTO snapshot (server, resource_type, resource_id, version_id)
 VALUES (:server, :resource_type, :resource_id, :version_id)
@@ -86,6 +96,13 @@ SELECT server, encounter, patient, encounter_class, status, start_at, end_at
 FROM encounter_index INDEXED BY encounter_index_patient
 WHERE server = :server AND patient = :patient
 ORDER BY start_at IS NULL, start_at, encounter;
+
+-- name: patient_stays
+-- The stays of several patients at once (:patients is a JSON array), by patient then as stays.
+SELECT server, encounter, patient, encounter_class, status, start_at, end_at
+FROM encounter_index INDEXED BY encounter_index_patient
+WHERE server = :server AND patient IN (SELECT value FROM json_each(:patients))
+ORDER BY patient, start_at IS NULL, start_at, encounter;
 
 -- name: insert_transition
 INSERT OR IGNORE INTO transition (key, kind, detected_at, note, body)
