@@ -86,7 +86,11 @@ TARGET_BACKFILL_RSS_MB = 150.0
 #: What the engine finds in the generated versions, by (count, seed): transitions, planned
 #: writes (outbox items) and :func:`findings_digest`. Recorded with the engine of 2026-12-01
 #: (before the work on reading fast); a run of another size is checked only for sanity.
-EXPECTED: dict[tuple[int, int], tuple[int, int, str]] = {}
+EXPECTED: dict[tuple[int, int], tuple[int, int, str]] = {
+    (5_000, 20261123): (4_537, 2_829, "bdeae71448f62223"),
+    (20_000, 20261123): (18_070, 11_305, "9dba909f176f4710"),
+    (50_000, 20261123): (45_222, 28_214, "811fc10edbc4a0e3"),
+}
 
 
 def rss_mb() -> float:

@@ -133,6 +133,20 @@ class Evaluator:
                     broken[index] = exc
         await self._prefetch(versions, views)
         reads = self._read_ahead(versions, views)
+        self.lookups.read_ahead(p for v in versions for p in lane_marks(v)[1:])
+        try:
+            return await self._evaluated(versions, groups, views, broken, reads)
+        finally:
+            self.lookups.forget_read_ahead()
+
+    async def _evaluated(
+        self,
+        versions: Sequence[ResourceVersion],
+        groups: Sequence[Sequence[int]],
+        views: Mapping[int, EncounterView],
+        broken: Mapping[int, Exception],
+        reads: _Reads,
+    ) -> list[Outcome]:
         state: dict[int, _Lane] = {}
         for group in groups:
             lane = _Lane(reads=reads)

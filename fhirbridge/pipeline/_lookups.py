@@ -83,6 +83,8 @@ class Lookups:
         self._batches = True
         self._stays: dict[str, list[Stay]] = {}
         self._found: dict[str, dict[str, list[dict[str, Any]]]] = {kind: {} for kind in _KINDS}
+        # the journal's Patient snapshots read ahead for the batch being evaluated
+        self._ahead: dict[str, Mapping[str, Any] | None] = {}
 
     @property
     def online(self) -> bool:
@@ -94,6 +96,19 @@ class Lookups:
         for found in self._found.values():
             found.clear()
         self._stays.clear()
+
+    def read_ahead(self, patients: Iterable[str]) -> None:
+        """Read the journal's snapshots of ``patients`` in one query, for the batch about to
+        be evaluated (nothing is journalled until it is; :meth:`forget_read_ahead` after)."""
+        wanted = {p.partition("/")[2]: p for p in patients if p.startswith("Patient/")}
+        found = self.store.snapshots(self.server, "Patient", wanted)
+        self._ahead = {
+            ref: (found[pid].resource if pid in found else None) for pid, ref in wanted.items()
+        }
+
+    def forget_read_ahead(self) -> None:
+        """Drop what :meth:`read_ahead` read (the journal may move on)."""
+        self._ahead = {}
 
     # -- prefetch ----------------------------------------------------------------------
     async def prefetch(
@@ -232,6 +247,8 @@ class Lookups:
 
     # -- answers -----------------------------------------------------------------------
     def _snapshot(self, reference: str) -> Mapping[str, Any] | None:
+        if reference in self._ahead:
+            return self._ahead[reference]
         kind, _, pid = reference.partition("/")
         snapshot = self.store.snapshot(self.server, kind, pid)
         return snapshot.resource if snapshot is not None else None
