@@ -362,14 +362,25 @@ class Transition:
     discriminator: str = ""
     server: str = ""
     facts: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    _key: str = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # the key is read several times per transition (journal, outbox, plans): made once
+        kind = TransitionKind(self.kind)
+        parts = (
+            [kind.value, self.focus, self.discriminator]
+            if self.discriminator
+            else [
+                kind.value,
+                self.focus,
+            ]
+        )
+        object.__setattr__(self, "_key", "|".join(parts))
 
     @property
     def key(self) -> str:
         """A stable identity: the same change seen twice has the same key."""
-        parts = [self.kind.value, self.focus]
-        if self.discriminator:
-            parts.append(self.discriminator)
-        return "|".join(parts)
+        return self._key
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view (what ``fhirbridge plan --json`` prints)."""
