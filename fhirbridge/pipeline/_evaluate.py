@@ -131,9 +131,10 @@ class Evaluator:
                     if _transient(exc):
                         raise
                     broken[index] = exc
-        await self._prefetch(versions, views)
+        named = [p for v in versions for p in lane_marks(v)[1:]]  # the patients they name
+        await self._prefetch(versions, views, named)
         reads = self._read_ahead(versions, views)
-        self.lookups.read_ahead(p for v in versions for p in lane_marks(v)[1:])
+        self.lookups.read_ahead(named)
         try:
             return await self._evaluated(versions, groups, views, broken, reads)
         finally:
@@ -180,12 +181,15 @@ class Evaluator:
         return [planned[i] for i in range(len(versions))]
 
     async def _prefetch(
-        self, versions: Sequence[ResourceVersion], views: Mapping[int, EncounterView]
+        self,
+        versions: Sequence[ResourceVersion],
+        views: Mapping[int, EncounterView],
+        named: Sequence[str],
     ) -> None:
         """One lookup for the batch: every patient it names (Patient, care team), the
         earlier stays of the inpatients, and what a discharge of each finished inpatient
         stay would need (risk inputs); planning then finds them cached."""
-        patients = [p for v in versions for p in lane_marks(v)[1:]]
+        patients = [*named]
         patients += [v.reference for v in versions if v.resource_type == "Patient"]
         inpatients = [view for view in views.values() if view.patient and view.inpatient]
         discharges = [

@@ -197,12 +197,9 @@ class SqlStore(ABC, Generic[_C]):
         rows = self._read("pending", {"limit": max(0, limit)})
         return [_codec.version_from_row(row) for row in rows]
 
-    @translated
     def snapshot(self, server: str, resource_type: str, resource_id: str) -> ResourceVersion | None:
         """The latest processed version of a resource, if any."""
-        params = {"server": server, "resource_type": resource_type, "resource_id": resource_id}
-        rows = self._read("snapshot", params)
-        return _codec.version_from_row(rows[0]) if rows else None
+        return self.snapshots(server, resource_type, [resource_id]).get(resource_id)
 
     @translated
     def snapshots(
@@ -330,11 +327,9 @@ class SqlStore(ABC, Generic[_C]):
             cur.execute(self._queries["repend_version"], params)
             return bool(cur.rowcount)
 
-    @translated
     def stays(self, server: str, patient: str) -> list[Stay]:
         """Every encounter snapshot of the patient (any class or status), by start time."""
-        params = {"server": server, "patient": _codec.relative_reference(patient)}
-        return [_codec.stay_from_row(row) for row in self._read("stays", params)]
+        return self.patient_stays(server, [patient])[patient]
 
     @translated
     def patient_stays(self, server: str, patients: Iterable[str]) -> dict[str, list[Stay]]:

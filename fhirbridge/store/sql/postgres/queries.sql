@@ -53,15 +53,6 @@ JOIN resource_version AS v ON v.seq = p.seq
 ORDER BY p.seq
 LIMIT %(limit)s;
 
--- name: snapshot
-SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
-FROM snapshot AS s
-JOIN resource_version AS v
-  ON v.server = s.server AND v.resource_type = s.resource_type
- AND v.resource_id = s.resource_id AND v.version_id = s.version_id
-WHERE s.server = %(server)s AND s.resource_type = %(resource_type)s
-  AND s.resource_id = %(resource_id)s;
-
 -- name: snapshots
 -- The snapshots of several resources of one type at once.
 SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
@@ -90,12 +81,6 @@ ON CONFLICT (server, encounter) DO UPDATE SET
 
 -- name: delete_encounter
 DELETE FROM encounter_index WHERE server = %(server)s AND encounter = %(encounter)s;
-
--- name: stays
-SELECT server, encounter, patient, encounter_class, status, start_at, end_at
-FROM encounter_index
-WHERE server = %(server)s AND patient = %(patient)s
-ORDER BY start_at ASC NULLS LAST, encounter COLLATE "C";
 
 -- name: patient_stays
 -- The stays of several patients at once, by patient then as stays.

@@ -54,14 +54,6 @@ JOIN resource_version AS v ON v.seq = p.seq
 ORDER BY p.seq
 LIMIT :limit;
 
--- name: snapshot
-SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
-FROM snapshot AS s
-JOIN resource_version AS v
-  ON v.server = s.server AND v.resource_type = s.resource_type
- AND v.resource_id = s.resource_id AND v.version_id = s.version_id
-WHERE s.server = :server AND s.resource_type = :resource_type AND s.resource_id = :resource_id;
-
 -- name: snapshots
 -- The snapshots of several resources of one type at once (:ids is a JSON array of ids).
 SELECT v.server, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.raw
@@ -89,13 +81,6 @@ ON CONFLICT (server, encounter) DO UPDATE SET
 
 -- name: delete_encounter
 DELETE FROM encounter_index WHERE server = :server AND encounter = :encounter;
-
--- name: stays
--- Without statistics the planner would rather scan the server's whole primary key range.
-SELECT server, encounter, patient, encounter_class, status, start_at, end_at
-FROM encounter_index INDEXED BY encounter_index_patient
-WHERE server = :server AND patient = :patient
-ORDER BY start_at IS NULL, start_at, encounter;
 
 -- name: patient_stays
 -- The stays of several patients at once (:patients is a JSON array), by patient then as stays.
