@@ -8,6 +8,7 @@ fields, the rest of the document skipped and never built), with the same answers
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,11 +120,11 @@ class EncounterView:
                     (parse_instant((item.get("period") or {}).get("start")), str(entry["code"]))
                 )
         locations = tuple(
-            LocationStay(
-                location=local_reference(item.get("location")) or "",
-                status=str(item.get("status") or ""),
-                start=parse_instant((item.get("period") or {}).get("start")),
-                end=parse_instant((item.get("period") or {}).get("end")),
+            _location_stay(
+                local_reference(item.get("location")),
+                item.get("status"),
+                (item.get("period") or {}).get("start"),
+                (item.get("period") or {}).get("end"),
             )
             for item in resource.get("location") or ()
             if isinstance(item, Mapping)
@@ -173,11 +174,11 @@ class EncounterView:
             if item.class_ is not None and item.class_.code
         ]
         locations = tuple(
-            LocationStay(
-                location=local_reference(item.location.reference if item.location else None) or "",
-                status=str(item.status or ""),
-                start=parse_instant(item.period.start if item.period else None),
-                end=parse_instant(item.period.end if item.period else None),
+            _location_stay(
+                local_reference(item.location.reference if item.location else None),
+                item.status,
+                item.period.start if item.period else None,
+                item.period.end if item.period else None,
             )
             for item in found.location or ()
         )
@@ -224,23 +225,25 @@ class EncounterView:
         class_since = next(
             (when for when, code in reversed(history) if code == class_code and when), None
         )
+        # the engine keeps many views (its cache of snapshots): the texts that recur across
+        # them (codes, statuses, references) are shared, not one copy per view
         return cls(
             id=str(id or ""),
-            status=str(status or "unknown"),
-            class_code=class_code,
-            class_history=tuple(code for _, code in history),
+            status=_shared(str(status or "unknown")),
+            class_code=_shared(class_code),
+            class_history=tuple(_shared(code) for _, code in history),
             class_since=class_since,
-            patient=patient,
+            patient=_shared(patient),
             start=parse_instant(start),
             end=parse_instant(end),
-            disposition_system=disposition[0],
-            disposition_code=disposition[1],
-            admit_source=admit_source,
-            service_provider=service_provider,
-            part_of=part_of,
+            disposition_system=_shared(disposition[0]),
+            disposition_code=_shared(disposition[1]),
+            admit_source=_shared(admit_source),
+            service_provider=_shared(service_provider),
+            part_of=_shared(part_of),
             locations=locations,
             last_updated=parse_instant(last_updated),
-            version_id=str(version_id or ""),
+            version_id=_shared(str(version_id or "")),
         )
 
     @property
@@ -280,6 +283,20 @@ class EncounterView:
             if stay.end is None and stay.location and stay.status != "planned"
         ]
         return still_open[-1].location if still_open else None
+
+
+def _shared(text: Any) -> Any:
+    """One copy of a text that recurs across views (``sys.intern``); other values as they are."""
+    return sys.intern(text) if type(text) is str else text
+
+
+def _location_stay(location: str | None, status: Any, start: Any, end: Any) -> LocationStay:
+    return LocationStay(
+        location=_shared(location or ""),
+        status=_shared(str(status or "")),
+        start=parse_instant(start),
+        end=parse_instant(end),
+    )
 
 
 # -- the typed decode of what EncounterView reads (every other member is skipped) ----------

@@ -34,7 +34,7 @@ from fhirbridge.writeback.outbox import outbox_item
 
 __all__ = ["Evaluator", "Outcome"]
 
-VIEW_CACHE_SIZE = 50_000
+VIEW_CACHE_SIZE = 20_000
 
 
 @dataclass(slots=True)
