@@ -22,16 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from fhirbridge.risk._encounter import (
-    Stay,
-    acuity_of,
-    check_encounter,
-    is_inpatient,
-    other_encounters,
-    started_in_window,
-    stay_of,
-)
-from fhirbridge.risk._fhir import (
+from fhirbridge._fhirjson import (
     Resource,
     has_code,
     instant,
@@ -40,6 +31,15 @@ from fhirbridge.risk._fhir import (
     resource_key,
     same_subject,
     texts,
+)
+from fhirbridge.risk._encounter import (
+    Stay,
+    acuity_of,
+    check_encounter,
+    is_inpatient,
+    other_encounters,
+    started_in_window,
+    stay_of,
 )
 from fhirbridge.risk._result import ScoreResult, tier_for
 from fhirbridge.risk.codes import LabTable, risk_inputs

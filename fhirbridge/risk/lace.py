@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, tzinfo
 from typing import Any
 
+from fhirbridge._fhirjson import ref_key, resource_key, same_subject
 from fhirbridge.risk._encounter import (
     acuity_of,
     check_encounter,
@@ -27,7 +28,6 @@ from fhirbridge.risk._encounter import (
     started_in_window,
     stay_of,
 )
-from fhirbridge.risk._fhir import ref_key, resource_key, same_subject
 from fhirbridge.risk._result import ScoreResult, tier_for
 from fhirbridge.risk.codes import risk_inputs
 from fhirbridge.risk.comorbidity import active_during, charlson_detail
