@@ -464,7 +464,7 @@ def _with_rule_files(raw: dict[str, Any], source: str, folder: Path | None) -> d
         Path(f) if Path(f).is_absolute() or folder is None else folder / f for f in files
     ]
     if not replace:
-        from fhirbridge.rules._paths import mappings_dir
+        from fhirbridge._shipped import mappings_dir
         from fhirbridge.rules.loader import SHIPPED_PACK
 
         shipped = mappings_dir() / SHIPPED_PACK

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from fhirbridge._shipped import mappings_dir
 from fhirbridge.errors import ConfigError
 
 __all__ = [
@@ -53,21 +54,6 @@ _SEMANTIC_TAG = re.compile(
     r"\s*\((disorder|finding|situation|morphologic abnormality|clinical finding|event)\)\s*$",
     re.IGNORECASE,
 )
-
-
-def mappings_dir() -> Path:
-    """The ``mappings/`` folder: installed (``fhirbridge/_data/mappings``) or the source checkout.
-
-    Raises ConfigError when neither holds the Charlson table.
-    """
-    here = Path(__file__).resolve()
-    candidates = (here.parents[1] / "_data" / "mappings", here.parents[2] / "mappings")
-    for candidate in candidates:
-        if (candidate / CHARLSON_FILE).is_file():
-            return candidate
-    raise ConfigError(
-        f"mappings/{CHARLSON_FILE} not found (looked in {', '.join(map(str, candidates))})"
-    )
 
 
 def normalise_icd10(code: str) -> str:
