@@ -27,8 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fhirbridge._yaml import Loader, did_you_mean, first_error, schema_keys, yaml_problem
 from fhirbridge.errors import ConfigError
-from fhirbridge.rules._yaml import Loader, did_you_mean, first_error, schema_keys, yaml_problem
 
 __all__ = [
     "AuthConfig",

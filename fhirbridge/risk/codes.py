@@ -20,10 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fhirbridge._shipped import mappings_dir
-from fhirbridge.errors import ConfigError
+from fhirbridge._yaml import read_yaml
+from fhirbridge.errors import ConfigError, RuleError
 
 __all__ = [
     "CHARLSON_FILE",
@@ -219,8 +218,8 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            data = read_yaml(path).data
+        except RuleError as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from exc
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level")

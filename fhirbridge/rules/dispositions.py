@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from fhirbridge._shipped import mappings_dir
-from fhirbridge.rules._yaml import one_of, read_yaml, validation_error
+from fhirbridge._yaml import one_of, read_yaml, validation_error
 
 __all__ = ["BASE_SYSTEM", "GROUPS", "DispositionTable", "disposition_group"]
 

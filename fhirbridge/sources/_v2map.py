@@ -25,8 +25,8 @@ import hl7
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fhirbridge._shipped import mappings_dir
+from fhirbridge._yaml import read_yaml, validation_error
 from fhirbridge.errors import FhirBridgeError
-from fhirbridge.rules._yaml import read_yaml, validation_error
 
 __all__ = [
     "AdtMessage",
