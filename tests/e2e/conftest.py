@@ -34,9 +34,7 @@ def engine_config(server: SekmetServer, tmp_path: Path, **engine: Any) -> Config
 
 
 @pytest.fixture
-async def make_bridge(
-    sekmet: SekmetServer, tmp_path: Path
-) -> AsyncIterator[Callable[..., Bridge]]:
+async def make_bridge(sekmet: SekmetServer, tmp_path: Path) -> AsyncIterator[Callable[..., Bridge]]:
     """Build engines on the test's server and journal (call it again to 'restart');
     each is closed at the end of the test."""
     made: list[Bridge] = []

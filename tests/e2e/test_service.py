@@ -177,7 +177,15 @@ def test_run_polls_for_several_passes_and_stops_cleanly_on_sigterm(
         )
         assert 'fhirbridge_passes_total{outcome="ok"}' in metrics()
         assert status(f"{base}/nothing-here") == 404
-        time.sleep(1.5)  # a few more passes over an unchanged server
+
+        def passes() -> float:
+            for line in metrics().splitlines():
+                if line.startswith('fhirbridge_passes_total{outcome="ok"}'):
+                    return float(line.split()[-1])
+            return 0.0
+
+        seen = passes()  # then two more passes over an unchanged server
+        wait_for("two more passes", lambda: passes() >= max(seen + 2, 3), service)
     finally:
         service.send_signal(signal.SIGTERM)
         _, err = service.communicate(timeout=60)
