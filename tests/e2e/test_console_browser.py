@@ -22,9 +22,7 @@ import uvicorn
 from fhirbridge.console import console_app
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import engine_tasks
-from tests.e2e.test_report_e2e import discharged_home, scenario
+from tests.e2e._sekmet import discharged_home, engine_tasks, fixed, recent, scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -135,7 +133,7 @@ def shoot(driver: Any, tmp_path: Path, name: str) -> None:
 
 
 async def test_console_replay_and_report_in_chromium(
-    served: tuple[str, Bridge], sekmet: SekmetServer, browser: Any, tmp_path: Path
+    browser: Any, served: tuple[str, Bridge], sekmet: SekmetServer, tmp_path: Path
 ) -> None:
     """Without the secret the console shows only the sign-in form; signed in, it lists the
     dead letter (a discharge notification the journal could not take); Replay makes it

@@ -21,14 +21,16 @@ from fhirbridge.receiver import create_app
 from fhirbridge.sources.hl7v2 import MllpListener, ingest_hl7
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import IDENTIFIER_SYSTEM, CreateTask
-from tests.e2e.conftest import engine_config, recent
-from tests.e2e.test_discharge_flow import case_manager, engine_tasks
-from tests.e2e.test_hl7v2_e2e import (
+from tests.e2e._sekmet import (
     DISCHARGE_WORK,
     MRN_SYSTEM,
     VISIT_SYSTEM,
+    case_manager,
     discharge_home,
+    engine_config,
+    engine_tasks,
     identifier,
+    recent,
 )
 
 pytestmark = pytest.mark.e2e

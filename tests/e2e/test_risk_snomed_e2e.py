@@ -16,9 +16,7 @@ import yaml
 
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import set_period
-from tests.e2e.test_risk_and_followup import risk_assessments
+from tests.e2e._sekmet import fixed, recent, risk_assessments, set_period
 
 pytestmark = pytest.mark.e2e
 

@@ -12,46 +12,18 @@ from typing import Any
 
 import pytest
 
-from fhirbridge.clock import Clock
-from fhirbridge.engine import Bridge
 from fhirbridge.errors import MultipleMatches, VersionConflict
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.identity import DUPLICATE_SYSTEM, careplan_identifier, identifier_query
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
-from fhirbridge.writeback.writer import Writer
-from tests.e2e.conftest import engine_config, fixed, recent
+from tests.e2e._sekmet import ICD10, TAG, engine, fixed, recent
 
-TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 WRITTEN = ("Task", "CarePlan", "Observation", "RiskAssessment", "Provenance")
 
 
 class Crash(Exception):
     """Stands for the process dying."""
-
-
-def engine(
-    server: SekmetServer,
-    folder: Path,
-    *,
-    transactions: bool,
-    clock: Clock | None,
-    **options: Any,
-) -> Bridge:
-    """An engine with its own journal in ``folder``, on the given write path (``options``:
-    ``engine`` settings)."""
-    bridge = Bridge.from_config(engine_config(server, folder, **options), clock=clock)
-    assert bridge.client is not None
-    bridge.writer = Writer(
-        bridge.client,
-        bridge.store,
-        clock=bridge.clock,
-        agent=bridge.config.engine.requester,
-        codes=bridge.rules.codes,
-        transactions=transactions,
-    )
-    return bridge
 
 
 def sick_discharge(server: SekmetServer) -> str:

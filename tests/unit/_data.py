@@ -15,4 +15,3 @@ def load(name: str) -> dict[str, Any]:
     """A JSON fixture from tests/data."""
     data: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
     return data
-

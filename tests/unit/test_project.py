@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from pathlib import Path
@@ -51,6 +52,30 @@ def test_subpackage_all_is_sorted_and_resolves(module: str) -> None:
     assert names == sorted(names)
     for name in names:
         assert hasattr(mod, name), f"{module}.{name}"
+
+
+def _imported_modules(tree: ast.AST) -> list[str]:
+    """Every module an AST imports, ``from a import b`` counted as ``a`` and ``a.b``."""
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return out
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/_builders, a folder's ``_`` modules and conftest
+    fixtures: no file under tests/ imports a test module or a conftest."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for module in _imported_modules(tree):
+            last = module.rsplit(".", 1)[-1]
+            if module.startswith("tests.") and (last.startswith("test_") or last == "conftest"):
+                found.append(f"{path.relative_to(ROOT)}: {module}")
+    assert found == []
 
 
 def _readme_commands() -> list[str]:
