@@ -3,8 +3,8 @@
 One server serves the whole session (a start costs seconds, a test's cleanup a fraction of
 one): each test gets it through ``sekmet``, which deletes everything the test wrote when it
 ends, so no test sees another's patients, Tasks or Subscriptions. Every test registers its
-own patients anyway. A test that needs a server no other test has touched (or changes the
-server's own state) takes ``own_sekmet`` instead.
+own patients anyway. A test that needs a server set up otherwise (authentication, say)
+starts one of its own with :meth:`SekmetServer.start`.
 """
 
 from __future__ import annotations
@@ -36,13 +36,6 @@ def sekmet(shared_sekmet: SekmetServer) -> Iterator[SekmetServer]:
     mark = shared_sekmet.mark()
     yield shared_sekmet
     shared_sekmet.clear_since(mark)
-
-
-@pytest.fixture
-def own_sekmet(tmp_path: Path) -> Iterator[SekmetServer]:
-    """A new open sekmet server (simulator off) for one test alone."""
-    with SekmetServer.start(tmp_path / "sekmet") as server:
-        yield server
 
 
 @pytest.fixture
