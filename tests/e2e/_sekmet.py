@@ -137,24 +137,34 @@ async def scenario(sekmet: SekmetServer, make_bridge: Callable[..., Bridge]) -> 
     return {"first": first, "second": second, "contact": contact["id"]}
 
 
-def condition(server: SekmetServer, patient: str, code: str) -> None:
-    """An active, confirmed Condition coded in ICD-10-CM."""
-    server.create(
-        {
-            "resourceType": "Condition",
-            "clinicalStatus": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                        "code": "active",
-                    }
-                ]
-            },
-            "code": {"coding": [{"system": ICD10, "code": code}]},
-            "subject": {"reference": f"Patient/{patient}"},
-            "recordedDate": "2026-06-01",
-        }
-    )
+def condition(
+    server: SekmetServer,
+    patient: str,
+    code: str,
+    *,
+    system: str = ICD10,
+    display: str | None = None,
+    recorded: str | None = "2026-06-01",
+) -> None:
+    """An active Condition of the patient with one coding (ICD-10-CM unless told), recorded
+    on ``recorded`` (no date when None)."""
+    coding = {"system": system, "code": code, **({"display": display} if display else {})}
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "code": {"coding": [coding]},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+    if recorded is not None:
+        resource["recordedDate"] = recorded
+    server.create(resource)
 
 
 def past_ed_visit(server: SekmetServer, patient: str, day: str) -> None:

@@ -17,7 +17,7 @@ from fhirbridge.fhir.client import FhirClient
 from fhirbridge.identity import DUPLICATE_SYSTEM, careplan_identifier, identifier_query
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
-from tests.e2e._sekmet import ICD10, TAG, engine, fixed, recent
+from tests.e2e._sekmet import TAG, condition, engine, fixed, recent
 
 WRITTEN = ("Task", "CarePlan", "Observation", "RiskAssessment", "Provenance")
 
@@ -30,21 +30,7 @@ def sick_discharge(server: SekmetServer) -> str:
     """A patient with heart failure and COPD, admitted and discharged home (risk scored)."""
     patient = server.register_patient(birth_date="1941-02-03")
     for code in ("I50.9", "J44.9"):
-        server.create(
-            {
-                "resourceType": "Condition",
-                "clinicalStatus": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                            "code": "active",
-                        }
-                    ]
-                },
-                "code": {"coding": [{"system": ICD10, "code": code}]},
-                "subject": {"reference": f"Patient/{patient}"},
-            }
-        )
+        condition(server, patient, code, recorded=None)
     stay = server.admit(patient)
     server.discharge(stay, "home")
     return patient
