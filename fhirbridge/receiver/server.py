@@ -24,6 +24,7 @@ from fhirbridge.errors import ConfigError, FhirBridgeError
 from fhirbridge.receiver._bounds import JsonLimits
 from fhirbridge.receiver._protocol import ConnectionLimits, guarded_protocol
 from fhirbridge.receiver.app import DEFAULT_PREFIX, create_app
+from fhirbridge.subscriptions import ensure_subscriptions
 
 __all__ = ["ReceiverServer", "freeze_heap", "serve"]
 
@@ -73,8 +74,6 @@ def _reactivator(bridge: Bridge, config: Config) -> Any:
     lock = asyncio.Lock()
 
     async def reactivate(subscription_id: str) -> None:
-        from fhirbridge.subscriptions import ensure_subscriptions
-
         async with lock:
             try:
                 await ensure_subscriptions(bridge, config)

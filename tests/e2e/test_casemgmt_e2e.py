@@ -13,32 +13,22 @@ import copy
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import TAG, by_code, engine_tasks
+from tests.e2e._sekmet import DATA, TAG, by_code, discharged, engine_tasks, fixed, recent, screening
 
 pytestmark = pytest.mark.e2e
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 OPEN = {"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"}
 
 
 def codes(tasks: list[dict[str, Any]]) -> list[str]:
     """The engine codes of Tasks, sorted (repeats kept)."""
     return sorted(t["code"]["coding"][0]["code"] for t in tasks)
-
-
-def discharged(sekmet: SekmetServer) -> str:
-    """A patient admitted and discharged home just now; returns the Patient id."""
-    patient = sekmet.register_patient()
-    sekmet.discharge(sekmet.admit(patient), "home")
-    return patient
 
 
 def coverage(patient: str, status: str, start: date, end: date) -> dict[str, Any]:
@@ -50,19 +40,6 @@ def coverage(patient: str, status: str, start: date, end: date) -> dict[str, Any
     data["beneficiary"] = {"reference": f"Patient/{patient}"}
     data["subscriber"] = {"reference": f"Patient/{patient}"}
     data["period"] = {"start": start.isoformat(), "end": end.isoformat()}
-    return data
-
-
-def screening(patient: str, name: str = "Question1") -> dict[str, Any]:
-    """The Gravity SDOHCC Hunger Vital Sign screening response, answered by ``patient`` now."""
-    path = (
-        DATA / "sdohcc" / f"Observation-SDOHCC-ObservationResponseHungerVitalSign{name}Example.json"
-    )
-    data: dict[str, Any] = json.loads(path.read_text())
-    for key in ("id", "meta", "derivedFrom", "performer"):
-        data.pop(key, None)
-    data["subject"] = {"reference": f"Patient/{patient}"}
-    data["effectiveDateTime"] = data["issued"] = datetime.now(UTC).isoformat()
     return data
 
 

@@ -12,18 +12,13 @@ from typing import Any
 
 import pytest
 
-from fhirbridge.clock import Clock
-from fhirbridge.engine import Bridge
 from fhirbridge.errors import MultipleMatches, VersionConflict
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.identity import DUPLICATE_SYSTEM, careplan_identifier, identifier_query
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
-from fhirbridge.writeback.writer import Writer
-from tests.e2e.conftest import engine_config, fixed, recent
+from tests.e2e._sekmet import TAG, condition, engine, fixed, recent
 
-TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 WRITTEN = ("Task", "CarePlan", "Observation", "RiskAssessment", "Provenance")
 
 
@@ -31,48 +26,11 @@ class Crash(Exception):
     """Stands for the process dying."""
 
 
-def engine(
-    server: SekmetServer,
-    folder: Path,
-    *,
-    transactions: bool,
-    clock: Clock | None,
-    **options: Any,
-) -> Bridge:
-    """An engine with its own journal in ``folder``, on the given write path (``options``:
-    ``engine`` settings)."""
-    bridge = Bridge.from_config(engine_config(server, folder, **options), clock=clock)
-    assert bridge.client is not None
-    bridge.writer = Writer(
-        bridge.client,
-        bridge.store,
-        clock=bridge.clock,
-        agent=bridge.config.engine.requester,
-        codes=bridge.rules.codes,
-        transactions=transactions,
-    )
-    return bridge
-
-
 def sick_discharge(server: SekmetServer) -> str:
     """A patient with heart failure and COPD, admitted and discharged home (risk scored)."""
     patient = server.register_patient(birth_date="1941-02-03")
     for code in ("I50.9", "J44.9"):
-        server.create(
-            {
-                "resourceType": "Condition",
-                "clinicalStatus": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                            "code": "active",
-                        }
-                    ]
-                },
-                "code": {"coding": [{"system": ICD10, "code": code}]},
-                "subject": {"reference": f"Patient/{patient}"},
-            }
-        )
+        condition(server, patient, code, recorded=None)
     stay = server.admit(patient)
     server.discharge(stay, "home")
     return patient

@@ -19,9 +19,7 @@ Codes pinned here, with their sources:
 from __future__ import annotations
 
 import copy
-import json
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,16 +37,10 @@ from fhirbridge.detect import (
 )
 from fhirbridge.detect.review import review_interval
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, TransitionKind
+from tests.unit._data import load
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 LOINC = "http://loinc.org"
-
-
-def load(name: str) -> dict[str, Any]:
-    """A JSON fixture from tests/data."""
-    data: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
-    return data
 
 
 def changed(resource: dict[str, Any], version: str, **fields: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import RateLimited
 from fhirbridge.store import SqliteStore
-from tests.wire.conftest import BASE, ClientFactory
+from tests.wire._client import BASE, ClientFactory
 
 
 def encounter(n: int) -> dict[str, object]:

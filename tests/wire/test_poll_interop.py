@@ -11,8 +11,8 @@ import respx
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.sources.poll import Poller, format_instant
 from fhirbridge.store import MemoryStore
+from tests.wire._client import ClientFactory
 from tests.wire._medplum import BASE, MedplumLike
-from tests.wire.conftest import ClientFactory
 
 
 @pytest.fixture

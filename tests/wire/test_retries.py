@@ -14,6 +14,7 @@ import httpx
 import pytest
 import respx
 
+from fhirbridge.clock import FixedClock
 from fhirbridge.errors import FhirTimeoutError, RateLimited, ServerError, TransportError
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.fhir.retry import RetryPolicy
@@ -42,10 +43,13 @@ async def test_429_waits_retry_after_seconds(
 
 
 async def test_429_waits_until_retry_after_http_date(
-    client: FhirClient, router: respx.MockRouter, waits: list[float]
+    make_client: Callable[..., FhirClient], router: respx.MockRouter, waits: list[float]
 ) -> None:
-    """A ``Retry-After`` HTTP-date 20 s ahead waits about 20 s (the header has 1 s grain)."""
-    when = datetime.now(UTC) + timedelta(seconds=20)
+    """A ``Retry-After`` HTTP-date 20 s after the client's clock waits exactly 20 s (the
+    client measures the date from its own clock, not the machine's)."""
+    now = datetime(2026, 3, 5, 12, 0, 0, tzinfo=UTC)
+    client = make_client(clock=FixedClock(now))
+    when = now + timedelta(seconds=20)
     router.get(f"{BASE}/Patient/1").mock(
         side_effect=[
             httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)}),
@@ -55,8 +59,7 @@ async def test_429_waits_until_retry_after_http_date(
 
     await client.read("Patient", "1")
 
-    assert len(waits) == 1
-    assert 18.0 < waits[0] <= 20.0
+    assert waits == [20.0]
 
 
 async def test_retry_after_is_capped(
