@@ -305,6 +305,11 @@ class FhirClient:
             return self.base_url
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    @property
+    def clock(self) -> Clock:
+        """What this client measures time from (a ``Retry-After`` HTTP-date, for one)."""
+        return self._clock
+
     def owns(self, url: str) -> bool:
         """Whether ``url`` is on this client's server (scheme, host, port and base path)."""
         base, other = urlsplit(self.base_url), urlsplit(url)

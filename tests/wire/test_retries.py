@@ -18,6 +18,8 @@ from fhirbridge.clock import FixedClock
 from fhirbridge.errors import FhirTimeoutError, RateLimited, ServerError, TransportError
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.fhir.retry import RetryPolicy
+from fhirbridge.sources.bulk import BulkExport
+from fhirbridge.testing import MemoryStore
 
 BASE = "https://ehr.example.org/fhir"
 PATIENT = {"resourceType": "Patient", "id": "1"}
@@ -321,3 +323,31 @@ async def test_public_request_raises_fhirbridge_errors_after_retries(
 
     with pytest.raises(RateLimited):
         await client.request("GET", "Patient/1")
+
+
+async def test_bulk_status_retry_after_http_date_is_measured_from_the_client_clock(
+    make_client: Callable[..., FhirClient], router: respx.MockRouter
+) -> None:
+    """A bulk export status poll answering 202 with a ``Retry-After`` HTTP-date 12 s after
+    the client's clock waits exactly 12 s before asking again."""
+    now = datetime(2026, 3, 5, 12, 0, 0, tzinfo=UTC)
+    client = make_client(clock=FixedClock(now))
+    status = f"{BASE}/$export-status/1"
+    router.get(f"{BASE}/$export").mock(
+        return_value=httpx.Response(202, headers={"Content-Location": status})
+    )
+    when = format_datetime(now + timedelta(seconds=12), usegmt=True)
+    router.get(status).mock(
+        side_effect=[
+            httpx.Response(202, headers={"Retry-After": when}),
+            httpx.Response(200, json={"transactionTime": "2026-03-05T12:00:00Z", "output": []}),
+        ]
+    )
+    pauses: list[float] = []
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+
+    store = MemoryStore()
+    await BulkExport(client, store, server="ehr", types=["Encounter"], sleep=record).run()
+    assert pauses == [12.0]
