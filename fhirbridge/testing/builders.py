@@ -322,7 +322,7 @@ def task(
         "for": {"reference": _reference("Patient", patient)},
     }
     if engine:
-        resource["meta"] = {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]}
+        resource["meta"] = _engine_meta()
     if focus is not None:
         resource["focus"] = {"reference": _reference("Encounter", focus)}
     if owner is not None:
@@ -355,7 +355,7 @@ def care_plan(
         "subject": {"reference": _reference("Patient", patient)},
     }
     if engine:
-        resource["meta"] = {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]}
+        resource["meta"] = _engine_meta()
     if created is not None:
         resource["created"] = fhir_instant(created)
     activity = [{"reference": {"reference": _reference("Task", ref)}} for ref in activities]
@@ -426,6 +426,10 @@ def appointment(
 def _finish(resource: dict[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     built = {key: value for key, value in resource.items() if value is not None}
     return revise(built, **fields)
+
+
+def _engine_meta() -> dict[str, Any]:
+    return {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]}
 
 
 def _reference(kind: str, value: str) -> str:
