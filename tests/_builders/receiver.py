@@ -22,6 +22,7 @@ from fhirbridge.engine import Bridge
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.receiver import Receiver, create_app
 from fhirbridge.store import MemoryStore
+from fhirbridge.testing import builders
 from fhirbridge.values import ResourceVersion
 
 BASE = "https://ehr.example.org/fhir"
@@ -89,27 +90,14 @@ async def running(
 
 def encounter(version: int, status: str = "finished", rid: str = "e1") -> dict[str, Any]:
     """An inpatient stay of Patient/p1, discharged home, at ``meta.versionId`` ``version``."""
-    return {
-        "resourceType": "Encounter",
-        "id": rid,
-        "meta": {"versionId": str(version), "lastUpdated": f"2026-11-20T10:0{version}:00Z"},
-        "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-        "subject": {"reference": "Patient/p1"},
-        "period": {"start": "2026-11-15T10:00:00Z", "end": "2026-11-20T10:00:00Z"}
-        if status == "finished"
-        else {"start": "2026-11-15T10:00:00Z"},
-        "hospitalization": {
-            "dischargeDisposition": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/discharge-disposition",
-                        "code": "home",
-                    }
-                ]
-            }
-        },
-    }
+    return builders.encounter(
+        rid,
+        status=status,
+        start="2026-11-15T10:00:00Z",
+        end="2026-11-20T10:00:00Z" if status == "finished" else None,
+        disposition="home",
+        meta={"versionId": str(version), "lastUpdated": f"2026-11-20T10:0{version}:00Z"},
+    )
 
 
 def put(r: Running, resource: dict[str, Any], **headers: str) -> Any:

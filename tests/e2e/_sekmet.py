@@ -12,6 +12,8 @@ from typing import Any
 from fhirbridge.clock import Clock, FixedClock
 from fhirbridge.config import Config, load_config
 from fhirbridge.engine import Bridge
+from fhirbridge.testing import builders
+from fhirbridge.testing.builders import ICD10CM
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import (
     ENGINE_TAG_CODE,
@@ -21,7 +23,6 @@ from fhirbridge.writeback.writer import Writer
 
 TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
 DATA = Path(__file__).resolve().parents[1] / "data"
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 MRN_SYSTEM, VISIT_SYSTEM = "urn:oid:1.2.3.4.5.1", "urn:oid:1.2.3.4.5.2"
 #: What case management adds to a qualifying discharge of a patient the server holds no
 #: Coverage for: the coverage review, and the first periodic review of the new CarePlan.
@@ -142,28 +143,15 @@ def condition(
     patient: str,
     code: str,
     *,
-    system: str = ICD10,
+    system: str = ICD10CM,
     display: str | None = None,
     recorded: str | None = "2026-06-01",
 ) -> None:
     """An active Condition of the patient with one coding (ICD-10-CM unless told), recorded
     on ``recorded`` (no date when None)."""
-    coding = {"system": system, "code": code, **({"display": display} if display else {})}
-    resource: dict[str, Any] = {
-        "resourceType": "Condition",
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                    "code": "active",
-                }
-            ]
-        },
-        "code": {"coding": [coding]},
-        "subject": {"reference": f"Patient/{patient}"},
-    }
-    if recorded is not None:
-        resource["recordedDate"] = recorded
+    resource = builders.condition(
+        code, system, rid=None, patient=patient, display=display, recorded=recorded
+    )
     server.create(resource)
 
 
