@@ -11,6 +11,10 @@ pages, the notification receiver and the HL7 v2 paths the versions they journall
 3. when asked, writes what is planned, then sweeps for overdue Tasks;
 4. writes what is planned (unless writes are off).
 
+With :class:`~fhirbridge.pipeline.WorkerLeases` (a worker among several on one journal),
+"pending" means pending in the patient lanes the worker leases, fresh versions of other
+lanes are left to their holders, and the write stage writes only its lanes' outbox items.
+
 Every batch is split into patient lanes, evaluated (lookups prefetched for the whole
 batch), and committed in one transaction; a version that raises is dead-lettered and the
 pass goes on (:mod:`._evaluate`, :mod:`._commit`). Each pass binds a ``run_id`` to its log
@@ -29,6 +33,7 @@ import structlog
 from fhirbridge.pipeline._commit import Committer
 from fhirbridge.pipeline._evaluate import Evaluator
 from fhirbridge.pipeline._lanes import lanes
+from fhirbridge.pipeline._leases import WorkerLeases
 from fhirbridge.pipeline._lookups import Lookups
 from fhirbridge.pipeline._stats import RunStats
 from fhirbridge.pipeline._sweep import Sweeper
@@ -60,6 +65,7 @@ class Pipeline:
         write: WriteStage,
         batch: int = 500,
         progress: Callable[[str, RunStats], None] | None = None,
+        leases: WorkerLeases | None = None,
     ) -> None:
         self.store = store
         self.lookups = lookups
@@ -69,6 +75,7 @@ class Pipeline:
         self.write = write
         self.batch = batch
         self.progress = progress
+        self.leases = leases
 
     async def run_pass(
         self,
@@ -143,11 +150,14 @@ class Pipeline:
         time (default: the pipeline's)."""
         stats = stats if stats is not None else RunStats()
         size = batch or self.batch
+        leases = self.leases
         if versions is not None:
+            if leases is not None:  # the others' lanes wait, pending, for their holders
+                versions = leases.mine(versions)
             for start in range(0, len(versions), size):
                 await self._batch(versions[start : start + size], stats)
             return stats
-        while pending := self.store.pending(size):
+        while pending := (self.store.pending(size) if leases is None else leases.pending(size)):
             await self._batch(pending, stats)
             if self.progress is not None:
                 self.progress("process", stats)
