@@ -4,9 +4,10 @@ Several workers (processes, on one host or many) share a PostgreSQL journal thro
 that end unless renewed (``store.lease_seconds``); a worker that dies, however it dies, stops
 renewing and what it held is taken over once its leases run out.
 
-- **Lanes** (:mod:`fhirbridge.store.lanes`): at the start of each pass, when nothing of the
-  worker is in flight, :meth:`WorkerLeases.rebalance` renews its lanes and takes its fair
-  share of the free or expired ones, giving up those beyond it for newcomers. The pipeline
+- **Lanes** (:mod:`fhirbridge.store.lanes`): at the start of each pass and before each batch
+  it evaluates, when nothing of the lanes is in flight, :meth:`WorkerLeases.rebalance`
+  renews its lanes and takes its fair share of the free or expired ones, giving up those
+  beyond it for newcomers. The pipeline
   then evaluates only the pending versions of its lanes, and the writer claims only their
   outbox items: one patient's versions and writes are handled by one worker, in order.
 - **Leadership**: one worker at a time holds ``poll:<server>:<type>`` for each watched type
@@ -16,8 +17,9 @@ renewing and what it held is taken over once its leases run out.
   drain ends.
 
 :meth:`WorkerLeases.keep` renews everything every third of a lease period, for as long as the
-worker runs (between passes too), without taking or giving up lanes: lanes move only at pass
-starts, so a lane never changes hands while its holder still writes for it. A renewal that
+worker runs (between passes too), without taking or giving up lanes: lanes move only between
+batches, never while the write stage runs, so a lane never changes hands while its holder
+still writes for it. A renewal that
 finds a lane lost (the worker stalled past its lease, another took over) drops it at once.
 """
 

@@ -14,6 +14,9 @@ pages, the notification receiver and the HL7 v2 paths the versions they journall
 With :class:`~fhirbridge.pipeline.WorkerLeases` (a worker among several on one journal),
 "pending" means pending in the patient lanes the worker leases, fresh versions of other
 lanes are left to their holders, and the write stage writes only its lanes' outbox items.
+The worker takes its fair share of the lanes again before each batch (a newcomer gets lanes
+while a long pass runs); never during the write stage, so a lane's writes never change hands
+while they are being made.
 
 Every batch is split into patient lanes, evaluated (lookups prefetched for the whole
 batch), and committed in one transaction; a version that raises is dead-lettered and the
@@ -152,18 +155,28 @@ class Pipeline:
         size = batch or self.batch
         leases = self.leases
         if versions is not None:
-            if leases is not None:  # the others' lanes wait, pending, for their holders
-                versions = leases.mine(versions)
             for start in range(0, len(versions), size):
-                await self._batch(versions[start : start + size], stats)
+                chunk = versions[start : start + size]
+                if leases is not None:  # the others' lanes wait, pending, for their holders
+                    leases.rebalance()
+                    chunk = leases.mine(chunk)
+                await self._batch(chunk, stats)
             return stats
-        while pending := (self.store.pending(size) if leases is None else leases.pending(size)):
+        while pending := (self.store.pending(size) if leases is None else self._leased(size)):
             await self._batch(pending, stats)
             if self.progress is not None:
                 self.progress("process", stats)
             if pause is not None:
                 await pause()
         return stats
+
+    def _leased(self, size: int) -> list[ResourceVersion]:
+        """The next batch of a worker: its share of the lanes taken again first (between
+        batches nothing of a lane is in flight, so lanes may change hands), then their
+        pending versions."""
+        assert self.leases is not None
+        self.leases.rebalance()
+        return self.leases.pending(size)
 
     async def _batch(self, versions: Sequence[ResourceVersion], stats: RunStats) -> None:
         """One batch: lanes, evaluation, one commit; the careful path after a refusal."""

@@ -293,7 +293,8 @@ def test_outbox_items_are_claimed_by_the_lanes_of_their_patient(
     a, b = holder("a", clock), holder("b", clock)
     second = other_store(backend, store)
     patients = [f"Patient/p{n}" for n in range(8)]
-    store.enqueue(patient_items(*((f"t{n}-{k}", p) for k in range(2) for n, p in enumerate(patients))))
+    pairs = [(f"t{n}-{k}", p) for k in range(2) for n, p in enumerate(patients)]
+    store.enqueue(patient_items(*pairs))
     lane_of = {p: lane_key(version({"resourceType": "Patient", "id": p[8:]})) % 2 for p in patients}
 
     mine = store.claim_outbox(100, holder=a, lanes=[0], lane_count=2)
