@@ -7,7 +7,8 @@ stay a discharge), starts the latency proxy (10 ms per request by default) and a
 journal (a PostgreSQL schema of its own), then starts N ``fhirbridge run`` processes on it
 and times them until every discharge is journalled, nothing is pending and the outbox is
 empty. The wall time includes starting the processes (the same for every N). The speed-up
-is against the one-worker run of the same invocation.
+is against the one-worker run of the same invocation. The timer sweeps are marked as done
+before the workers start, so every run writes the same work (the discharges' Tasks).
 
     .venv/bin/python benchmarks/workers.py                          # 1, 2, 4 workers at 10 ms
     .venv/bin/python benchmarks/workers.py --workers 1 --workers 2 --patients 10 --stays 2
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.writeback import NOW, Proxy, cohort, load  # noqa: E402
+from benchmarks.writeback import NOW, Proxy, cohort, load, process_cpu  # noqa: E402
 from fhirbridge.store import PostgresStore  # noqa: E402
 from fhirbridge.testing.sekmet import SekmetServer  # noqa: E402
 
@@ -119,6 +120,10 @@ class WorkerPool:
         log.close()
         self.started += 1
 
+    def cpu(self) -> float:
+        """CPU seconds the running workers have used so far."""
+        return sum(process_cpu(p.pid) for p in self.processes.values() if p.poll() is None)
+
     def kill(self, index: int) -> None:
         """SIGKILL worker ``index`` and reap it."""
         process = self.processes[index]
@@ -179,8 +184,25 @@ class WorkerPool:
         return found >= discharges and not store.pending(1) and store.outbox_depth() == 0
 
 
-def one_run(workers: int, args: argparse.Namespace, url: str) -> tuple[float, int]:
-    """Wall time of ``workers`` workers on a fresh server and journal; Tasks created."""
+def timers_off(pool: WorkerPool) -> None:
+    """Migrate the journal and mark the timer sweep and the duplicate sweep as just done, so
+    every run writes exactly the discharges' work (an overdue-Task sweep would escalate
+    whatever Tasks happen to exist when it runs, which depends on the timing)."""
+    from fhirbridge.engine import HEAL_MARK
+    from fhirbridge.pipeline import SWEEP_MARK
+
+    store = pool.store()
+    try:
+        store.migrate()
+        for mark in (SWEEP_MARK, HEAL_MARK):
+            store.set_watermark("bench", mark, NOW.isoformat())
+    finally:
+        store.close()
+
+
+def one_run(workers: int, args: argparse.Namespace, url: str) -> tuple[float, int, float, float]:
+    """Wall time of ``workers`` workers on a fresh server and journal, Tasks created, and the
+    CPU seconds the workers and the FHIR server used."""
     import httpx
 
     entries = cohort(args.patients, args.stays, args.seed)
@@ -191,13 +213,20 @@ def one_run(workers: int, args: argparse.Namespace, url: str) -> tuple[float, in
             load(server, entries)
             proxy = Proxy(server.base_url, args.latency / 1000)
             try:
-                pool = WorkerPool(work, base_url=proxy.base_url, url=url, schema=schema)
+                lanes = {} if args.concurrency is None else {"concurrency": args.concurrency}
+                pool = WorkerPool(
+                    work, base_url=proxy.base_url, url=url, schema=schema, engine=lanes
+                )
+                timers_off(pool)
+                server_cpu = process_cpu(server._process.pid)
                 started = time.perf_counter()
                 for index in range(workers):
                     pool.start(index)
                 try:
                     pool.wait_done(discharges, within=args.timeout)
                     wall = time.perf_counter() - started
+                    workers_cpu = pool.cpu()
+                    server_cpu = process_cpu(server._process.pid) - server_cpu
                 finally:
                     codes = pool.stop()
                 if any(code != 0 for code in codes):
@@ -207,7 +236,7 @@ def one_run(workers: int, args: argparse.Namespace, url: str) -> tuple[float, in
                 ).json()
             finally:
                 proxy.stop()
-    return wall, int(tasks.get("total", 0))
+    return wall, int(tasks.get("total", 0)), workers_cpu, server_cpu
 
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -> int:
@@ -217,6 +246,9 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
     parser.add_argument("--stays", type=int, default=5, help="inpatient stays per patient")
     parser.add_argument("--latency", type=float, default=10.0, help="ms added per request")
     parser.add_argument("--workers", type=int, action="append", help="worker counts (repeatable)")
+    parser.add_argument(
+        "--concurrency", type=int, help="engine.concurrency of each worker (default: unset, 8)"
+    )
     parser.add_argument("--seed", type=int, default=20261130)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     args = parser.parse_args(argv)
@@ -227,16 +259,20 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
     counts = args.workers or [1, 2, 4]
     out(
         f"# workers on PostgreSQL: {args.patients * args.stays} discharges "
-        f"({args.patients} patients x {args.stays} stays), {args.latency:g} ms per request; "
+        f"({args.patients} patients x {args.stays} stays), {args.latency:g} ms per request, "
+        f"engine.concurrency {args.concurrency or 'default (8)'} per worker; "
         f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     )
-    out("| workers | wall (s) | Tasks | speed-up |")
-    out("| ---: | ---: | ---: | ---: |")
+    out("| workers | wall (s) | Tasks | speed-up | workers' CPU (s) | server CPU (s) |")
+    out("| ---: | ---: | ---: | ---: | ---: | ---: |")
     baseline: float | None = None
     for workers in counts:
-        wall, tasks = one_run(workers, args, url)
+        wall, tasks, cpu, server = one_run(workers, args, url)
         baseline = baseline if baseline is not None else wall
-        out(f"| {workers} | {wall:.1f} | {tasks} | {baseline / wall:.2f}x |")
+        out(
+            f"| {workers} | {wall:.1f} | {tasks} | {baseline / wall:.2f}x | {cpu:.1f} "
+            f"| {server:.1f} |"
+        )
     return 0
 
 

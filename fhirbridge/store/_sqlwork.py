@@ -228,16 +228,19 @@ class SqlWork(SqlStore[_C]):
         self, limit: int, holder: Holder, seconds: float, lanes: Iterable[int] | None, count: int
     ) -> list[OutboxItem]:
         now, until = self._later(seconds)
-        params = {"holder": holder.worker, "now": now, "until": until, "limit": max(0, limit)}
-        query = "lease_outbox"
-        if lanes is not None:
-            chosen = sorted(set(lanes))
-            if not chosen:
-                return []
-            query = "lease_outbox_in_lanes"
-            params.update(lanes=self._ints(chosen), lane_count=count)
+        chosen = None if lanes is None else sorted(set(lanes))
+        if chosen == []:
+            return []
+        params = {
+            "holder": holder.worker,
+            "now": now,
+            "until": until,
+            "limit": max(0, limit),
+            "lanes": None if chosen is None else self._ints(chosen),
+            "lane_count": count,
+        }
         with self._write() as cur:
-            cur.execute(self._queries[query], params)
+            cur.execute(self._queries["lease_outbox"], params)
             items = [_codec.outbox_from_row(row) for row in cur.fetchall()]
         return sorted(items, key=lambda item: item.id)
 

@@ -39,34 +39,21 @@ class Clock:
         return self.now
 
 
+#: The official example's discharge disposition, made "home" (what the default rules act on).
+HOME = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/discharge-disposition"}]}
+HOME["coding"][0]["code"] = "home"
+
+
 def discharged(fake: FakeFhirServer, n: int) -> None:
-    """Patient ``p<n>`` with a stay that ended home two hours ago."""
-    now = datetime.now(UTC)
+    """Patient ``p<n>`` with a stay (the official Encounter example) that ended two hours ago."""
+    ended = datetime.now(UTC) - timedelta(hours=2)
     patient = json.loads((DATA / "Patient-example.json").read_text())
     fake.put({**patient, "id": f"p{n}"})
-    encounter = json.loads((DATA / "Encounter-example.json").read_text())
-    fake.put(
-        {
-            **encounter,
-            "id": f"e{n}",
-            "subject": {"reference": f"Patient/p{n}"},
-            "status": "finished",
-            "period": {
-                "start": (now - timedelta(days=3)).isoformat(),
-                "end": (now - timedelta(hours=2)).isoformat(),
-            },
-            "hospitalization": {
-                "dischargeDisposition": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/discharge-disposition",
-                            "code": "home",
-                        }
-                    ]
-                }
-            },
-        }
-    )
+    stay = json.loads((DATA / "Encounter-example.json").read_text())
+    stay.update(id=f"e{n}", subject={"reference": f"Patient/p{n}"}, status="finished")
+    stay["period"] = {"start": (ended - timedelta(days=3)).isoformat(), "end": ended.isoformat()}
+    stay["hospitalization"] = {"dischargeDisposition": HOME}
+    fake.put(stay)
 
 
 def worker(name: str, fake: FakeFhirServer, store: MemoryStore) -> Bridge:

@@ -279,6 +279,7 @@ LIMIT %(limit)s;
 
 -- name: lease_outbox
 -- Leases pending items nobody holds (or whose lease ran out) to one worker; counts the attempt.
+-- With lanes, only the items of the patients in those lanes (lane_key % lane_count).
 -- SKIP LOCKED: two workers leasing at once get different items.
 UPDATE outbox
 SET claimed_by = %(holder)s, lease_until = %(until)s, attempts = attempts + 1,
@@ -286,21 +287,7 @@ SET claimed_by = %(holder)s, lease_until = %(until)s, attempts = attempts + 1,
 WHERE id IN (
     SELECT id FROM outbox
     WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < %(now)s)
-    ORDER BY id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id, key, kind, payload, state, attempts, last_error, result;
-
--- name: lease_outbox_in_lanes
--- The same, for the items of the patients in the worker's lanes only (lane_key % lane_count).
-UPDATE outbox
-SET claimed_by = %(holder)s, lease_until = %(until)s, attempts = attempts + 1,
-    updated_at = %(now)s
-WHERE id IN (
-    SELECT id FROM outbox
-    WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < %(now)s)
-      AND mod(lane_key, %(lane_count)s) = ANY(%(lanes)s::bigint[])
+      AND (%(lanes)s::bigint[] IS NULL OR mod(lane_key, %(lane_count)s) = ANY(%(lanes)s::bigint[]))
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

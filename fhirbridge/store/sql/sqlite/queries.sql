@@ -265,24 +265,13 @@ LIMIT :limit;
 
 -- name: lease_outbox
 -- Leases pending items nobody holds (or whose lease ran out) to one worker; counts the attempt.
+-- With lanes, only the items of the patients in those lanes (lane_key % lane_count).
 UPDATE outbox
 SET claimed_by = :holder, lease_until = :until, attempts = attempts + 1, updated_at = :now
 WHERE id IN (
     SELECT id FROM outbox
     WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < :now)
-    ORDER BY id
-    LIMIT :limit
-)
-RETURNING id, key, kind, payload, state, attempts, last_error, result;
-
--- name: lease_outbox_in_lanes
--- The same, for the items of the patients in the worker's lanes only (lane_key % lane_count).
-UPDATE outbox
-SET claimed_by = :holder, lease_until = :until, attempts = attempts + 1, updated_at = :now
-WHERE id IN (
-    SELECT id FROM outbox
-    WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < :now)
-      AND (lane_key % :lane_count) IN (SELECT value FROM json_each(:lanes))
+      AND (:lanes IS NULL OR (lane_key % :lane_count) IN (SELECT value FROM json_each(:lanes)))
     ORDER BY id
     LIMIT :limit
 )
