@@ -108,10 +108,12 @@ class WorkerPool:
         self.logs = folder
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.started = 0
+        self._offsets: dict[int, int] = {}  # where each worker's latest start logs from
 
     def start(self, index: int) -> None:
         """Start worker ``index`` (its output goes to ``worker-<index>.log``)."""
         log = (self.logs / f"worker-{index}.log").open("ab")
+        self._offsets[index] = log.tell()
         argv = [sys.executable, "-m", "fhirbridge", "--config", str(self.config), "run"]
         argv += ["--now", NOW.isoformat(), "--new-journal"]
         self.processes[index] = subprocess.Popen(
@@ -119,6 +121,15 @@ class WorkerPool:
         )
         log.close()
         self.started += 1
+
+    def running(self) -> bool:
+        """Whether every worker's latest start reached its service loop (it said so)."""
+        for index, offset in self._offsets.items():
+            with (self.logs / f"worker-{index}.log").open("rb") as log:
+                log.seek(offset)
+                if b"fhirbridge run: polling" not in log.read():
+                    return False
+        return True
 
     def cpu(self) -> float:
         """CPU seconds the running workers have used so far."""

@@ -93,6 +93,10 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(
         load(server, chunk)
 
     workers.wait_done(PATIENTS * STAYS, within=60, settle=3.0)
+    ready = time.monotonic() + 30
+    while not workers.running():  # the last one started is past its start-up
+        assert time.monotonic() < ready, "a restarted worker did not start"
+        time.sleep(0.1)
     assert workers.stop() == [0, 0, 0]  # a clean stop after the chaos
 
     store = workers.store()
