@@ -121,7 +121,13 @@ class Pipeline:
         batch: int | None,
     ) -> None:
         """Run ``feed``, processing each page while the feed reads the next one (pages are
-        processed one at a time, in the order they were journalled)."""
+        processed one at a time, in the order they were journalled). A worker among several
+        never holds the feed back: the pages are pending for every lane's holder, and it
+        takes up its own lanes' pending versions beside the feed (a poll held back by the
+        poller's share of the processing would hold back every worker)."""
+        if self.leases is not None:
+            await self._fed_beside(feed, stats, pause, batch)
+            return
         running: asyncio.Task[RunStats] | None = None
 
         async def sink(page: list[ResourceVersion]) -> None:
@@ -140,6 +146,47 @@ class Pipeline:
             raise
         if running is not None:
             await running
+
+    async def _fed_beside(
+        self,
+        feed: Feed,
+        stats: RunStats,
+        pause: Callable[[], Awaitable[None]] | None,
+        batch: int | None,
+    ) -> None:
+        """Run ``feed`` while one task processes the worker's pending versions, started
+        again whenever a page arrived after it last looked."""
+        worker: asyncio.Task[None] | None = None
+        again = False
+
+        async def catch_up() -> None:
+            nonlocal again
+            while True:
+                again = False
+                await self.process(stats=stats, pause=pause, batch=batch)
+                if not again:
+                    return
+
+        async def sink(page: list[ResourceVersion]) -> None:
+            nonlocal worker, again
+            if worker is not None and worker.done():
+                worker.result()  # its failure stops the feed
+                worker = None
+            if worker is None:
+                worker = asyncio.ensure_future(catch_up())
+            else:
+                again = True
+
+        try:
+            await feed(sink, stats)
+        except BaseException:
+            if worker is not None:  # what it leaves unprocessed stays pending
+                worker.cancel()
+                with contextlib.suppress(BaseException):
+                    await worker
+            raise
+        if worker is not None:
+            await worker
 
     async def process(
         self,
