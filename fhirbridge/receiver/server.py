@@ -114,11 +114,16 @@ def uvicorn_config(app: Any, receiver: ReceiverConfig) -> uvicorn.Config:
     )
 
 
-async def serve(config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREFIX) -> None:
+async def serve(
+    config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREFIX, worker: bool = False
+) -> None:
     """Receive notifications on ``receiver.host:port`` until SIGTERM/SIGINT.
 
     With ``poll`` the server is also polled every ``receiver.poll_interval`` seconds (and once
-    at start). A subscription that reports ``error`` is set back to requested (re-running
+    at start). ``worker``: one of several receivers sharing the journal (PostgreSQL), each
+    processing and writing the patient lanes it leases (every ``receiver.poll_interval``
+    seconds it also takes up what the others journalled for its lanes). A subscription that
+    reports ``error`` is set back to requested (re-running
     :func:`fhirbridge.subscriptions.ensure_subscriptions`) when subscriptions are configured.
     """
     receiver = config.receiver
@@ -128,7 +133,7 @@ async def serve(config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREF
             "receiver.secret: the receiver needs a shared secret (receiver.secret, "
             "receiver.secret_file or FHIRBRIDGE_RECEIVER__SECRET) that senders present"
         )
-    async with Bridge.from_config(config) as bridge:
+    async with Bridge.from_config(config, worker=worker) as bridge:
         app = create_app(
             bridge,
             secret=secret,
