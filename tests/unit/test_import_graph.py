@@ -43,7 +43,7 @@ ORDER: list[tuple[str, ...]] = [
     ("pipeline",),  # one pipeline: detect, plan, write, per patient lane
     ("preflight",),  # checks of a configuration against its server and store
     ("engine",),  # Bridge: the stages wired from one configuration
-    ("service",),  # the polling service loop of ``fhirbridge run``
+    ("service", "supervisor"),  # the service loop of ``fhirbridge run``; its worker processes
     ("subscriptions",),  # Subscriptions on the server for the receiver
     ("console",),  # the operator console (mounted by the receiver)
     ("receiver",),  # the notification receiver (``fhirbridge serve``)
