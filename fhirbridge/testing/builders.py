@@ -305,20 +305,25 @@ def task(
     owner: str | None = None,
     due: Instant | None = None,
     based_on: str | None = None,
+    encounter: str | None = None,
+    display: str | None = None,
+    authored: Instant | None = None,
+    last_modified: Instant | None = None,
     engine: bool = False,
     **fields: Any,
 ) -> dict[str, Any]:
     """A Task for the patient coded ``code`` (in the engine's task-code system unless told;
-    ``system=None`` for a bare code), with its ``focus``, ``owner`` and ``based_on``
-    references and ``due`` (``restriction.period.end``) when given; ``engine`` tags it as
-    the engine's own."""
-    coding: dict[str, Any] = {"code": code} if system is None else {"system": system, "code": code}
+    ``system=None`` for a bare code; ``display`` on the coding when given), with its
+    ``focus``, ``owner``, ``based_on`` and ``encounter`` references, ``due``
+    (``restriction.period.end``), ``authored`` (``authoredOn``) and ``last_modified``
+    (``lastModified``, when it was last worked) when given; ``engine`` tags it as the
+    engine's own."""
     resource: dict[str, Any] = {
         "resourceType": "Task",
         "id": rid,
         "status": status,
         "intent": intent,
-        "code": {"coding": [coding]},
+        "code": _concept(code, system, display),
         "for": {"reference": _reference("Patient", patient)},
     }
     if engine:
@@ -329,6 +334,12 @@ def task(
         resource["owner"] = {"reference": _reference("Practitioner", owner)}
     if based_on is not None:
         resource["basedOn"] = [{"reference": _reference("CarePlan", based_on)}]
+    if encounter is not None:
+        resource["encounter"] = {"reference": _reference("Encounter", encounter)}
+    if authored is not None:
+        resource["authoredOn"] = fhir_instant(authored)
+    if last_modified is not None:
+        resource["lastModified"] = fhir_instant(last_modified)
     if due is not None:
         resource["restriction"] = {"period": {"end": fhir_instant(due)}}
     return _finish(resource, fields)

@@ -23,10 +23,10 @@ from fhirbridge.sources._v2map import (
     read_adt,
 )
 from fhirbridge.sources.hl7v2 import split_messages
+from fhirbridge.testing.builders import ACT_CODE, encounter
 from tests._builders.hl7 import DATA, adt
 
 V2_0112 = "http://terminology.hl7.org/CodeSystem/v2-0112"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 VISIT = "urn:oid:1.2.3.4.5.2"
 
 
@@ -37,19 +37,16 @@ def sample(name: str) -> str:
 
 def server_encounter(**extra: Any) -> dict[str, Any]:
     """The Encounter the FHIR server holds for visit V001."""
-    return {
-        "resourceType": "Encounter",
-        "id": "enc-1",
-        "meta": {"versionId": "3", "lastUpdated": "2026-12-20T14:00:00Z", "tag": [{"code": "x"}]},
+    built: dict[str, Any] = {
+        "patient": "pat-1",
         "status": "in-progress",
-        "class": {"system": ACT_CODE, "code": "IMP"},
-        "subject": {"reference": "Patient/pat-1"},
+        "start": "2026-12-20T09:00:00-05:00",
+        "locations": ["bed-1"],
+        "meta": {"versionId": "3", "lastUpdated": "2026-12-20T14:00:00Z", "tag": [{"code": "x"}]},
         "identifier": [{"system": VISIT, "value": "V001"}],
-        "period": {"start": "2026-12-20T09:00:00-05:00"},
-        "location": [{"location": {"reference": "Location/bed-1"}, "status": "active"}],
         "serviceProvider": {"reference": "Organization/hosp"},
-        **extra,
     }
+    return encounter("enc-1", **{**built, **extra})
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,7 @@ START = datetime(2024, 3, 1, 10, tzinfo=UTC)
 
 def stay(disposition: tuple[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """A finished four-day stay of Patient/p1, 1-5 March 2024."""
-    if disposition:
-        system, code = disposition
-        extra["hospitalization"] = {
-            "dischargeDisposition": {"coding": [{"system": system, "code": code}]}
-        }
-    return build_encounter(start=START, days=4, **extra)
+    return build_encounter(start=START, days=4, disposition=disposition, **extra)
 
 
 def inputs(conditions: list[dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:

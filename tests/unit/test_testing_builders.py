@@ -87,6 +87,10 @@ RICH = [
         owner="cm",
         due=date(2026, 11, 9),
         based_on="cp1",
+        encounter="e1",
+        display="Post-discharge call",
+        authored="2026-11-05T16:00:00Z",
+        last_modified=datetime(2026, 11, 6, 9, tzinfo=UTC),
         engine=True,
         system=None,
         status="in-progress",
@@ -140,6 +144,25 @@ def test_references_take_ids_or_references() -> None:
     absolute = f"{SERVER}/Patient/p7"
     assert b.condition(patient=absolute)["subject"] == {"reference": absolute}
     assert b.task(focus="ServiceRequest/sr1")["focus"] == {"reference": "ServiceRequest/sr1"}
+
+
+def test_task_carries_its_encounter_display_and_work_dates() -> None:
+    """A Task's encounter, coding display, authoredOn and lastModified are set when given and
+    left out otherwise."""
+    worked = b.task(
+        encounter="e2",
+        display="Post-discharge call",
+        authored="2026-11-05T16:00:00Z",
+        last_modified=datetime(2026, 11, 6, 9, tzinfo=UTC),
+    )
+    assert worked["encounter"] == {"reference": "Encounter/e2"}
+    assert worked["code"]["coding"][0]["display"] == "Post-discharge call"
+    assert (worked["authoredOn"], worked["lastModified"]) == (
+        "2026-11-05T16:00:00Z",
+        "2026-11-06T09:00:00Z",
+    )
+    assert not {"encounter", "authoredOn", "lastModified"} & set(b.task())
+    assert "display" not in b.task()["code"]["coding"][0]
 
 
 def test_revise_makes_the_next_version() -> None:
