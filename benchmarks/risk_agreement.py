@@ -4,7 +4,7 @@
 
 The cohort and the reference implementation are in ``benchmarks/_risk_cohort.py`` (seeded,
 no fhirbridge code). For every stay the patient survived, the engine's ``fhirbridge.risk.lace``
-(with the patient's Conditions and Encounters, as ``riskcontext`` passes them) is compared
+(with the patient's Conditions and Encounters, as ``riskplan`` passes them) is compared
 with the reference: total, tier and each item. It runs twice: with the facility's zone
 (``engine.timezone: America/New_York``) and with the zone unset (UTC dates). Stays whose
 patient died are checked to get no score (``fhirbridge.risk.eligibility``), when the engine

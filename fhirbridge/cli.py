@@ -466,6 +466,14 @@ def check(as_json: bool, no_probe: bool) -> None:
     show_default=True,
     help="Address for --metrics-port (0.0.0.0 for every interface).",
 )
+@option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Run this many worker processes sharing the journal (PostgreSQL only), restarted "
+    "if they crash; with --metrics-port, worker i serves on that port + i.",
+)
 @json_option
 @new_journal_option
 @dead_letters_option
@@ -476,6 +484,7 @@ def run(
     now: str | None,
     metrics_port: int | None,
     metrics_host: str,
+    workers: int,
     as_json: bool,
     new_journal: bool,
     allow_dead_letters: bool,
@@ -484,22 +493,42 @@ def run(
 
     Without --once: a pass every engine.poll_interval seconds, one `run_pass` log event
     each, until SIGTERM or SIGINT, which let the pass in progress finish (up to
-    engine.stop_grace seconds) and exit 0."""
+    engine.stop_grace seconds) and exit 0.
+
+    On a PostgreSQL journal every `run` is a worker: several (--workers N, or separate
+    processes on several hosts) share the patient lanes, one polls. On SQLite one `run`
+    writes the journal and a second is refused."""
     state = _state()
     state.long_running = not once
     config = state.config()
     _journal_guard(config, new_journal)
     start = _instant(since, "--since")
+    shared = shares_journal(config.store.url)
+    if workers > 1:
+        if not shared:
+            click.echo(
+                "fhirbridge: error: --workers needs a journal workers can share "
+                "(store.url: postgresql://...); a SQLite journal has one writer",
+                err=True,
+            )
+            raise SystemExit(2)
+        if once:
+            click.echo("fhirbridge: error: --workers runs a service; leave out --once", err=True)
+            raise SystemExit(2)
+        _supervise(state, workers, since=since, now=now, port=metrics_port, host=metrics_host)
+        return
     from fhirbridge.engine import Bridge
 
     if once:
         progress = _Progress()
 
         async def once_work() -> tuple[Any, int]:
-            async with Bridge.from_config(config, clock=_clock(now), progress=progress) as bridge:
+            async with Bridge.from_config(
+                config, clock=_clock(now), progress=progress, worker=shared
+            ) as bridge:
                 return await _counting_dead_letters(bridge, bridge.run_once(since=start))
 
-        with sole_writer(config):
+        with journal_writer(config, shared):
             stats, dead = _run(state, once_work)
         progress.done()
         _finish(stats, dead, as_json=as_json, allow_dead_letters=allow_dead_letters)
@@ -508,13 +537,14 @@ def run(
     async def work() -> None:
         from fhirbridge.service import PollingService
 
-        async with Bridge.from_config(config, clock=_clock(now)) as bridge:
+        async with Bridge.from_config(config, clock=_clock(now), worker=shared) as bridge:
             service = PollingService(bridge)
             _stop_on_signals(service.stop)
             where = f", operations on http://{metrics_host}:{metrics_port}" if metrics_port else ""
+            role = f" as worker {bridge.leases.worker}" if bridge.leases is not None else ""
             click.echo(
                 f"fhirbridge run: polling {config.fhir.base_url} every "
-                f"{service.interval:g} s{where}; SIGTERM stops",
+                f"{service.interval:g} s{role}{where}; SIGTERM stops",
                 err=True,
             )
             if since is not None:
@@ -524,8 +554,75 @@ def run(
             else:
                 await service.run()
 
-    with sole_writer(config):
+    with journal_writer(config, shared):
         _run(state, work)
+
+
+def shares_journal(url: str) -> bool:
+    """Whether ``store.url`` is a journal several workers share (PostgreSQL)."""
+    return url.partition("://")[0].lower() in ("postgresql", "postgres")
+
+
+@contextlib.contextmanager
+def journal_writer(config: Config, shared: bool) -> Iterator[None]:
+    """The journal's one writer lock (:func:`sole_writer`), or nothing for a worker on a
+    shared journal: workers share it through leases instead. A worker still opens the
+    journal first, so that a journal of an older schema is migrated once (under the
+    store's migration lock) before any pass."""
+    if not shared:
+        with sole_writer(config):
+            yield
+        return
+    _migrated(config)
+    yield
+
+
+def _migrated(config: Config) -> None:
+    """Open the journal once, migrating it if it is older (workers starting together take
+    turns under the store's migration lock), or exit 4 with one line."""
+    from fhirbridge.store import open_store
+
+    try:
+        open_store(config.store.url).close()
+    except FhirBridgeError as exc:
+        click.echo(f"fhirbridge: error: {exc}", err=True)
+        raise SystemExit(4) from None
+
+
+def _supervise(
+    state: _State, count: int, *, since: str | None, now: str | None, port: int | None, host: str
+) -> None:
+    """``run --workers N``: N ``run`` processes under a
+    :class:`~fhirbridge.supervisor.Supervisor`."""
+    from fhirbridge.supervisor import Supervisor
+
+    config = state.config()
+    _migrated(config)  # once, here, before the workers start
+    base = [sys.executable, "-m", "fhirbridge"]
+    if state.config_path is not None:
+        base += ["--config", str(state.config_path)]
+    if state.verbose:
+        base.append("--verbose")
+    if state.log_format is not None:
+        base += ["--log-format", state.log_format]
+    base.append("run")
+    for flag, value in (("--since", since), ("--now", now)):
+        if value is not None:
+            base += [flag, value]
+
+    def command(index: int) -> list[str]:
+        if port is None:
+            return base
+        return [*base, "--metrics-port", str(port + index if port else 0), "--metrics-host", host]
+
+    click.echo(
+        f"fhirbridge run: {count} workers on the shared journal, polling "
+        f"{config.fhir.base_url}; SIGTERM stops them all",
+        err=True,
+    )
+    state.configure_logs()
+    code = Supervisor(command, count, grace=config.engine.stop_grace + 10).run()
+    raise SystemExit(code)
 
 
 @main.command()
@@ -884,8 +981,9 @@ def serve(no_poll: bool, new_journal: bool) -> None:
         + "; SIGTERM stops",
         err=True,
     )
-    with sole_writer(config):
-        _run(state, lambda: serve_receiver(config, poll=not no_poll))
+    shared = shares_journal(config.store.url)
+    with journal_writer(config, shared):
+        _run(state, lambda: serve_receiver(config, poll=not no_poll, worker=shared))
 
 
 @main.command()

@@ -27,8 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fhirbridge._yaml import Loader, did_you_mean, first_error, schema_keys, yaml_problem
 from fhirbridge.errors import ConfigError
-from fhirbridge.rules._yaml import Loader, did_you_mean, first_error, schema_keys, yaml_problem
 
 __all__ = [
     "AuthConfig",
@@ -464,7 +464,7 @@ def _with_rule_files(raw: dict[str, Any], source: str, folder: Path | None) -> d
         Path(f) if Path(f).is_absolute() or folder is None else folder / f for f in files
     ]
     if not replace:
-        from fhirbridge.rules._paths import mappings_dir
+        from fhirbridge._shipped import mappings_dir
         from fhirbridge.rules.loader import SHIPPED_PACK
 
         shipped = mappings_dir() / SHIPPED_PACK

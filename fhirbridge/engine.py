@@ -11,6 +11,11 @@ one pass loop (:meth:`Bridge.run_pass`) from every driver: the poller (``run_onc
 paths (which journal, then call ``run_pass``), and ``plan`` (the same pass with writes off,
 on a journal of its own). Nothing is acknowledged or a watermark moved before what it
 covers is durable.
+
+``Bridge(..., worker=True)`` makes it one worker among several sharing the journal
+(PostgreSQL): each pass starts by leasing its share of the patient lanes, processes and
+writes only those, and polls (and sweeps timers) only where it holds the leadership lease
+(:class:`fhirbridge.pipeline.WorkerLeases`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import structlog
 from fhirbridge.casemgmt import Casework
 from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.config import Config
-from fhirbridge.errors import FhirError
+from fhirbridge.errors import FhirError, StoreError
 from fhirbridge.fhir import client_from_config
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.pipeline import (
@@ -41,8 +46,11 @@ from fhirbridge.pipeline import (
     RunStats,
     Sink,
     Sweeper,
+    WorkerLeases,
     WriteStage,
     default_policy,
+    poll_lease_name,
+    timers_lease_name,
 )
 from fhirbridge.report import Report, build_report
 from fhirbridge.rules import BusinessCalendar, RulePack, load_rules
@@ -73,6 +81,8 @@ class Bridge:
     ``client`` may be None for offline processing (benchmarks, tests of the pure path):
     then nothing is fetched on demand and nothing is written. ``policy`` replaces the
     planning steps beside the rules (:func:`fhirbridge.pipeline.default_policy`).
+    ``worker`` shares the journal with other workers through leases (``store.lease_seconds``;
+    see the module docstring); ``leases`` gives the leases to use instead (tests).
     """
 
     def __init__(
@@ -86,6 +96,8 @@ class Bridge:
         dispositions: DispositionTable | None = None,
         progress: Callable[[str, RunStats], None] | None = None,
         policy: Sequence[Policy] | None = None,
+        worker: bool = False,
+        leases: WorkerLeases | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -128,7 +140,13 @@ class Bridge:
         )
         # case management: the facts its rules test, looked up when planning and swept
         self.casework = Casework(client, self.rules, server=self.server, calendar=self.calendar)
-        self.pipeline = self._pipeline(self.store, writer)
+        if leases is None and worker:
+            leases = WorkerLeases(self.store, seconds=config.store.lease_seconds)
+        #: this worker's leases on a shared journal (None: the journal's one writer)
+        self.leases = leases
+        self._keeper: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self.pipeline = self._pipeline(self.store, writer, leases)
 
     @property
     def writer(self) -> Writer | None:
@@ -152,7 +170,17 @@ class Bridge:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client and the store."""
+        """Give up a worker's leases (the others take its lanes over at once), close the
+        client and the store."""
+        if self._keeper is not None:
+            self._closing.set()
+            await self._keeper
+            self._keeper = None
+        if self.leases is not None:
+            try:
+                self.leases.release()
+            except StoreError as exc:  # unrenewed, they run out within a lease period
+                log.warning("leases_not_released", error=str(exc)[:200])
         if self.client is not None:
             await self.client.aclose()
         self.store.close()
@@ -168,8 +196,11 @@ class Bridge:
         later = Defaults.model_validate({k: v for k, v in overrides.items() if v is not None})
         return self.rules.defaults.merged(later).calendar()
 
-    def _pipeline(self, store: Store, writer: Writer | None) -> Pipeline:
-        """The stages on ``store``, writing through ``writer`` (None: writes off)."""
+    def _pipeline(
+        self, store: Store, writer: Writer | None, leases: WorkerLeases | None = None
+    ) -> Pipeline:
+        """The stages on ``store``, writing through ``writer`` (None: writes off), on the
+        lanes ``leases`` holds (None: all of them)."""
         engine = self.config.engine
         lookups = Lookups(self.client, store, server=self.server)
         planner = Planner(
@@ -207,8 +238,9 @@ class Bridge:
                 clock=self.clock,
                 interval=engine.sweep_interval,
             ),
-            write=WriteStage(writer),
+            write=WriteStage(writer, leases),
             progress=self.progress,
+            leases=leases,
         )
 
     # -- sources -----------------------------------------------------------------------
@@ -218,23 +250,30 @@ class Bridge:
         sink: Callable[[list[ResourceVersion]], Awaitable[None]] | None = None,
         *,
         store: Store | None = None,
+        types: Sequence[str] | None = None,
     ) -> Poller:
-        """The polling source for the configured server and types; ``sink`` receives each
-        page's new versions once they are journalled."""
+        """The polling source for the configured server and ``types`` (default: the watched
+        ones); ``sink`` receives each page's new versions once they are journalled."""
         if self.client is None:
             raise FhirError("polling needs a FHIR client")
         return Poller(
             self.client,
             store if store is not None else self.store,
             server=self.server,
-            types=self.config.engine.watch,
+            types=list(types) if types is not None else self.config.engine.watch,
             page_size=self.config.fhir.page_size,
             overlap=self.config.engine.overlap,
             progress=progress,
             sink=sink,
         )
 
-    def poll_feed(self, since: datetime | None = None, *, store: Store | None = None) -> Feed:
+    def poll_feed(
+        self,
+        since: datetime | None = None,
+        *,
+        store: Store | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Feed:
         """A poll since the watermarks (or ``since`` on a first run) as a pass's feed."""
 
         async def feed(sink: Sink, stats: RunStats) -> None:
@@ -243,7 +282,8 @@ class Bridge:
                 if self.progress is not None:
                     self.progress("poll", stats)
 
-            poll = await self.poller(on_poll, sink, store=store).poll(since or self.default_since())
+            poller = self.poller(on_poll, sink, store=store, types=types)
+            poll = await poller.poll(since or self.default_since())
             stats.read, stats.new = poll.read, poll.new
 
         return feed
@@ -266,7 +306,12 @@ class Bridge:
         batch: int | None = None,
     ) -> RunStats:
         """The one pass loop (:meth:`fhirbridge.pipeline.Pipeline.run_pass`): process
-        ``fresh`` and whatever is pending, run ``feed``, sweep when asked, write."""
+        ``fresh`` and whatever is pending, run ``feed``, sweep when asked, write. A worker
+        first leases its share of the lanes (nothing of it is in flight between passes)."""
+        if self.leases is not None:
+            if self._keeper is None:  # renewed from now on, between passes too, until aclose
+                self._keeper = asyncio.ensure_future(self.leases.keep(self._closing))
+            self.leases.rebalance()
         return await self.pipeline.run_pass(
             fresh=fresh, feed=feed, sweep=sweep, write=write, stats=stats, pause=pause, batch=batch
         )
@@ -333,9 +378,20 @@ class Bridge:
         """Poll, process, write (and sweep when due): one pass. Returns what it did.
 
         Every ``engine.heal_interval`` seconds the pass also looks for engine resources a
-        racing writer left twice, and heals them (:meth:`heal_duplicates`)."""
-        stats = await self.run_pass(feed=self.poll_feed(since), sweep=self.sweep_due())
-        if self._heal_due():
+        racing writer left twice, and heals them (:meth:`heal_duplicates`).
+
+        A worker polls only the types whose poll lease it holds, and sweeps and heals only
+        while it holds the timers lease; the other workers process and write."""
+        types: Sequence[str] | None = None
+        timers = True
+        if self.leases is not None:
+            leases = self.leases
+            watch = self.config.engine.watch
+            types = [t for t in watch if leases.lead(poll_lease_name(self.server, t))]
+            timers = leases.lead(timers_lease_name(self.server))
+        feed = self.poll_feed(since, types=types) if types is None or types else None
+        stats = await self.run_pass(feed=feed, sweep=timers and self.sweep_due())
+        if timers and self._heal_due():
             await self.heal_duplicates()
         return stats
 

@@ -23,7 +23,21 @@ With a metrics port, an ASGI app answers beside the loop:
 ``fhirbridge_versions_read_total``            counter resource versions read
 ``fhirbridge_dead_letters``                   gauge   dead letters not replayed
 ``fhirbridge_outbox_depth``                   gauge   outbox items pending
+``fhirbridge_worker_lanes``                   gauge   patient lanes this worker leases, by
+                                                      ``worker``
+``fhirbridge_worker_outbox_leased``           gauge   outbox items leased to this worker, by
+                                                      ``worker``
+``fhirbridge_worker_lease_takeovers``         gauge   leases this worker took over after their
+                                                      holder stopped renewing, by ``worker``
+``fhirbridge_worker_leadership``              gauge   1 for each leadership lease held
+                                                      (``poll:<server>:<type>``,
+                                                      ``timers:<server>``), by ``worker`` and
+                                                      ``lease``
 ============================================= ======= ==========================================
+
+The ``fhirbridge_worker_*`` metrics are there when the bridge is a worker sharing its journal
+(PostgreSQL); the bridge renews the worker's leases while it runs (between passes too) and
+gives them up when it closes, so the other workers take its lanes over at once.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from fhirbridge.engine import Bridge, RunStats
+    from fhirbridge.pipeline import WorkerLeases
 
 __all__ = ["PollingService", "ServiceMetrics"]
 
@@ -89,6 +104,48 @@ class ServiceMetrics:
         Gauge(
             "fhirbridge_outbox_depth", "Outbox items pending.", registry=self.registry
         ).set_function(safe_reading(lambda: float(store.outbox_depth())))
+        if bridge.leases is not None:
+            self._worker_metrics(bridge.leases)
+
+    def _worker_metrics(self, leases: WorkerLeases) -> None:
+        from prometheus_client import Gauge
+        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.registry import Collector
+
+        worker = leases.worker
+        readings: tuple[tuple[str, str, Callable[[], float]], ...] = (
+            (
+                "fhirbridge_worker_lanes",
+                "Patient lanes this worker leases.",
+                lambda: len(leases.held),
+            ),
+            (
+                "fhirbridge_worker_outbox_leased",
+                "Outbox items leased to this worker.",
+                lambda: leases.items,
+            ),
+            (
+                "fhirbridge_worker_lease_takeovers",
+                "Leases this worker took over after their holder stopped renewing them.",
+                lambda: leases.takeovers,
+            ),
+        )
+        for name, text, read in readings:
+            gauge = Gauge(name, text, ["worker"], registry=self.registry)
+            gauge.labels(worker).set_function(read)
+
+        class Leadership(Collector):
+            def collect(self) -> Iterator[GaugeMetricFamily]:
+                family = GaugeMetricFamily(
+                    "fhirbridge_worker_leadership",
+                    "Leadership leases this worker holds (1 each).",
+                    labels=["worker", "lease"],
+                )
+                for lease in sorted(leases.leading):
+                    family.add_metric([worker, lease], 1.0)
+                yield family
+
+        self.registry.register(Leadership())
 
     def record(self, stats: RunStats, seconds: float) -> None:
         """Count one successful pass."""
@@ -146,7 +203,13 @@ class PollingService:
     async def run(self) -> None:
         """Run passes until stopped. A pass that fails (server down, journal busy) is logged
         and counted, and the next one is tried after the interval."""
-        log.info("service_started", interval=self.interval, server=self.bridge.server)
+        leases = self.bridge.leases
+        log.info(
+            "service_started",
+            interval=self.interval,
+            server=self.bridge.server,
+            worker=leases.worker if leases is not None else None,
+        )
         while not self._stop.is_set():
             await self._one_pass()
             if self._stop.is_set():

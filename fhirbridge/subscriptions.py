@@ -40,11 +40,11 @@ from fhirbridge.engine import Bridge
 from fhirbridge.errors import ConfigError, FhirError, ResourceNotFound
 from fhirbridge.fhir.capabilities import offers_topic_subscriptions
 from fhirbridge.fhir.client import FhirClient
-from fhirbridge.receiver.app import DEFAULT_PREFIX
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
 
 __all__ = [
     "BACKPORT_PROFILE",
+    "DEFAULT_PREFIX",
     "build_subscription",
     "delete_subscriptions",
     "ensure_subscriptions",
@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+#: The path under ``receiver.public_url`` where the receiver takes notifications.
+DEFAULT_PREFIX = "/notify"
 _BP = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 BACKPORT_PROFILE = f"{_BP}/backport-subscription"
 EXT_FILTER = f"{_BP}/backport-filter-criteria"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import orjson
@@ -400,6 +400,9 @@ class Transition:
 class CreateTask:
     """Write one coordination Task (conditional create on ``identifier``)."""
 
+    #: The action's name in plans and outbox items.
+    KIND: ClassVar[str] = "create-task"
+
     rule_id: str
     action_id: str
     code: str
@@ -420,7 +423,7 @@ class CreateTask:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {
-            "action": "create-task",
+            "action": self.KIND,
             "rule": self.rule_id,
             "id": self.action_id,
             "code": self.code,
@@ -442,6 +445,9 @@ class CancelTasks:
     """Set the engine's open Tasks for a patient to cancelled: all of them, or only those of
     one ``encounter``, or only those whose ``focus`` is the given resource."""
 
+    #: The action's name in plans and outbox items.
+    KIND: ClassVar[str] = "cancel-tasks"
+
     rule_id: str
     patient: str
     encounter: str | None
@@ -453,7 +459,7 @@ class CancelTasks:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {
-            "action": "cancel-tasks",
+            "action": self.KIND,
             "rule": self.rule_id,
             "patient": self.patient,
             "encounter": self.encounter,
@@ -468,6 +474,9 @@ class CompleteTasks:
     """Set the engine's open Tasks with the given focus (and, given ``code``, that engine
     Task code only) to completed."""
 
+    #: The action's name in plans and outbox items.
+    KIND: ClassVar[str] = "complete-tasks"
+
     rule_id: str
     focus: str
     reason: str
@@ -477,7 +486,7 @@ class CompleteTasks:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         out: dict[str, Any] = {
-            "action": "complete-tasks",
+            "action": self.KIND,
             "rule": self.rule_id,
             "focus": self.focus,
             "reason": self.reason,
@@ -491,6 +500,9 @@ class CompleteTasks:
 class RecordRisk:
     """Write a readmission risk score: its Observation, then a RiskAssessment whose basis
     names it (both by conditional create on their identifiers)."""
+
+    #: The action's name in plans and outbox items.
+    KIND: ClassVar[str] = "record-risk"
 
     score: str
     tier: str
@@ -507,7 +519,7 @@ class RecordRisk:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view (``details``: items, missing inputs, unrecognised codes)."""
         row = {
-            "action": "record-risk",
+            "action": self.KIND,
             "score": self.score,
             "total": self.total,
             "tier": self.tier,
@@ -524,6 +536,9 @@ class RecordRisk:
 class CloseActivity:
     """Mark the CarePlan activity that references ``task`` as done (the EHR completed it)."""
 
+    #: The action's name in plans and outbox items.
+    KIND: ClassVar[str] = "close-activity"
+
     task: str
     patient: str
     outcome: str
@@ -532,7 +547,7 @@ class CloseActivity:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
-        return {"action": "close-activity", "task": self.task, "outcome": self.outcome}
+        return {"action": self.KIND, "task": self.task, "outcome": self.outcome}
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +555,9 @@ class CreateReferral:
     """Write a referral ServiceRequest to a community resource for a social need (Gravity
     SDOH Clinical Care), by conditional create on ``identifier``. The existing referral
     tracking then follows it: ``referral-placed`` plans its tracking Task."""
+
+    #: The action's name in plans and outbox items.
+    KIND: ClassVar[str] = "create-referral"
 
     rule_id: str
     action_id: str
@@ -557,7 +575,7 @@ class CreateReferral:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {
-            "action": "create-referral",
+            "action": self.KIND,
             "rule": self.rule_id,
             "id": self.action_id,
             "need": self.need,
@@ -574,6 +592,9 @@ class CreateReferral:
 class CompleteCarePlan:
     """Set the patient's transitional-care CarePlan to completed (If-Match), its work done."""
 
+    #: The action's name in plans and outbox items.
+    KIND: ClassVar[str] = "complete-careplan"
+
     rule_id: str
     careplan: str
     patient: str
@@ -583,7 +604,7 @@ class CompleteCarePlan:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {
-            "action": "complete-careplan",
+            "action": self.KIND,
             "rule": self.rule_id,
             "careplan": self.careplan,
             "reason": self.reason,

@@ -23,7 +23,7 @@ from fhirbridge.report.model import Point
 from fhirbridge.store.base import DeadLetter
 
 if TYPE_CHECKING:
-    from fhirbridge.receiver._receiver import Receiver
+    from fhirbridge.console._receiving import ReceiverView
     from fhirbridge.sources.hl7v2 import MllpListener
 
 __all__ = ["Sample", "Sampler", "dead_letter_rows", "gather_status"]
@@ -107,7 +107,7 @@ def dead_letter_rows(
     return rows
 
 
-async def _subscriptions(bridge: Bridge, receiver: Receiver | None) -> dict[str, Any]:
+async def _subscriptions(bridge: Bridge, receiver: ReceiverView | None) -> dict[str, Any]:
     from fhirbridge.subscriptions import list_subscriptions
 
     try:
@@ -172,7 +172,7 @@ async def gather_status(
     bridge: Bridge,
     *,
     now: datetime,
-    receiver: Receiver | None = None,
+    receiver: ReceiverView | None = None,
     hl7: MllpListener | None = None,
     show_names: bool = False,
 ) -> dict[str, Any]:

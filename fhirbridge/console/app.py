@@ -50,7 +50,7 @@ from fhirbridge.report.model import CoordinationReport, Scope
 from fhirbridge.report.tables import measure_csv, summary_csv
 
 if TYPE_CHECKING:
-    from fhirbridge.receiver._receiver import Receiver
+    from fhirbridge.console._receiving import ReceiverView
     from fhirbridge.sources.hl7v2 import MllpListener
 
 __all__ = ["console_app"]
@@ -86,7 +86,7 @@ class _Console:
         bridge: Bridge,
         *,
         auth: ConsoleAuth,
-        receiver: Receiver | None,
+        receiver: ReceiverView | None,
         hl7: MllpListener | None,
         show_names: bool,
         clock: Clock,
@@ -343,7 +343,7 @@ def console_app(
     bridge: Bridge,
     *,
     secret: str | None,
-    receiver: Receiver | None = None,
+    receiver: ReceiverView | None = None,
     hl7: MllpListener | None = None,
     show_names: bool = False,
     clock: Clock | None = None,

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fhirbridge._shipped import mappings_dir
+from fhirbridge._yaml import read_yaml, validation_error
 from fhirbridge.detect.projection import local_reference
-from fhirbridge.rules._paths import mappings_dir
-from fhirbridge.rules._yaml import read_yaml, validation_error
 from fhirbridge.values import Transition, TransitionKind, is_engine_resource, parse_instant
 
 __all__ = ["SdohNeed", "SdohTable", "default_sdoh_table", "detect_social_need"]

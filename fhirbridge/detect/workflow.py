@@ -172,26 +172,14 @@ def detect_task(
     }
     if is_engine_resource(after):
         if status in ("rejected", "failed") and (previous is None or previous in OPEN_TASK):
-            return [
-                Transition(
-                    kind=TransitionKind.TASK_FAILED,
-                    focus=task,
-                    occurred_at=_updated(after),
-                    facts=facts,
-                    **common,
-                )
-            ]
-        if status == "completed" and previous != "completed":
-            return [
-                Transition(
-                    kind=TransitionKind.TASK_COMPLETED,
-                    focus=task,
-                    occurred_at=_updated(after),
-                    facts=facts,
-                    **common,
-                )
-            ]
-        return []
+            kind = TransitionKind.TASK_FAILED
+        elif status == "completed" and previous != "completed":
+            kind = TransitionKind.TASK_COMPLETED
+        else:
+            return []
+        return [
+            Transition(kind=kind, focus=task, occurred_at=_updated(after), facts=facts, **common)
+        ]
     # a fulfiller's Task for a referral
     if status != "completed":
         return []

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Capability", "assess", "offers_topic_subscriptions"]
+__all__ = ["Capability", "assess", "declared_resources", "offers_topic_subscriptions"]
 
 BACKPORT_TOPIC_EXT = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -43,7 +43,8 @@ class Capability:
         }
 
 
-def _resources(statement: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+def declared_resources(statement: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The ``rest.resource`` entries of a CapabilityStatement's server modes, by type."""
     found: dict[str, Mapping[str, Any]] = {}
     for rest in statement.get("rest") or ():
         if rest.get("mode", "server") != "server":
@@ -68,7 +69,7 @@ def _topics(subscription: Mapping[str, Any] | None) -> list[str]:
 def offers_topic_subscriptions(statement: Mapping[str, Any]) -> bool:
     """Whether the server declares topic-based (Subscriptions Backport) subscriptions: topic
     canonicals on its Subscription resource, or the backport-subscription profile."""
-    subscription = _resources(statement).get("Subscription")
+    subscription = declared_resources(statement).get("Subscription")
     if subscription is None:
         return False
     profiles = subscription.get("supportedProfile") or ()
@@ -86,7 +87,7 @@ def assess(
     rows: list[Capability] = []
     version = str(statement.get("fhirVersion") or "unknown")
     rows.append(Capability("FHIR version R4 (4.0.x)", True, version.startswith("4.0"), version))
-    resources = _resources(statement)
+    resources = declared_resources(statement)
     rests = [r for r in statement.get("rest") or () if r.get("mode", "server") == "server"]
     system_interactions = set().union(*(_interactions(r.get("interaction")) for r in rests))
     for rtype in watched:

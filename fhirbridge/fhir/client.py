@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from fhirbridge.clock import Clock, SystemClock
 from fhirbridge.errors import (
     AuthError,
     FhirError,
@@ -250,7 +251,8 @@ class FhirClient:
     ...         print(enc["id"])
 
     ``transport`` is the test seam (``httpx.MockTransport`` or respx); ``sleep`` is what
-    retries wait with (tests record instead of waiting). ``limiter`` paces every request
+    retries wait with (tests record instead of waiting); ``clock`` is what a ``Retry-After``
+    HTTP-date is measured from (the system clock unless given). ``limiter`` paces every request
     (shared by all concurrent callers): a 429/503 with ``Retry-After`` pauses them all, and
     its ``rate`` caps requests per second.
     """
@@ -268,12 +270,14 @@ class FhirClient:
         headers: Mapping[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
         limiter: RequestLimiter | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter or RequestLimiter(sleep=sleep)
         self.auth: Auth = auth or NoAuth()
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._clock: Clock = clock or SystemClock()
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
             timeout=timeout, transport=transport, verify=verify, follow_redirects=False
@@ -300,6 +304,11 @@ class FhirClient:
         if not path.strip("/"):
             return self.base_url
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    @property
+    def clock(self) -> Clock:
+        """What this client measures time from (a ``Retry-After`` HTTP-date, for one)."""
+        return self._clock
 
     def owns(self, url: str) -> bool:
         """Whether ``url`` is on this client's server (scheme, host, port and base path)."""
@@ -398,7 +407,9 @@ class FhirClient:
                     self.auth.invalidate()
                     raise RetrySignal(failure, retry_after=0.0)
                 if response.status_code in RETRY_STATUSES and safe:
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    retry_after = parse_retry_after(
+                        response.headers.get("retry-after"), now=self._clock.now()
+                    )
                     if retry_after is not None and response.status_code in PAUSE_STATUSES:
                         # every lane waits, not only this request (which waits in its retry)
                         self.limiter.pause(min(retry_after, self.retry.max_retry_after))

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import structlog
 
 from fhirbridge.errors import FhirError, ResourceNotFound, ServerError, VersionConflict
-from fhirbridge.fhir.capabilities import Capability
+from fhirbridge.fhir.capabilities import Capability, declared_resources
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.values import ENGINE_SYSTEM, ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, parse_instant
 
@@ -143,16 +143,6 @@ def _row(name: str, required: bool, found: Finding) -> Capability:
 
 
 # -- the declaration ------------------------------------------------------------------------
-def _resources(statement: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    found: dict[str, Mapping[str, Any]] = {}
-    for rest in statement.get("rest") or ():
-        if rest.get("mode", "server") != "server":
-            continue
-        for resource in rest.get("resource") or ():
-            found[str(resource.get("type"))] = resource
-    return found
-
-
 def _system_interactions(statement: Mapping[str, Any]) -> set[str]:
     return {
         str(i.get("code"))
@@ -373,7 +363,7 @@ async def discover(
     """Decide every need from the CapabilityStatement and, where it does not say yes, from a
     probe (``probe=False`` trusts the declaration alone and writes nothing)."""
     statement = await client.capabilities()
-    resources = _resources(statement)
+    resources = declared_resources(statement)
     task, careplan = resources.get("Task") or {}, resources.get("CarePlan") or {}
     versionings = {task.get("versioning"), careplan.get("versioning")}
     declared_versioned = versionings == {"versioned-update"}

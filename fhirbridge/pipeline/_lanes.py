@@ -5,6 +5,10 @@ the same resource or the same patient (directly or through a chain of versions),
 evaluating one lane's versions in order reads the journal as of the versions before each
 of them, whatever the other lanes do. Lanes run concurrently, at most ``concurrency`` at
 once; one lane never runs two versions at a time.
+
+The patient a version is about is the one the journal's lane key names
+(:mod:`fhirbridge.store.lanes`): these in-process lanes are finer parts of the lanes workers
+lease, so a batch a worker takes from its leased lanes splits into lanes of its own lanes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from fhirbridge.detect import local_reference
+from fhirbridge.store.lanes import patient_key
 from fhirbridge.values import ResourceVersion
 
 __all__ = ["lane_marks", "lanes", "run_lanes"]
@@ -22,12 +27,19 @@ T = TypeVar("T")
 
 
 def lane_marks(version: ResourceVersion) -> tuple[str, ...]:
-    """What ties a version to others: its resource and its patient (when it names one)."""
-    resource = version.resource
+    """What ties a version to others: its resource and its patient (the patient of its
+    journal lane key, and the ``subject`` or ``for`` the detectors read, when they differ)."""
     if version.resource_type == "Patient":
         return (version.reference,)
-    patient = local_reference(resource.get("subject") or resource.get("for"))
-    return (version.reference, patient) if patient else (version.reference,)
+    resource = version.resource
+    marks = dict.fromkeys(
+        (
+            version.reference,
+            patient_key(version),
+            local_reference(resource.get("subject") or resource.get("for")),
+        )
+    )
+    return tuple(mark for mark in marks if mark)
 
 
 def lanes(versions: Sequence[ResourceVersion]) -> list[list[int]]:

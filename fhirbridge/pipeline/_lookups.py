@@ -26,7 +26,7 @@ from fhirbridge.detect import local_reference
 from fhirbridge.detect.projection import EncounterView
 from fhirbridge.errors import AuthError, FhirError, RateLimited, ServerError
 from fhirbridge.fhir.client import FhirClient
-from fhirbridge.riskcontext import RiskInputs
+from fhirbridge.riskplan import RiskInputs
 from fhirbridge.store.base import Store
 from fhirbridge.values import Stay
 

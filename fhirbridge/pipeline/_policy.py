@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from fhirbridge.config import RiskConfig
 from fhirbridge.risk.zone import warn_timezone_unset
-from fhirbridge.riskcontext import RiskInputs, score, score_actions
+from fhirbridge.riskplan import RiskInputs, score, score_actions
 from fhirbridge.values import Action, CloseActivity, Transition, TransitionKind
 
 __all__ = [

@@ -11,6 +11,13 @@ pages, the notification receiver and the HL7 v2 paths the versions they journall
 3. when asked, writes what is planned, then sweeps for overdue Tasks;
 4. writes what is planned (unless writes are off).
 
+With :class:`~fhirbridge.pipeline.WorkerLeases` (a worker among several on one journal),
+"pending" means pending in the patient lanes the worker leases, fresh versions of other
+lanes are left to their holders, and the write stage writes only its lanes' outbox items.
+The worker takes its fair share of the lanes again before each batch (a newcomer gets lanes
+while a long pass runs); never during the write stage, so a lane's writes never change hands
+while they are being made.
+
 Every batch is split into patient lanes, evaluated (lookups prefetched for the whole
 batch), and committed in one transaction; a version that raises is dead-lettered and the
 pass goes on (:mod:`._evaluate`, :mod:`._commit`). Each pass binds a ``run_id`` to its log
@@ -29,6 +36,7 @@ import structlog
 from fhirbridge.pipeline._commit import Committer
 from fhirbridge.pipeline._evaluate import Evaluator
 from fhirbridge.pipeline._lanes import lanes
+from fhirbridge.pipeline._leases import WorkerLeases
 from fhirbridge.pipeline._lookups import Lookups
 from fhirbridge.pipeline._stats import RunStats
 from fhirbridge.pipeline._sweep import Sweeper
@@ -60,6 +68,7 @@ class Pipeline:
         write: WriteStage,
         batch: int = 500,
         progress: Callable[[str, RunStats], None] | None = None,
+        leases: WorkerLeases | None = None,
     ) -> None:
         self.store = store
         self.lookups = lookups
@@ -69,6 +78,7 @@ class Pipeline:
         self.write = write
         self.batch = batch
         self.progress = progress
+        self.leases = leases
 
     async def run_pass(
         self,
@@ -111,7 +121,13 @@ class Pipeline:
         batch: int | None,
     ) -> None:
         """Run ``feed``, processing each page while the feed reads the next one (pages are
-        processed one at a time, in the order they were journalled)."""
+        processed one at a time, in the order they were journalled). A worker among several
+        never holds the feed back: the pages are pending for every lane's holder, and it
+        takes up its own lanes' pending versions beside the feed (a poll held back by the
+        poller's share of the processing would hold back every worker)."""
+        if self.leases is not None:
+            await self._fed_beside(feed, stats, pause, batch)
+            return
         running: asyncio.Task[RunStats] | None = None
 
         async def sink(page: list[ResourceVersion]) -> None:
@@ -131,6 +147,47 @@ class Pipeline:
         if running is not None:
             await running
 
+    async def _fed_beside(
+        self,
+        feed: Feed,
+        stats: RunStats,
+        pause: Callable[[], Awaitable[None]] | None,
+        batch: int | None,
+    ) -> None:
+        """Run ``feed`` while one task processes the worker's pending versions, started
+        again whenever a page arrived after it last looked."""
+        worker: asyncio.Task[None] | None = None
+        again = False
+
+        async def catch_up() -> None:
+            nonlocal again
+            while True:
+                again = False
+                await self.process(stats=stats, pause=pause, batch=batch)
+                if not again:
+                    return
+
+        async def sink(page: list[ResourceVersion]) -> None:
+            nonlocal worker, again
+            if worker is not None and worker.done():
+                worker.result()  # its failure stops the feed
+                worker = None
+            if worker is None:
+                worker = asyncio.ensure_future(catch_up())
+            else:
+                again = True
+
+        try:
+            await feed(sink, stats)
+        except BaseException:
+            if worker is not None:  # what it leaves unprocessed stays pending
+                worker.cancel()
+                with contextlib.suppress(BaseException):
+                    await worker
+            raise
+        if worker is not None:
+            await worker
+
     async def process(
         self,
         versions: Sequence[ResourceVersion] | None = None,
@@ -143,17 +200,30 @@ class Pipeline:
         time (default: the pipeline's)."""
         stats = stats if stats is not None else RunStats()
         size = batch or self.batch
+        leases = self.leases
         if versions is not None:
             for start in range(0, len(versions), size):
-                await self._batch(versions[start : start + size], stats)
+                chunk = versions[start : start + size]
+                if leases is not None:  # the others' lanes wait, pending, for their holders
+                    leases.rebalance()
+                    chunk = leases.mine(chunk)
+                await self._batch(chunk, stats)
             return stats
-        while pending := self.store.pending(size):
+        while pending := (self.store.pending(size) if leases is None else self._leased(size)):
             await self._batch(pending, stats)
             if self.progress is not None:
                 self.progress("process", stats)
             if pause is not None:
                 await pause()
         return stats
+
+    def _leased(self, size: int) -> list[ResourceVersion]:
+        """The next batch of a worker: its share of the lanes taken again first (between
+        batches nothing of a lane is in flight, so lanes may change hands), then their
+        pending versions."""
+        assert self.leases is not None
+        self.leases.rebalance()
+        return self.leases.pending(size)
 
     async def _batch(self, versions: Sequence[ResourceVersion], stats: RunStats) -> None:
         """One batch: lanes, evaluation, one commit; the careful path after a refusal."""

@@ -1,11 +1,15 @@
 """Missed-event detection for topic-based subscriptions (Backport IG, ``errors.md``).
 
-Per subscription the tracker keeps ``contiguous`` (every event number up to it was received),
-the numbers received above it, the highest number the server claims (``events-since-
-subscription-start``) and when the last message came. A number above ``contiguous + 1``
-with a hole below it, a count the server reports beyond what arrived, or a status of
-``error`` means events may be lost: the receiver then catches up by polling. ``contiguous``
-is persisted with the store's watermark API (``subscription:<id>``) so a restart keeps it.
+Per subscription the store counts ``contiguous`` (every event number up to it was received),
+the numbers received above it and the highest number the server claims (``events-since-
+subscription-start``), atomically (:meth:`~fhirbridge.store.base.Store.record_events`): several
+receivers behind a load balancer, each getting some of one subscription's notifications,
+count them together, and a restart resumes where they were. The tracker keeps in memory
+what it last learnt of them and when the last message came. A number above
+``contiguous + 1`` with a hole below it, a count the server reports beyond what arrived, or a
+status of ``error`` means events may be lost: the receiver then catches up by polling.
+(Journals written before the counters kept ``contiguous`` as the watermark
+``subscription:<id>``: the first notification carries it over.)
 
 Deliveries may arrive out of order (sekmet sends from four threads): a hole is only a
 *suspected* gap until it outlives a short grace period; the receiver decides that.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -53,7 +57,6 @@ class _State:
     contiguous: int
     last_seen: float
     highest: int = 0
-    ahead: set[int] = field(default_factory=set)
     alarmed: bool = False
 
 
@@ -82,8 +85,9 @@ class EventTracker:
         state = self._subs.get(subscription_id)
         if state is None:
             saved = self.store.watermark(self.server, watermark_key(subscription_id))
-            start = int(saved) if saved and saved.isdigit() else 0
-            state = _State(topic=topic, contiguous=start, last_seen=self.clock(), highest=start)
+            start = int(saved) if saved and saved.isdigit() else None
+            count = self.store.record_events(self.server, subscription_id, (), through=start)
+            state = _State(topic, count.contiguous, self.clock(), count.highest)
             self._subs[subscription_id] = state
             while len(self._subs) > self.capacity:
                 forgotten, _ = self._subs.popitem(last=False)
@@ -94,35 +98,30 @@ class EventTracker:
             state.topic = topic
         return state
 
-    def _advance(self, subscription_id: str, state: _State, to: int | None = None) -> None:
-        before = state.contiguous
-        if to is not None and to > state.contiguous:
-            state.contiguous = to
-        while state.contiguous + 1 in state.ahead:
-            state.contiguous += 1
-        state.ahead = {n for n in state.ahead if n > state.contiguous}
-        if state.contiguous != before:
-            self.store.set_watermark(
-                self.server, watermark_key(subscription_id), str(state.contiguous)
-            )
+    def _record(
+        self,
+        subscription_id: str,
+        state: _State,
+        numbers: Iterable[int] = (),
+        *,
+        highest: int | None = None,
+        through: int | None = None,
+    ) -> int:
+        """Count in the store; returns how many of ``numbers`` had arrived before."""
+        count = self.store.record_events(
+            self.server, subscription_id, numbers, highest=highest, through=through
+        )
+        state.contiguous, state.highest = count.contiguous, count.highest
+        return count.duplicates
 
     def observe(self, status: SubscriptionStatus) -> Observation:
         """Record a notification (after what it carried is journalled)."""
         state = self._state(status.subscription_id, status.topic)
         state.last_seen, state.alarmed = self.clock(), False
-        duplicates = 0
-        for event in status.events:
-            number = event.number
-            if number is None:
-                continue
-            if number <= state.contiguous or number in state.ahead:
-                duplicates += 1
-            else:
-                state.ahead.add(number)
-            state.highest = max(state.highest, number)
-        if status.events_since_start is not None:
-            state.highest = max(state.highest, status.events_since_start)
-        self._advance(status.subscription_id, state)
+        numbers = [event.number for event in status.events if event.number is not None]
+        duplicates = self._record(
+            status.subscription_id, state, numbers, highest=status.events_since_start
+        )
         return Observation(
             duplicates=duplicates,
             gap=state.highest > state.contiguous,
@@ -144,7 +143,7 @@ class EventTracker:
         for sid, highest in marks.items():
             state = self._subs.get(sid)
             if state is not None:
-                self._advance(sid, state, highest)
+                self._record(sid, state, through=highest)
 
     def overdue(self, heartbeats: Mapping[str, float]) -> list[str]:
         """Subscriptions silent for more than twice their topic's heartbeat period (each

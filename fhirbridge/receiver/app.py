@@ -59,11 +59,11 @@ from fhirbridge.receiver._notify import (
     parse_topic_notification,
 )
 from fhirbridge.receiver._receiver import OnInactive, Receiver, ReceiverUnavailable
+from fhirbridge.subscriptions import DEFAULT_PREFIX
 
 __all__ = ["DEFAULT_PREFIX", "create_app", "outcome"]
 
 log = structlog.get_logger(__name__)
-DEFAULT_PREFIX = "/notify"
 FHIR_JSON = "application/fhir+json"
 #: Failures of a parser's own code on input it did not foresee: still the input's fault.
 _UNFORESEEN = (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError)

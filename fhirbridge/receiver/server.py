@@ -24,6 +24,7 @@ from fhirbridge.errors import ConfigError, FhirBridgeError
 from fhirbridge.receiver._bounds import JsonLimits
 from fhirbridge.receiver._protocol import ConnectionLimits, guarded_protocol
 from fhirbridge.receiver.app import DEFAULT_PREFIX, create_app
+from fhirbridge.subscriptions import ensure_subscriptions
 
 __all__ = ["ReceiverServer", "freeze_heap", "serve"]
 
@@ -73,8 +74,6 @@ def _reactivator(bridge: Bridge, config: Config) -> Any:
     lock = asyncio.Lock()
 
     async def reactivate(subscription_id: str) -> None:
-        from fhirbridge.subscriptions import ensure_subscriptions
-
         async with lock:
             try:
                 await ensure_subscriptions(bridge, config)
@@ -115,11 +114,16 @@ def uvicorn_config(app: Any, receiver: ReceiverConfig) -> uvicorn.Config:
     )
 
 
-async def serve(config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREFIX) -> None:
+async def serve(
+    config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREFIX, worker: bool = False
+) -> None:
     """Receive notifications on ``receiver.host:port`` until SIGTERM/SIGINT.
 
     With ``poll`` the server is also polled every ``receiver.poll_interval`` seconds (and once
-    at start). A subscription that reports ``error`` is set back to requested (re-running
+    at start). ``worker``: one of several receivers sharing the journal (PostgreSQL), each
+    processing and writing the patient lanes it leases (every ``receiver.poll_interval``
+    seconds it also takes up what the others journalled for its lanes). A subscription that
+    reports ``error`` is set back to requested (re-running
     :func:`fhirbridge.subscriptions.ensure_subscriptions`) when subscriptions are configured.
     """
     receiver = config.receiver
@@ -129,7 +133,7 @@ async def serve(config: Config, *, poll: bool = True, prefix: str = DEFAULT_PREF
             "receiver.secret: the receiver needs a shared secret (receiver.secret, "
             "receiver.secret_file or FHIRBRIDGE_RECEIVER__SECRET) that senders present"
         )
-    async with Bridge.from_config(config) as bridge:
+    async with Bridge.from_config(config, worker=worker) as bridge:
         app = create_app(
             bridge,
             secret=secret,

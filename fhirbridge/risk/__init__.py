@@ -43,10 +43,10 @@ signals, oncology services). A result lists the Condition codes no table recogni
 from __future__ import annotations
 
 from fhirbridge.risk._result import ScoreResult
+from fhirbridge.risk.assessment import risk_assessment, score_observation
 from fhirbridge.risk.comorbidity import charlson
 from fhirbridge.risk.hospital import hospital
 from fhirbridge.risk.lace import lace
-from fhirbridge.risk.resources import risk_assessment, score_observation
 
 __all__ = [
     "ScoreResult",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from fhirbridge.risk._fhir import (
+from fhirbridge._fhirjson import (
     Resource,
     codes,
     has_code,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from fhirbridge._fhirjson import resource_key
 
 if TYPE_CHECKING:
     from fhirbridge.risk.comorbidity import Unrecognised
 
-__all__ = ["ScoreResult"]
+__all__ = ["Evidence", "ScoreResult", "tier_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +72,44 @@ def tier_for(total: int, bands: tuple[tuple[int, str], ...]) -> str:
         if total >= low:
             name = band
     return name
+
+
+class Evidence:
+    """What one score is computing from: the inputs found and missing, in the score's order,
+    and the ``Type/id`` of every resource its points came from (the index encounter first)."""
+
+    __slots__ = ("found", "missing", "refs")
+
+    def __init__(self, index: str | None) -> None:
+        self.found: list[str] = []
+        self.missing: list[str] = []
+        self.refs: list[str] = [index] if index else []
+
+    def note(self, label: str, present: bool) -> None:
+        """Name the input ``label`` as found or as missing."""
+        (self.found if present else self.missing).append(label)
+
+    def cite(self, resources: Iterable[Mapping[str, Any]]) -> None:
+        """Add the resources (those with a type and an id) that points came from."""
+        self.refs.extend(key for resource in resources if (key := resource_key(resource)))
+
+    def result(
+        self,
+        score_name: str,
+        components: Mapping[str, int],
+        bands: tuple[tuple[int, str], ...],
+        **details: Any,
+    ) -> ScoreResult:
+        """The :class:`ScoreResult`: the points of ``components`` summed and banded, with the
+        inputs noted so far (each reference once) and the score's own ``details``."""
+        total = sum(components.values())
+        return ScoreResult(
+            score_name=score_name,
+            total=total,
+            tier=tier_for(total, bands),
+            components=components,
+            found=tuple(self.found),
+            missing=tuple(self.missing),
+            inputs=tuple(dict.fromkeys(self.refs)),
+            **details,
+        )

@@ -20,9 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fhirbridge.errors import ConfigError
+from fhirbridge._shipped import mappings_dir
+from fhirbridge._yaml import read_yaml
+from fhirbridge.errors import ConfigError, RuleError
 
 __all__ = [
     "CHARLSON_FILE",
@@ -53,21 +53,6 @@ _SEMANTIC_TAG = re.compile(
     r"\s*\((disorder|finding|situation|morphologic abnormality|clinical finding|event)\)\s*$",
     re.IGNORECASE,
 )
-
-
-def mappings_dir() -> Path:
-    """The ``mappings/`` folder: installed (``fhirbridge/_data/mappings``) or the source checkout.
-
-    Raises ConfigError when neither holds the Charlson table.
-    """
-    here = Path(__file__).resolve()
-    candidates = (here.parents[1] / "_data" / "mappings", here.parents[2] / "mappings")
-    for candidate in candidates:
-        if (candidate / CHARLSON_FILE).is_file():
-            return candidate
-    raise ConfigError(
-        f"mappings/{CHARLSON_FILE} not found (looked in {', '.join(map(str, candidates))})"
-    )
 
 
 def normalise_icd10(code: str) -> str:
@@ -233,8 +218,8 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            data = read_yaml(path).data
+        except RuleError as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from exc
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, tzinfo
 from typing import Any, Literal
 
-from fhirbridge.risk._fhir import codings, local_date, resource_key, status_code
+from fhirbridge._fhirjson import codings, local_date, resource_key, status_code
 from fhirbridge.risk.codes import WEIGHT_TABLES, CharlsonTable, charlson_table
 
 __all__ = [

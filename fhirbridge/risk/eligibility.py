@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, tzinfo
 from typing import Any
 
-from fhirbridge.risk._fhir import codings, local_date, period
+from fhirbridge._fhirjson import codings, local_date, period
 from fhirbridge.rules.dispositions import disposition_group
 
 __all__ = ["DIED_IN_HOSPITAL", "not_scored_reason"]

@@ -22,16 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from fhirbridge.risk._encounter import (
-    Stay,
-    acuity_of,
-    check_encounter,
-    is_inpatient,
-    other_encounters,
-    started_in_window,
-    stay_of,
-)
-from fhirbridge.risk._fhir import (
+from fhirbridge._fhirjson import (
     Resource,
     has_code,
     instant,
@@ -41,7 +32,16 @@ from fhirbridge.risk._fhir import (
     same_subject,
     texts,
 )
-from fhirbridge.risk._result import ScoreResult, tier_for
+from fhirbridge.risk._encounter import (
+    Stay,
+    acuity_of,
+    check_encounter,
+    is_inpatient,
+    other_encounters,
+    started_in_window,
+    stay_of,
+)
+from fhirbridge.risk._result import Evidence, ScoreResult
 from fhirbridge.risk.codes import LabTable, risk_inputs
 
 __all__ = [
@@ -243,17 +243,15 @@ def hospital(
     check_encounter(encounter)
     inputs = risk_inputs()
     stay = stay_of(encounter, inputs, tz)
-    found: list[str] = []
-    missing: list[str] = []
-    refs: list[str] = [stay.key] if stay.key else []
+    evidence = Evidence(stay.key)
 
     def lab_points(lab: LabTable, label: str) -> int:
         result = _last_result(stay, observations, lab)
-        (found if result else missing).append(label)
+        evidence.note(label, result is not None)
         if result is None:
             return 0
         if result.key:
-            refs.append(result.key)
+            evidence.refs.append(result.key)
         return 1 if result.value < lab.threshold else 0
 
     points_h = lab_points(inputs.haemoglobin, "haemoglobin")
@@ -268,20 +266,20 @@ def hospital(
         _references(oncology_organizations, "Organization"),
         _references(oncology_locations, "Location"),
     )
-    (found if service_known else missing).append("service")
+    evidence.note("service", service_known)
     points_o = 2 if oncology else 0
 
     points_s = lab_points(inputs.sodium, "sodium")
 
     done = _procedures(stay, procedures)
-    (found if procedures else missing).append("procedures")
+    evidence.note("procedures", bool(procedures))
     points_p = 1 if done else 0
-    refs.extend(key for p in done if (key := resource_key(p)))
+    evidence.cite(done)
 
     acuity = acuity_of(encounter, stay, encounters, inputs)
-    (found if acuity.known else missing).append("admission-acuity")
+    evidence.note("admission-acuity", acuity.known)
     points_it = 1 if acuity.acute else 0
-    refs.extend(key for e in acuity.linked if (key := resource_key(e)))
+    evidence.cite(acuity.linked)
 
     history = list(other_encounters(stay, encounters, inputs))
     admissions = [
@@ -292,32 +290,26 @@ def hospital(
         and (stay.key is None or ref_key(e.get("partOf")) != stay.key)
         and started_in_window(e, stay, ADMISSIONS_WINDOW_MONTHS, tz)
     ]
-    (found if history and stay.start is not None else missing).append("admissions")
+    evidence.note("admissions", bool(history) and stay.start is not None)
     points_a = admissions_points(len(admissions))
-    refs.extend(key for e in admissions if (key := resource_key(e)))
+    evidence.cite(admissions)
 
     los = stay.length_of_stay
-    (found if los is not None else missing).append("length-of-stay")
+    evidence.note("length-of-stay", los is not None)
     points_l = 2 if los is not None and los >= 5 else 0
 
-    components = {
-        "H": points_h,
-        "O": points_o,
-        "S": points_s,
-        "P": points_p,
-        "IT": points_it,
-        "A": points_a,
-        "L": points_l,
-    }
-    total = sum(components.values())
-    return ScoreResult(
-        score_name="hospital",
-        total=total,
-        tier=tier_for(total, HOSPITAL_TIERS),
-        components=components,
-        found=tuple(found),
-        missing=tuple(missing),
-        inputs=tuple(dict.fromkeys(refs)),
+    return evidence.result(
+        "hospital",
+        {
+            "H": points_h,
+            "O": points_o,
+            "S": points_s,
+            "P": points_p,
+            "IT": points_it,
+            "A": points_a,
+            "L": points_l,
+        },
+        HOSPITAL_TIERS,
         acuity_signals=acuity.signals,
         length_of_stay=los,
     )

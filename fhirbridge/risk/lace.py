@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, tzinfo
 from typing import Any
 
+from fhirbridge._fhirjson import ref_key, same_subject
 from fhirbridge.risk._encounter import (
     acuity_of,
     check_encounter,
@@ -27,8 +28,7 @@ from fhirbridge.risk._encounter import (
     started_in_window,
     stay_of,
 )
-from fhirbridge.risk._fhir import ref_key, resource_key, same_subject
-from fhirbridge.risk._result import ScoreResult, tier_for
+from fhirbridge.risk._result import Evidence, ScoreResult
 from fhirbridge.risk.codes import risk_inputs
 from fhirbridge.risk.comorbidity import active_during, charlson_detail
 
@@ -95,18 +95,16 @@ def lace(
     check_encounter(encounter)
     inputs = risk_inputs()
     stay = stay_of(encounter, inputs, tz)
-    found: list[str] = []
-    missing: list[str] = []
-    refs: list[str] = [stay.key] if stay.key else []
+    evidence = Evidence(stay.key)
 
     los = stay.length_of_stay
-    (found if los is not None else missing).append("length-of-stay")
+    evidence.note("length-of-stay", los is not None)
     points_l = 0 if los is None else length_of_stay_points(los)
 
     acuity = acuity_of(encounter, stay, encounters, inputs)
-    (found if acuity.known else missing).append("admission-acuity")
+    evidence.note("admission-acuity", acuity.known)
     points_a = ACUTE_POINTS if acuity.acute else 0
-    refs.extend(key for e in acuity.linked if (key := resource_key(e)))
+    evidence.cite(acuity.linked)
 
     eligible = [
         c
@@ -115,10 +113,10 @@ def lace(
         and same_subject(c, stay.patient)
         and active_during(c, stay.start_date, stay.end_date, tz)
     ]
-    (found if eligible else missing).append("conditions")
+    evidence.note("conditions", bool(eligible))
     detail = charlson_detail(eligible, weights="lace", current=False)
     points_c = comorbidity_points(detail.points)
-    refs.extend(detail.sources)
+    evidence.refs.extend(detail.sources)
 
     history = list(other_encounters(stay, encounters, inputs))
     linked = {id(e) for e in acuity.linked}
@@ -130,20 +128,14 @@ def lace(
         and is_emergency(e, inputs, history=True)
         and started_in_window(e, stay, ED_WINDOW_MONTHS, tz)
     ]
-    (found if history and stay.start is not None else missing).append("ed-visits")
+    evidence.note("ed-visits", bool(history) and stay.start is not None)
     points_e = ed_visit_points(len(visits))
-    refs.extend(key for e in visits if (key := resource_key(e)))
+    evidence.cite(visits)
 
-    components = {"L": points_l, "A": points_a, "C": points_c, "E": points_e}
-    total = sum(components.values())
-    return ScoreResult(
-        score_name="lace",
-        total=total,
-        tier=tier_for(total, LACE_TIERS),
-        components=components,
-        found=tuple(found),
-        missing=tuple(missing),
-        inputs=tuple(dict.fromkeys(refs)),
+    return evidence.result(
+        "lace",
+        {"L": points_l, "A": points_a, "C": points_c, "E": points_e},
+        LACE_TIERS,
         charlson_categories=detail.categories,
         acuity_signals=acuity.signals,
         length_of_stay=los,

@@ -7,7 +7,7 @@ format is documented in :mod:`fhirbridge.rules.model`.
 
 from __future__ import annotations
 
-from fhirbridge.rules._paths import mappings_dir
+from fhirbridge._shipped import mappings_dir
 from fhirbridge.rules.calendar import BusinessCalendar
 from fhirbridge.rules.dispositions import DispositionTable, disposition_group
 from fhirbridge.rules.evaluate import PlanContext, RulePack

@@ -29,8 +29,8 @@ from pydantic import (
     field_validator,
 )
 
-from fhirbridge.rules._paths import mappings_dir
-from fhirbridge.rules._yaml import one_of, read_yaml, validation_error
+from fhirbridge._shipped import mappings_dir
+from fhirbridge._yaml import one_of, read_yaml, validation_error
 
 __all__ = ["BASE_SYSTEM", "GROUPS", "DispositionTable", "disposition_group"]
 

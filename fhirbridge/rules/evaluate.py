@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fhirbridge import identity
+from fhirbridge._fhirjson import local_date
 from fhirbridge.rules._compiled import CompiledRule, Known, compile_pack
 from fhirbridge.rules.calendar import BusinessCalendar
 from fhirbridge.rules.dispositions import DispositionTable, default_table
@@ -153,16 +154,7 @@ def _fact_date(value: Any, calendar: BusinessCalendar) -> date | None:
         return calendar.local_date(value)
     if isinstance(value, date):
         return value
-    if isinstance(value, str):
-        text = value.strip()
-        if len(text) == 10:
-            try:
-                return date.fromisoformat(text)
-            except ValueError:
-                return None
-        parsed = parse_instant(text)
-        return calendar.local_date(parsed) if parsed else None
-    return None
+    return local_date(value, calendar.zone)
 
 
 def _due(due: Due, facts: _Facts, calendar: BusinessCalendar) -> date:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from fhirbridge._shipped import mappings_dir
+from fhirbridge._yaml import YamlDoc, read_yaml, schema_keys, validation_error
 from fhirbridge.errors import RuleError
-from fhirbridge.rules._paths import mappings_dir
-from fhirbridge.rules._yaml import YamlDoc, read_yaml, schema_keys, validation_error
 from fhirbridge.rules.dispositions import DispositionTable
 from fhirbridge.rules.evaluate import RulePack
 from fhirbridge.rules.model import Defaults, Rule, RuleFile, yaml_loc

@@ -114,7 +114,7 @@ from pydantic import (
     model_validator,
 )
 
-from fhirbridge.rules._yaml import one_of
+from fhirbridge._yaml import one_of
 from fhirbridge.rules.calendar import BusinessCalendar, parse_weekdays
 from fhirbridge.rules.dispositions import GROUPS
 from fhirbridge.values import TransitionKind

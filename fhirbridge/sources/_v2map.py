@@ -24,9 +24,9 @@ from typing import Any, Literal
 import hl7
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fhirbridge._shipped import mappings_dir
+from fhirbridge._yaml import read_yaml, validation_error
 from fhirbridge.errors import FhirBridgeError
-from fhirbridge.rules._paths import mappings_dir
-from fhirbridge.rules._yaml import read_yaml, validation_error
 
 __all__ = [
     "AdtMessage",

@@ -111,7 +111,9 @@ class BulkExport:
                 return manifest
             if self.progress is not None:
                 self.progress(response.headers.get("x-progress", "in progress"))
-            pause = parse_retry_after(response.headers.get("retry-after"))
+            pause = parse_retry_after(
+                response.headers.get("retry-after"), now=self.client.clock.now()
+            )
             pause = min(pause if pause is not None else delay, 60.0)
             if waited + pause > self.max_wait:
                 raise FhirError(f"the export did not finish within {self.max_wait:.0f} s")

@@ -40,7 +40,9 @@ __all__ = [
     "patient_key",
     "loads_mapping",
     "outbox_from_row",
+    "outbox_lane_key",
     "outbox_letter",
+    "reference_lane_key",
     "rejected_letter",
     "relative_reference",
     "stay_from_row",
@@ -168,9 +170,23 @@ def patient_key(version: ResourceVersion) -> str:
     return version.reference
 
 
+def reference_lane_key(reference: str) -> int:
+    """A patient's lane key: the CRC-32 of its ``Patient/id``; its lane among ``n`` is
+    ``key % n``. The one definition the journal's columns, the workers' lane leases and the
+    pipeline's lanes share (see :mod:`fhirbridge.store.lanes`)."""
+    return zlib.crc32(relative_reference(reference).encode())
+
+
 def lane_key(version: ResourceVersion) -> int:
-    """The CRC-32 of :func:`patient_key`: a patient's lane among ``n`` is ``lane_key % n``."""
-    return zlib.crc32(patient_key(version).encode())
+    """The lane key of a version's patient (:func:`patient_key`)."""
+    return reference_lane_key(patient_key(version))
+
+
+def outbox_lane_key(item: OutboxItem) -> int:
+    """The lane key of an outbox item: its planning transition's patient (else its key)."""
+    transition = item.payload.get("transition")
+    patient = transition.get("patient") if isinstance(transition, Mapping) else None
+    return reference_lane_key(patient if isinstance(patient, str) and patient else item.key)
 
 
 def version_params(version: ResourceVersion, now: datetime | str) -> dict[str, Any]:

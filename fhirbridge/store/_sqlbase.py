@@ -379,6 +379,7 @@ class SqlStore(ABC, Generic[_C]):
             "kind": item.kind,
             "payload": _codec.dumps(dict(item.payload)),
             "now": now,
+            "lane_key": _codec.outbox_lane_key(item),
         }
 
     def _insert_outbox(self, cur: _C, items: Sequence[OutboxItem], now: datetime | str) -> int:

@@ -188,6 +188,17 @@ class SqlWork(SqlStore[_C]):
             return frozenset(held)
 
     @translated
+    def renew_lanes(self, holder: Holder, seconds: float = LEASE_SECONDS) -> frozenset[int]:
+        """Extend the worker's lane leases that still run, taking none and giving none up."""
+        now, until = self._later(seconds)
+        who = self._holder_params("", holder)
+        params = {"holder": holder.worker, "prefix": _LANE, "now": now, "until": until}
+        with self._write() as cur:
+            cur.execute(self._queries["see_worker"], {**who, "now": now, "until": until})
+            cur.execute(self._queries["renew_leases"], params)
+            return frozenset(int(name[len(_LANE) :]) for (name,) in cur.fetchall())
+
+    @translated
     def release_lanes(self, holder: Holder) -> None:
         """Give up the worker's lanes and outbox leases, and forget the worker."""
         now = self._now()
@@ -213,9 +224,21 @@ class SqlWork(SqlStore[_C]):
         return [_codec.version_from_row(row) for row in self._read("pending_in_lanes", params)]
 
     # -- outbox leases ---------------------------------------------------------------------
-    def _lease_outbox(self, limit: int, holder: Holder, seconds: float) -> list[OutboxItem]:
+    def _lease_outbox(
+        self, limit: int, holder: Holder, seconds: float, lanes: Iterable[int] | None, count: int
+    ) -> list[OutboxItem]:
         now, until = self._later(seconds)
-        params = {"holder": holder.worker, "now": now, "until": until, "limit": max(0, limit)}
+        chosen = None if lanes is None else sorted(set(lanes))
+        if chosen == []:
+            return []
+        params = {
+            "holder": holder.worker,
+            "now": now,
+            "until": until,
+            "limit": max(0, limit),
+            "lanes": None if chosen is None else self._ints(chosen),
+            "lane_count": count,
+        }
         with self._write() as cur:
             cur.execute(self._queries["lease_outbox"], params)
             items = [_codec.outbox_from_row(row) for row in cur.fetchall()]
@@ -223,11 +246,18 @@ class SqlWork(SqlStore[_C]):
 
     @translated
     def claim_outbox(
-        self, limit: int = 50, *, holder: Holder | None = None, seconds: float = LEASE_SECONDS
+        self,
+        limit: int = 50,
+        *,
+        holder: Holder | None = None,
+        seconds: float = LEASE_SECONDS,
+        lanes: Iterable[int] | None = None,
+        lane_count: int = LANES,
     ) -> list[OutboxItem]:
-        """Pending items, oldest first; leased to ``holder`` for ``seconds`` when given."""
+        """Pending items, oldest first; leased to ``holder`` for ``seconds`` when given (of
+        the patients in ``lanes`` only, when given)."""
         if holder is not None:
-            return self._lease_outbox(limit, holder, seconds)
+            return self._lease_outbox(limit, holder, seconds, lanes, lane_count)
         return self._claim_unleased(limit)
 
     def _claim_unleased(self, limit: int) -> list[OutboxItem]:

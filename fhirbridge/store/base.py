@@ -185,6 +185,12 @@ class Store(Protocol):
         often than ``seconds``. Returns the lanes (``0 .. lanes - 1``) it holds now.
         """
 
+    def renew_lanes(self, holder: Holder, seconds: float = LEASE_SECONDS) -> frozenset[int]:
+        """Extend the worker's lane leases that still run (and mark it alive), taking none
+        and giving none up: what a worker calls while it works, between the rebalancing
+        :meth:`lease_lanes` calls it makes when nothing of it is in flight. Returns the lanes
+        it still holds (a lease that ran out may have been taken over)."""
+
     def release_lanes(self, holder: Holder) -> None:
         """Give up the worker's lanes and outbox leases, and forget the worker (on exit)."""
 
@@ -290,13 +296,21 @@ class Store(Protocol):
         """Add items outside a version's processing (sweeps); returns how many were new."""
 
     def claim_outbox(
-        self, limit: int = 50, *, holder: Holder | None = None, seconds: float = LEASE_SECONDS
+        self,
+        limit: int = 50,
+        *,
+        holder: Holder | None = None,
+        seconds: float = LEASE_SECONDS,
+        lanes: Iterable[int] | None = None,
+        lane_count: int = LANES,
     ) -> list[OutboxItem]:
         """Pending items, oldest first (PostgreSQL claims them with SKIP LOCKED).
 
         With ``holder``, the items are leased to it for ``seconds`` (``claimed_by``,
         ``lease_until``, one more attempt) and nobody else gets them until the lease expires
-        or the item is finished or failed; items under another's lease are skipped.
+        or the item is finished or failed; items under a lease that runs (its own included)
+        are skipped. ``lanes`` (with ``holder``) keeps to the items of the patients in those
+        lanes (the patient of an item's planning transition, ``lane_key % lane_count``).
         """
 
     def finish_outbox(self, item_id: int, result: Mapping[str, Any]) -> None:

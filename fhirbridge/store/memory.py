@@ -87,6 +87,7 @@ class _Outbox:
     result: str = "{}"
     claimed_by: str | None = None
     lease_until: datetime | None = None
+    lane_key: int = 0
 
     def item(self) -> OutboxItem:
         return _codec.outbox_from_row(
@@ -272,6 +273,16 @@ class MemoryStore:
                 break
             if self._take(f"lane:{lane:04d}", holder, now, until):
                 held.add(lane)
+        return frozenset(held)
+
+    def renew_lanes(self, holder: Holder, seconds: float = LEASE_SECONDS) -> frozenset[int]:
+        """Extend the worker's lane leases that still run, taking none and giving none up."""
+        now = self._now()
+        until = now + timedelta(seconds=seconds)
+        self._workers[holder.worker] = until
+        held = self._lanes_of(holder.worker, now, mine=True)
+        for lane in held:
+            self._leases[f"lane:{lane:04d}"].expires = until
         return frozenset(held)
 
     def release_lanes(self, holder: Holder) -> None:
@@ -506,7 +517,11 @@ class MemoryStore:
                 continue
             item_id = len(self._outbox) + 1
             self._outbox[item_id] = _Outbox(
-                item_id, item.key, item.kind, _codec.dumps(dict(item.payload))
+                item_id,
+                item.key,
+                item.kind,
+                _codec.dumps(dict(item.payload)),
+                lane_key=_codec.outbox_lane_key(item),
             )
             self._outbox_keys[item.key] = item_id
             added += 1
@@ -518,17 +533,27 @@ class MemoryStore:
         return self._add_outbox(items)
 
     def claim_outbox(
-        self, limit: int = 50, *, holder: Holder | None = None, seconds: float = LEASE_SECONDS
+        self,
+        limit: int = 50,
+        *,
+        holder: Holder | None = None,
+        seconds: float = LEASE_SECONDS,
+        lanes: Iterable[int] | None = None,
+        lane_count: int = LANES,
     ) -> list[OutboxItem]:
-        """Pending items, oldest first; leased to ``holder`` for ``seconds`` when given."""
+        """Pending items, oldest first; leased to ``holder`` for ``seconds`` when given (of
+        the patients in ``lanes`` only, when given)."""
         now = self._now()
         if holder is None:
             pending = (row for row in self._outbox.values() if row.state == "pending")
             return [row.item() for row in islice(pending, max(0, limit))]
+        chosen = None if lanes is None else set(lanes)
         free = (
             row
             for row in self._outbox.values()
-            if row.state == "pending" and (row.lease_until is None or row.lease_until < now)
+            if row.state == "pending"
+            and (row.lease_until is None or row.lease_until < now)
+            and (chosen is None or row.lane_key % lane_count in chosen)
         )
         claimed = list(islice(free, max(0, limit)))
         for row in claimed:

@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from fhirbridge.store.base import OutboxItem
 from fhirbridge.writeback.units import WriteUnit, write_units
 
-__all__ = ["Lanes"]
+__all__ = ["Claim", "Lanes"]
 
+#: Takes up to ``n`` pending outbox items that are not being written.
 Claim = Callable[[int], list[OutboxItem]]
+#: Writes one unit.
 Write = Callable[[WriteUnit], Awaitable[None]]
 
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import date
-from typing import Any
+from typing import Any, get_args
 
 from fhirbridge.store.base import OutboxItem
 from fhirbridge.values import (
     Action,
-    CancelTasks,
     CloseActivity,
-    CompleteCarePlan,
-    CompleteTasks,
     CreateReferral,
     CreateTask,
     RecordRisk,
@@ -22,27 +19,13 @@ from fhirbridge.values import (
 
 __all__ = ["action_from_payload", "outbox_item"]
 
-_KINDS: dict[str, type[Any]] = {
-    "create-task": CreateTask,
-    "cancel-tasks": CancelTasks,
-    "complete-tasks": CompleteTasks,
-    "record-risk": RecordRisk,
-    "close-activity": CloseActivity,
-    "create-referral": CreateReferral,
-    "complete-careplan": CompleteCarePlan,
-}
-
-
-def _kind(action: Action) -> str:
-    for name, cls in _KINDS.items():
-        if isinstance(action, cls):
-            return name
-    raise TypeError(f"not an action: {action!r}")  # pragma: no cover
+#: Every action type by the kind its outbox items carry.
+_KINDS: dict[str, type[Any]] = {cls.KIND: cls for cls in get_args(Action)}
 
 
 def outbox_item(action: Action, transition: Transition) -> OutboxItem:
     """The outbox item for one planned action; its key makes a second enqueue a no-op."""
-    kind = _kind(action)
+    kind = action.KIND
     # shallow: every field is a plain value or a JSON-ready mapping (asdict deep-copies)
     fields = {f.name: getattr(action, f.name) for f in dataclasses.fields(action)}
     if isinstance(action, CreateTask):

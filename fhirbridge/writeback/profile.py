@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fhirbridge._resources import data_dir
+from fhirbridge._shipped import shipped_dir
 from fhirbridge.errors import ProfileError
 
 __all__ = ["Profile", "check", "load_profile", "profiles_dir"]
@@ -49,7 +49,7 @@ CORE_CODES: dict[str, frozenset[str]] = {
 
 def profiles_dir() -> Path:
     """Where the shipped profiles live (source checkout or installed package)."""
-    return data_dir("profiles")
+    return shipped_dir("profiles")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from fhirbridge.identity import OBSERVATION_PLACEHOLDER
 from fhirbridge.store.base import OutboxItem, Store
 from fhirbridge.writeback.actions import OPEN_TASK_STATUSES, handler_for
 from fhirbridge.writeback.heal import Healer
-from fhirbridge.writeback.lanes import Lanes
+from fhirbridge.writeback.lanes import Claim, Lanes
 from fhirbridge.writeback.outbox import action_from_payload
 from fhirbridge.writeback.session import EachSession, Finish, Session, TransactionSession
 from fhirbridge.writeback.units import (
@@ -162,9 +162,11 @@ class Writer:
         return profile.searchable_by_identifier(kind)
 
     # -- draining ----------------------------------------------------------------------------
-    async def drain(self, *, batch: int = 200) -> WriteStats:
+    async def drain(self, *, batch: int = 200, claim: Claim | None = None) -> WriteStats:
         """Perform every pending item, patients concurrently, each patient's units in order.
 
+        ``claim`` takes the next items (default: every pending one, ``Store.claim_outbox``);
+        a worker sharing the journal passes its leased claim, of its lanes' items only.
         A failure a retry may fix (transport, 5xx, 429 after the client's retries) stops the
         drain, leaving its items pending: the lanes writing finish their unit, then it
         propagates.
@@ -175,7 +177,8 @@ class Writer:
         async def write(unit: WriteUnit) -> None:
             await self.write_unit(unit, stats)
 
-        await Lanes(write, concurrency=self.concurrency, batch=batch).run(self.store.claim_outbox)
+        lanes = Lanes(write, concurrency=self.concurrency, batch=batch)
+        await lanes.run(claim if claim is not None else self.store.claim_outbox)
         return stats
 
     async def perform(self, item: OutboxItem, stats: WriteStats | None = None) -> None:

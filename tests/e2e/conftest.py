@@ -1,42 +1,45 @@
-"""End-to-end fixtures: a real sekmet FHIR R4 server on loopback, and engines pointed at it."""
+"""End-to-end fixtures: a real sekmet FHIR R4 server on loopback, and engines pointed at it.
+
+One server serves the whole session (a start costs seconds, a test's cleanup a fraction of
+one): each test gets it through ``sekmet``, which deletes everything the test wrote when it
+ends, so no test sees another's patients, Tasks or Subscriptions. Every test registers its
+own patients anyway. A test that needs a server set up otherwise (authentication, say)
+starts one of its own with :meth:`SekmetServer.start`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fhirbridge.clock import Clock, FixedClock
-from fhirbridge.config import Config, load_config
+from fhirbridge.clock import Clock
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
+from tests.e2e._sekmet import engine_config
 
 
-@pytest.fixture
-def sekmet(tmp_path: Path) -> Iterator[SekmetServer]:
-    """A fresh, open sekmet server (simulator off) for one test."""
-    with SekmetServer.start(tmp_path / "sekmet") as server:
+@pytest.fixture(scope="session")
+def shared_sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
+    """The session's open sekmet server (simulator off); use ``sekmet`` in tests."""
+    with SekmetServer.start(tmp_path_factory.mktemp("sekmet")) as server:
         yield server
 
 
-def engine_config(server: SekmetServer, tmp_path: Path, **engine: Any) -> Config:
-    """A configuration for ``server`` with a journal file in ``tmp_path``."""
-    return load_config(
-        data={
-            "fhir": {"base_url": server.base_url, "name": "sekmet", "retry": {"attempts": 2}},
-            "store": {"url": f"sqlite:///{tmp_path / 'journal.db'}"},
-            "engine": {"default_owner": "Organization/care-coordination", **engine},
-        }
-    )
+@pytest.fixture
+def sekmet(shared_sekmet: SekmetServer) -> Iterator[SekmetServer]:
+    """The session's sekmet server, as if fresh: what the test writes is deleted after it."""
+    if not shared_sekmet.running:
+        pytest.fail(f"the session's sekmet server died:\n{shared_sekmet.log_tail()}")
+    mark = shared_sekmet.mark()
+    yield shared_sekmet
+    shared_sekmet.clear_since(mark)
 
 
 @pytest.fixture
-async def make_bridge(
-    sekmet: SekmetServer, tmp_path: Path
-) -> AsyncIterator[Callable[..., Bridge]]:
+async def make_bridge(sekmet: SekmetServer, tmp_path: Path) -> AsyncIterator[Callable[..., Bridge]]:
     """Build engines on the test's server and journal (call it again to 'restart');
     each is closed at the end of the test."""
     made: list[Bridge] = []
@@ -57,13 +60,3 @@ async def bridge(make_bridge: Callable[..., Bridge]) -> AsyncIterator[Bridge]:
     engine = make_bridge()
     yield engine
     await engine.aclose()
-
-
-def recent() -> datetime:
-    """A poll start that covers what the test just did on the server."""
-    return datetime.now(UTC) - timedelta(minutes=10)
-
-
-def fixed(text: str) -> FixedClock:
-    """A clock stopped at an ISO instant."""
-    return FixedClock(datetime.fromisoformat(text))

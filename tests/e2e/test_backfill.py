@@ -7,7 +7,7 @@ import pytest
 
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.test_discharge_flow import engine_tasks, set_period
+from tests.e2e._sekmet import engine_tasks, set_period
 
 pytestmark = pytest.mark.e2e
 

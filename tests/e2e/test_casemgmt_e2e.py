@@ -10,22 +10,20 @@ them): the tests create and change them as an EHR would.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fhirbridge.engine import Bridge
+from fhirbridge.testing.builders import appointment, revise
+from fhirbridge.testing.builders import coverage as build_coverage
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import TAG, by_code, engine_tasks
+from tests.e2e._sekmet import TAG, by_code, discharged, engine_tasks, fixed, recent, screening
 
 pytestmark = pytest.mark.e2e
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 OPEN = {"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"}
 
 
@@ -34,51 +32,17 @@ def codes(tasks: list[dict[str, Any]]) -> list[str]:
     return sorted(t["code"]["coding"][0]["code"] for t in tasks)
 
 
-def discharged(sekmet: SekmetServer) -> str:
-    """A patient admitted and discharged home just now; returns the Patient id."""
-    patient = sekmet.register_patient()
-    sekmet.discharge(sekmet.admit(patient), "home")
-    return patient
-
-
 def coverage(patient: str, status: str, start: date, end: date) -> dict[str, Any]:
-    """The FHIR R4 example Coverage-9876B1, for ``patient``, with its status and period."""
-    data: dict[str, Any] = json.loads((DATA / "Coverage-9876B1.json").read_text())
-    data.pop("id")
-    data.pop("text", None)
-    data["status"] = status
-    data["beneficiary"] = {"reference": f"Patient/{patient}"}
-    data["subscriber"] = {"reference": f"Patient/{patient}"}
-    data["period"] = {"start": start.isoformat(), "end": end.isoformat()}
-    return data
-
-
-def screening(patient: str, name: str = "Question1") -> dict[str, Any]:
-    """The Gravity SDOHCC Hunger Vital Sign screening response, answered by ``patient`` now."""
-    path = (
-        DATA / "sdohcc" / f"Observation-SDOHCC-ObservationResponseHungerVitalSign{name}Example.json"
-    )
-    data: dict[str, Any] = json.loads(path.read_text())
-    for key in ("id", "meta", "derivedFrom", "performer"):
-        data.pop(key, None)
-    data["subject"] = {"reference": f"Patient/{patient}"}
-    data["effectiveDateTime"] = data["issued"] = datetime.now(UTC).isoformat()
-    return data
+    """A Coverage of ``patient`` with its status and period, for the server to give an id."""
+    return build_coverage(None, patient=patient, status=status, start=start, end=end)
 
 
 def missed(sekmet: SekmetServer, patient: str, start: datetime) -> dict[str, Any]:
-    """The FHIR R4 example Appointment, booked for ``patient`` at ``start``, then a no-show."""
-    data: dict[str, Any] = json.loads((DATA / "Appointment-example.json").read_text())
-    for key in ("id", "text", "basedOn", "slot"):
-        data.pop(key, None)
-    data["participant"] = [
-        {"actor": {"reference": f"Patient/{patient}"}, "required": "required", "status": "accepted"}
-    ]
-    data["start"] = start.isoformat()
-    data["end"] = (start + timedelta(minutes=30)).isoformat()
-    booked = sekmet.create(data)
-    booked["status"] = "noshow"
-    return sekmet.update(booked)
+    """An Appointment booked for ``patient`` at ``start`` for 30 minutes, then a no-show."""
+    booked = sekmet.create(
+        appointment(None, patient=patient, start=start, end=start + timedelta(minutes=30))
+    )
+    return sekmet.update(revise(booked, status="noshow"))
 
 
 async def test_coverage_gap_review_is_completed_when_coverage_becomes_active(

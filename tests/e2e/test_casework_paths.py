@@ -12,10 +12,7 @@ from typing import Any
 import pytest
 
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_casemgmt_e2e import discharged, screening
-from tests.e2e.test_discharge_flow import TAG, engine_tasks
-from tests.e2e.test_write_units import engine
+from tests.e2e._sekmet import TAG, discharged, engine, engine_tasks, fixed, recent, screening
 
 pytestmark = pytest.mark.e2e
 PATHS = pytest.mark.parametrize("transactions", [True, False], ids=["transaction", "per-resource"])

@@ -22,9 +22,7 @@ import uvicorn
 from fhirbridge.console import console_app
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import engine_tasks
-from tests.e2e.test_report_e2e import discharged_home, scenario
+from tests.e2e._sekmet import discharged_home, engine_tasks, fixed, recent, scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -106,10 +104,10 @@ async def served(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     task = asyncio.create_task(server.serve())
-    for _ in range(200):  # uvicorn offers no event to wait on
-        if server.started:
-            break
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(60):  # uvicorn offers no event to wait on
+        while not server.started:
+            assert not task.done(), "the console did not start"
+            await asyncio.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}", engine
     finally:
@@ -135,7 +133,7 @@ def shoot(driver: Any, tmp_path: Path, name: str) -> None:
 
 
 async def test_console_replay_and_report_in_chromium(
-    served: tuple[str, Bridge], sekmet: SekmetServer, browser: Any, tmp_path: Path
+    browser: Any, served: tuple[str, Bridge], sekmet: SekmetServer, tmp_path: Path
 ) -> None:
     """Without the secret the console shows only the sign-in form; signed in, it lists the
     dead letter (a discharge notification the journal could not take); Replay makes it
@@ -154,6 +152,20 @@ async def test_console_replay_and_report_in_chromium(
     await asyncio.to_thread(drive, browser, base, letter, sekmet, patient, tmp_path)
 
 
+def appears(browser: Any, by: str, value: str, text: str = "", within: float = 60) -> Any:
+    """The element (holding ``text``) once the page the browser is loading has it: a click
+    that submits a form returns before the next page is there."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def found(driver: Any) -> Any:
+        element = driver.find_element(by, value)
+        return element if text in element.text else None
+
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(browser, within, ignored_exceptions=ignored).until(found)
+
+
 def drive(
     browser: Any, base: str, letter: int, sekmet: SekmetServer, patient: str, tmp_path: Path
 ) -> None:
@@ -167,13 +179,13 @@ def drive(
 
     browser.find_element(By.ID, "secret").send_keys(SECRET)
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    row = browser.find_element(By.ID, f"dead-letter-{letter}")
+    row = appears(browser, By.ID, f"dead-letter-{letter}")  # the signed-in page has loaded
     assert "disk full" in row.text
     shoot(browser, tmp_path, "console")
 
     assert engine_tasks(sekmet, patient) == []
     row.find_element(By.CSS_SELECTOR, "button").click()
-    assert "Replayed 1" in browser.find_element(By.ID, "flash").text
+    appears(browser, By.ID, "flash", "Replayed 1")  # the next page says so (or this times out)
     assert not browser.find_elements(By.ID, f"dead-letter-{letter}")
     codes = {t["code"]["coding"][0]["code"] for t in engine_tasks(sekmet, patient)}
     assert {"tcm-contact", "tcm-visit"} <= codes

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -17,57 +16,22 @@ import yaml
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import (
-    ENGINE_TAG_CODE,
-    ENGINE_TAG_SYSTEM,
     IDENTIFIER_SYSTEM,
     CreateTask,
     RecordRisk,
 )
-from tests.e2e.conftest import fixed, recent
+from tests.e2e._sekmet import (
+    CASE_WORK,
+    TAG,
+    by_code,
+    case_manager,
+    engine_tasks,
+    fixed,
+    recent,
+    set_period,
+)
 
 pytestmark = pytest.mark.e2e
-TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
-#: What case management adds to a qualifying discharge of a patient the server holds no
-#: Coverage for: the coverage review, and the first periodic review of the new CarePlan.
-CASE_WORK = {"coverage-review", "careplan-review"}
-
-
-def engine_tasks(server: SekmetServer, patient: str) -> list[dict[str, Any]]:
-    """The engine's Tasks for a patient, as the server has them."""
-    return server.search("Task", {"patient": f"Patient/{patient}", "_tag": TAG})
-
-
-def by_code(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Tasks keyed by their engine code."""
-    return {t["code"]["coding"][0]["code"]: t for t in tasks}
-
-
-def set_period(server: SekmetServer, encounter_id: str, start: str, end: str | None) -> None:
-    """Move an encounter's period to fixed dates (the workflows stamp 'now')."""
-    encounter = server.read("Encounter", encounter_id)
-    encounter["period"] = {"start": start, **({"end": end} if end else {})}
-    server.update(encounter)
-
-
-def case_manager(server: SekmetServer, patient: str) -> str:
-    """Give the patient an active CareTeam with a case manager; returns the practitioner."""
-    practitioner = server.create(
-        {"resourceType": "Practitioner", "name": [{"family": "Casey", "given": ["Manager"]}]}
-    )
-    server.create(
-        {
-            "resourceType": "CareTeam",
-            "status": "active",
-            "subject": {"reference": f"Patient/{patient}"},
-            "participant": [
-                {
-                    "role": [{"coding": [{"code": "case-manager"}]}],
-                    "member": {"reference": f"Practitioner/{practitioner['id']}"},
-                }
-            ],
-        }
-    )
-    return f"Practitioner/{practitioner['id']}"
 
 
 async def test_discharge_home_writes_the_two_tcm_tasks_once(

@@ -13,8 +13,7 @@ import yaml
 
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer, free_port
-from tests.e2e.conftest import recent
-from tests.e2e.test_discharge_flow import engine_tasks
+from tests.e2e._sekmet import engine_tasks, recent
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -20,22 +18,18 @@ import yaml
 from fhirbridge.engine import Bridge
 from fhirbridge.sources.hl7v2 import ingest_hl7
 from fhirbridge.testing.sekmet import SekmetServer
-from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM
-from tests.e2e.conftest import recent
+from tests.e2e._sekmet import (
+    DISCHARGE_WORK,
+    MRN_SYSTEM,
+    VISIT_SYSTEM,
+    by_code,
+    discharge_home,
+    engine_tasks,
+    identifier,
+    recent,
+)
 
 pytestmark = pytest.mark.e2e
-TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
-MRN_SYSTEM, VISIT_SYSTEM = "urn:oid:1.2.3.4.5.1", "urn:oid:1.2.3.4.5.2"
-
-
-def identifier(resource: dict[str, Any], system: str) -> str:
-    """The value of the resource's identifier in ``system``."""
-    return next(i["value"] for i in resource["identifier"] if i.get("system") == system)
-
-
-def dtm(moment: datetime) -> str:
-    """An HL7 v2 DTM with seconds and offset."""
-    return moment.strftime("%Y%m%d%H%M%S%z")
 
 
 def admitted_patient(sekmet: SekmetServer) -> tuple[str, str, str, str]:
@@ -45,33 +39,6 @@ def admitted_patient(sekmet: SekmetServer) -> tuple[str, str, str, str]:
     mrn = identifier(sekmet.read("Patient", patient_id), MRN_SYSTEM)
     visit = identifier(sekmet.read("Encounter", encounter_id), VISIT_SYSTEM)
     return patient_id, mrn, encounter_id, visit
-
-
-def discharge_home(mrn: str, visit: str, control_id: str = "E2E0001") -> str:
-    """An ADT^A03 discharging the visit home (PV1-36 01) a minute from now."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    fields = [""] * 46
-    fields[2], fields[3], fields[19], fields[36] = "I", "WARD4A^401^1^SEKMET", visit, "01"
-    fields[44], fields[45] = dtm(now - timedelta(days=3)), dtm(now)
-    segments = [
-        f"MSH|^~\\&|ADT|SEKMET|FHIRBRIDGE|SEKMET|{dtm(now + timedelta(minutes=1))}||"
-        f"ADT^A03^ADT_A03|{control_id}|P|2.5",
-        f"EVN|A03|{dtm(now)}",
-        f"PID|1||{mrn}^^^SEKMET^MR||DOE^JANE||19500304|F",
-        "PV1|" + "|".join(fields[1:]),
-    ]
-    return "\r".join(segments) + "\r"
-
-
-#: A discharge home of a patient with no Coverage on the server: the TCM contact and visit,
-#: medication reconciliation, and the coverage review.
-DISCHARGE_WORK = {"tcm-contact", "tcm-visit", "med-reconciliation", "coverage-review"}
-
-
-def engine_tasks(sekmet: SekmetServer, patient_id: str) -> dict[str, dict[str, Any]]:
-    """The engine's Tasks for the patient on sekmet, by task code."""
-    tasks = sekmet.search("Task", {"patient": f"Patient/{patient_id}", "_tag": TAG})
-    return {t["code"]["coding"][0]["code"]: t for t in tasks}
 
 
 async def test_a_v2_discharge_writes_the_tcm_tasks_once(
@@ -88,7 +55,7 @@ async def test_a_v2_discharge_writes_the_tcm_tasks_once(
     # TCM contact and visit, medication reconciliation, coverage review (no Coverage)
     assert stats.created == 4
 
-    tasks = engine_tasks(sekmet, patient_id)
+    tasks = by_code(engine_tasks(sekmet, patient_id))
     assert set(tasks) == DISCHARGE_WORK
     for code, task in tasks.items():
         # the coverage review is about the patient's coverage, the rest about the stay
@@ -106,7 +73,7 @@ async def test_a_v2_discharge_writes_the_tcm_tasks_once(
     polled = await bridge.run_once(since=recent())
     # nothing more of the discharge; the pass's sweep plans the new CarePlan's first review
     assert polled.created == 1
-    assert set(engine_tasks(sekmet, patient_id)) == DISCHARGE_WORK | {"careplan-review"}
+    assert set(by_code(engine_tasks(sekmet, patient_id))) == DISCHARGE_WORK | {"careplan-review"}
 
 
 async def test_a_visit_sekmet_does_not_know_is_dead_lettered(
@@ -155,7 +122,7 @@ def test_cli_hl7_ingests_a_file(sekmet: SekmetServer, tmp_path: Path) -> None:
     )
     assert f"{feed}: messages 1: journalled 1 new versions" in ran.stdout
     assert "tasks created 4" in ran.stdout
-    assert set(engine_tasks(sekmet, patient_id)) == DISCHARGE_WORK
+    assert set(by_code(engine_tasks(sekmet, patient_id))) == DISCHARGE_WORK
 
 
 def test_cli_hl7_exits_5_when_it_leaves_dead_letters(sekmet: SekmetServer, tmp_path: Path) -> None:
@@ -236,14 +203,14 @@ def test_cli_hl7_listens_for_mllp_and_acks_once_durable(
             ["AE", "E2E0002"],
         ]
         deadline = time.monotonic() + 20
-        while len(engine_tasks(sekmet, patient_id)) < 4 and time.monotonic() < deadline:
+        while len(by_code(engine_tasks(sekmet, patient_id))) < 4 and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     # the listener's sweep may already have planned the new CarePlan's first review
-    assert set(engine_tasks(sekmet, patient_id)) - {"careplan-review"} == DISCHARGE_WORK
+    assert set(by_code(engine_tasks(sekmet, patient_id))) - {"careplan-review"} == DISCHARGE_WORK
     assert "mllp: messages 2: journalled 1 new versions" in out
 
 

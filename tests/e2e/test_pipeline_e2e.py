@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,16 @@ from fhirbridge.receiver import create_app
 from fhirbridge.sources.hl7v2 import MllpListener, ingest_hl7
 from fhirbridge.testing.sekmet import SekmetServer
 from fhirbridge.values import IDENTIFIER_SYSTEM, CreateTask
-from tests.e2e.conftest import engine_config, recent
-from tests.e2e.test_discharge_flow import case_manager, engine_tasks
-from tests.e2e.test_hl7v2_e2e import (
+from tests.e2e._sekmet import (
     DISCHARGE_WORK,
     MRN_SYSTEM,
     VISIT_SYSTEM,
+    case_manager,
     discharge_home,
+    engine_config,
+    engine_tasks,
     identifier,
+    recent,
 )
 
 pytestmark = pytest.mark.e2e
@@ -201,21 +203,13 @@ DRIVERS: dict[str, Callable[[Bridge, SekmetServer, dict[str, Any]], Any]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
-    """One sekmet server for the driver tests (each uses a patient of its own)."""
-    with SekmetServer.start(tmp_path_factory.mktemp("sekmet")) as server:
-        yield server
-
-
 @pytest.mark.parametrize("driver", sorted(DRIVERS))
 async def test_every_driver_goes_through_the_one_pass_loop(
-    shared: SekmetServer, tmp_path: Path, passes: list[RunStats], driver: str
+    sekmet: SekmetServer, tmp_path: Path, passes: list[RunStats], driver: str
 ) -> None:
     """One discharge home, fed by ``driver`` into a fresh journal: the pass loop runs, the
     discharge is the transition ``plan`` shows, and the Tasks written are the ones ``plan``
     planned (same identifiers), once."""
-    sekmet = shared
     made: list[Bridge] = []
 
     def make_bridge(**engine: Any) -> Bridge:

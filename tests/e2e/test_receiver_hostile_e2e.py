@@ -16,7 +16,7 @@ import pytest
 from fhirbridge.engine import Bridge
 from fhirbridge.receiver import Receiver, create_app
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.wire.test_receiver_recovery import notification
+from tests._builders.receiver import notification
 
 pytestmark = pytest.mark.e2e
 SECRET = "e2e-hostile-secret"

@@ -22,47 +22,14 @@ from fhirbridge.engine import Bridge
 from fhirbridge.report import Period
 from fhirbridge.report.fetch import read_report
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import by_code, case_manager, engine_tasks, set_period
+from tests.e2e._sekmet import (
+    engine_tasks,
+    fixed,
+    scenario,
+)
 
 pytestmark = pytest.mark.e2e
 NOVEMBER = Period(date(2026, 11, 1), date(2026, 11, 30))
-
-
-def discharged_home(server: SekmetServer, start: str, end: str) -> tuple[str, str]:
-    """A patient with a case manager, admitted and discharged home on fixed dates."""
-    patient = server.register_patient(birth_date="1950-03-04")
-    case_manager(server, patient)
-    stay = server.admit(patient)
-    server.discharge(stay, "home")
-    set_period(server, stay, start, end)
-    return patient, stay
-
-
-def complete(server: SekmetServer, task_id: str, when: str) -> None:
-    """Staff complete a Task in the EHR at ``when``."""
-    task = server.read("Task", task_id)
-    task["status"] = "completed"
-    task["executionPeriod"] = {"end": when}
-    task["lastModified"] = when
-    server.update(task)
-
-
-async def scenario(sekmet: SekmetServer, make_bridge: Callable[..., Bridge]) -> dict[str, str]:
-    """Two discharges home on Thursday 5 Nov 2026; the engine writes their TCM Tasks; the
-    first patient's contact is completed on Friday, the second is readmitted on 20 Nov."""
-    first, _ = discharged_home(sekmet, "2026-11-02T08:00:00Z", "2026-11-05T15:00:00Z")
-    second, _ = discharged_home(sekmet, "2026-11-02T09:00:00Z", "2026-11-05T16:00:00Z")
-    bridge = make_bridge(clock=fixed("2026-11-06T09:00:00+00:00"))
-    stats = await bridge.run_once(since=recent())
-    # per discharge: TCM contact and visit, medication reconciliation, coverage review (no
-    # Coverage), and the sweep's first review of the new CarePlan
-    assert stats.created == 10
-    contact = by_code(engine_tasks(sekmet, first))["tcm-contact"]
-    complete(sekmet, contact["id"], "2026-11-06T11:30:00Z")
-    again = sekmet.admit(second)
-    set_period(sekmet, again, "2026-11-20T10:00:00Z", None)
-    return {"first": first, "second": second, "contact": contact["id"]}
 
 
 async def test_report_counts_what_the_server_holds(

@@ -10,53 +10,25 @@ import pytest
 
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import TAG, by_code, engine_tasks, set_period
+from tests.e2e._sekmet import (
+    TAG,
+    by_code,
+    condition,
+    engine_tasks,
+    fixed,
+    past_ed_visit,
+    recent,
+    risk_assessments,
+    set_period,
+)
 
 pytestmark = pytest.mark.e2e
-
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
-
-
-def condition(server: SekmetServer, patient: str, code: str) -> None:
-    """An active, confirmed Condition coded in ICD-10-CM."""
-    server.create(
-        {
-            "resourceType": "Condition",
-            "clinicalStatus": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                        "code": "active",
-                    }
-                ]
-            },
-            "code": {"coding": [{"system": ICD10, "code": code}]},
-            "subject": {"reference": f"Patient/{patient}"},
-            "recordedDate": "2026-06-01",
-        }
-    )
-
-
-def past_ed_visit(server: SekmetServer, patient: str, day: str) -> None:
-    """An ED visit on an earlier day, sent home the same day."""
-    visit = server.ed_visit(patient)
-    server.discharge(visit, "home")
-    set_period(server, visit, f"{day}T10:00:00Z", f"{day}T16:00:00Z")
 
 
 def tracking_tasks(server: SekmetServer, patient: str) -> list[dict[str, Any]]:
     """The patient's referral-tracking Tasks (the CarePlan they open also has its review)."""
     tasks = engine_tasks(server, patient)
     return [t for t in tasks if t["code"]["coding"][0]["code"] == "referral-tracking"]
-
-
-def risk_assessments(server: SekmetServer, patient: str) -> dict[str, dict[str, Any]]:
-    """The engine's RiskAssessments of a patient by score code (sekmet has no RiskAssessment
-    search parameters but the common ones, so the subject is filtered here)."""
-    found = server.search("RiskAssessment", {"_tag": TAG})
-    mine = [r for r in found if r["subject"]["reference"] == f"Patient/{patient}"]
-    return {r["method"]["coding"][0]["code"]: r for r in mine}
 
 
 async def test_high_risk_discharge_gets_the_7_day_visit_and_med_reconciliation(

@@ -10,9 +10,7 @@ import pytest
 from fhirbridge.engine import Bridge
 from fhirbridge.fhir.invariants import violations
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import set_period
-from tests.e2e.test_risk_and_followup import condition, past_ed_visit, risk_assessments
+from tests.e2e._sekmet import condition, fixed, past_ed_visit, recent, risk_assessments, set_period
 
 pytestmark = pytest.mark.e2e
 

@@ -16,9 +16,7 @@ import yaml
 
 from fhirbridge.engine import Bridge
 from fhirbridge.testing.sekmet import SekmetServer
-from tests.e2e.conftest import fixed, recent
-from tests.e2e.test_discharge_flow import set_period
-from tests.e2e.test_risk_and_followup import risk_assessments
+from tests.e2e._sekmet import condition, fixed, recent, risk_assessments, set_period
 
 pytestmark = pytest.mark.e2e
 
@@ -28,22 +26,7 @@ LOCAL = "https://hospital.example/problem-list"
 
 def problem(server: SekmetServer, patient: str, system: str, code: str, display: str) -> None:
     """An active problem-list Condition with one coding, recorded in 2025."""
-    server.create(
-        {
-            "resourceType": "Condition",
-            "clinicalStatus": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                        "code": "active",
-                    }
-                ]
-            },
-            "code": {"coding": [{"system": system, "code": code, "display": display}]},
-            "subject": {"reference": f"Patient/{patient}"},
-            "recordedDate": "2025-06-01",
-        }
-    )
+    condition(server, patient, code, system=system, display=display, recorded="2025-06-01")
 
 
 def observation_of(server: SekmetServer, assessment: dict[str, Any]) -> dict[str, Any]:

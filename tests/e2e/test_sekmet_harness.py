@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,11 +19,10 @@ from fhirbridge.testing.sekmet import (
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
-    """One open sekmet server (simulator off) shared by the tests of this module."""
-    with SekmetServer.start(tmp_path_factory.mktemp("sekmet")) as running:
-        yield running
+@pytest.fixture
+def server(sekmet: SekmetServer) -> SekmetServer:
+    """The session's open sekmet server (simulator off), cleared after each test."""
+    return sekmet
 
 
 def test_start_writes_consistent_settings(server: SekmetServer) -> None:
@@ -126,6 +124,37 @@ def test_cli_workflow_writes_to_the_same_store(server: SekmetServer) -> None:
     result = server.run_workflow("adt.register_patient", {"family": "Cli"}, via="cli")
     patient = server.read("Patient", result["patient"]["id"])
     assert patient["name"][0]["family"] == "Cli"
+
+
+def test_clear_since_deletes_what_was_written_after_the_mark(server: SekmetServer) -> None:
+    """clear_since deletes every resource created or changed after mark() (a Subscription
+    among them), keeps what came before, and the workflows work again afterwards."""
+    before = server.register_patient(family="Before")
+    mark = server.mark()
+    patient = server.register_patient(family="After")
+    stay = server.admit(patient)
+    subscription = server.create(
+        {
+            "resourceType": "Subscription",
+            "status": "off",
+            "reason": "harness test",
+            "criteria": "Encounter?status=finished",
+            "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/notify"},
+        }
+    )
+    assert {("Patient", patient), ("Encounter", stay)} <= set(server.changed_since(mark))
+
+    assert server.clear_since(mark) >= 3
+    assert server.changed_since(mark) == []
+    for kind, rid in (
+        ("Patient", patient),
+        ("Encounter", stay),
+        ("Subscription", subscription["id"]),
+    ):
+        assert server.search(kind, {"_id": rid}) == []
+    assert server.read("Patient", before)["name"][0]["family"] == "Before"
+    again = server.admit(server.register_patient())
+    assert server.read("Encounter", again)["status"] == "in-progress"
 
 
 def test_basic_auth_server_guards_rest_but_harness_gets_in(tmp_path: Path) -> None:

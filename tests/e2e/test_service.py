@@ -19,11 +19,9 @@ import pytest
 import yaml
 
 from fhirbridge.testing.sekmet import SekmetServer
-from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM
-from tests.e2e.test_hl7v2_e2e import DISCHARGE_WORK
+from tests.e2e._sekmet import DISCHARGE_WORK, engine_tasks
 
 pytestmark = pytest.mark.e2e
-TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -159,7 +157,7 @@ def test_run_polls_for_several_passes_and_stops_cleanly_on_sigterm(
         sekmet.discharge(encounter, "home")
 
         def tasks() -> list[dict[str, Any]]:
-            return sekmet.search("Task", {"patient": f"Patient/{patient}", "_tag": TAG})
+            return engine_tasks(sekmet, patient)
 
         def codes() -> set[str]:
             return {t["code"]["coding"][0]["code"] for t in tasks()}
@@ -177,7 +175,15 @@ def test_run_polls_for_several_passes_and_stops_cleanly_on_sigterm(
         )
         assert 'fhirbridge_passes_total{outcome="ok"}' in metrics()
         assert status(f"{base}/nothing-here") == 404
-        time.sleep(1.5)  # a few more passes over an unchanged server
+
+        def passes() -> float:
+            for line in metrics().splitlines():
+                if line.startswith('fhirbridge_passes_total{outcome="ok"}'):
+                    return float(line.split()[-1])
+            return 0.0
+
+        seen = passes()  # then two more passes over an unchanged server
+        wait_for("two more passes", lambda: passes() >= max(seen + 2, 3), service)
     finally:
         service.send_signal(signal.SIGTERM)
         _, err = service.communicate(timeout=60)

@@ -12,18 +12,15 @@ from typing import Any
 
 import pytest
 
-from fhirbridge.clock import Clock
-from fhirbridge.engine import Bridge
 from fhirbridge.errors import MultipleMatches, VersionConflict
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.identity import DUPLICATE_SYSTEM, careplan_identifier, identifier_query
+from fhirbridge.testing.builders import care_plan
+from fhirbridge.testing.builders import task as build_task
 from fhirbridge.testing.sekmet import SekmetServer
-from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, IDENTIFIER_SYSTEM
-from fhirbridge.writeback.writer import Writer
-from tests.e2e.conftest import engine_config, fixed, recent
+from fhirbridge.values import IDENTIFIER_SYSTEM
+from tests.e2e._sekmet import TAG, condition, engine, fixed, recent
 
-TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
-ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 WRITTEN = ("Task", "CarePlan", "Observation", "RiskAssessment", "Provenance")
 
 
@@ -31,48 +28,11 @@ class Crash(Exception):
     """Stands for the process dying."""
 
 
-def engine(
-    server: SekmetServer,
-    folder: Path,
-    *,
-    transactions: bool,
-    clock: Clock | None,
-    **options: Any,
-) -> Bridge:
-    """An engine with its own journal in ``folder``, on the given write path (``options``:
-    ``engine`` settings)."""
-    bridge = Bridge.from_config(engine_config(server, folder, **options), clock=clock)
-    assert bridge.client is not None
-    bridge.writer = Writer(
-        bridge.client,
-        bridge.store,
-        clock=bridge.clock,
-        agent=bridge.config.engine.requester,
-        codes=bridge.rules.codes,
-        transactions=transactions,
-    )
-    return bridge
-
-
 def sick_discharge(server: SekmetServer) -> str:
     """A patient with heart failure and COPD, admitted and discharged home (risk scored)."""
     patient = server.register_patient(birth_date="1941-02-03")
     for code in ("I50.9", "J44.9"):
-        server.create(
-            {
-                "resourceType": "Condition",
-                "clinicalStatus": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                            "code": "active",
-                        }
-                    ]
-                },
-                "code": {"coding": [{"system": ICD10, "code": code}]},
-                "subject": {"reference": f"Patient/{patient}"},
-            }
-        )
+        condition(server, patient, code, recorded=None)
     stay = server.admit(patient)
     server.discharge(stay, "home")
     return patient
@@ -233,15 +193,13 @@ async def test_a_unit_replayed_after_a_crash_creates_nothing(
 
 def task_body(patient: str, value: str) -> dict[str, Any]:
     """A minimal engine Task with identifier ``value``."""
-    return {
-        "resourceType": "Task",
-        "meta": {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]},
-        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": value}],
-        "status": "requested",
-        "intent": "order",
-        "for": {"reference": f"Patient/{patient}"},
-        "authoredOn": "2026-11-18T09:00:00+00:00",
-    }
+    return build_task(
+        None,
+        patient=patient,
+        engine=True,
+        authored="2026-11-18T09:00:00+00:00",
+        identifier=[{"system": IDENTIFIER_SYSTEM, "value": value}],
+    )
 
 
 async def race(server: SekmetServer, patient: str) -> str:
@@ -273,17 +231,16 @@ async def test_racing_writers_duplicates_are_healed_by_the_sweep(
     twins = sekmet.search("Task", {"identifier": f"{IDENTIFIER_SYSTEM}|{value}"})
     assert len(twins) > 1
     careplan = sekmet.create(
-        {
-            "resourceType": "CarePlan",
-            "meta": {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]},
-            "status": "active",
-            "intent": "plan",
-            "subject": {"reference": f"Patient/{patient}"},
-            "identifier": [
+        care_plan(
+            None,
+            patient=patient,
+            created=None,
+            activities=[f"Task/{t['id']}" for t in twins],
+            engine=True,
+            identifier=[
                 {"system": IDENTIFIER_SYSTEM, "value": careplan_identifier(f"Patient/{patient}")},
             ],
-            "activity": [{"reference": {"reference": f"Task/{t['id']}"}} for t in twins],
-        }
+        )
     )
     bridge = engine(sekmet, tmp_path, transactions=True, clock=fixed("2026-11-18T10:00:00Z"))
     try:
@@ -399,16 +356,14 @@ async def test_two_careplans_of_one_patient_are_merged_before_writing(
 
     def careplan(created: str, task: str) -> dict[str, Any]:
         return sekmet.create(
-            {
-                "resourceType": "CarePlan",
-                "meta": {"tag": [{"system": ENGINE_TAG_SYSTEM, "code": ENGINE_TAG_CODE}]},
-                "identifier": [{"system": IDENTIFIER_SYSTEM, "value": value}],
-                "status": "active",
-                "intent": "plan",
-                "subject": {"reference": f"Patient/{patient}"},
-                "created": created,
-                "activity": [{"reference": {"reference": task}}],
-            }
+            care_plan(
+                None,
+                patient=patient,
+                created=created,
+                activities=[task],
+                engine=True,
+                identifier=[{"system": IDENTIFIER_SYSTEM, "value": value}],
+            )
         )
 
     older = careplan("2026-11-01T00:00:00Z", "Task/earlier-one")

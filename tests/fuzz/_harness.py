@@ -18,8 +18,8 @@ from fhirbridge.receiver import Receiver, create_app
 from fhirbridge.receiver.server import ReceiverServer, uvicorn_config
 from fhirbridge.sources.hl7v2 import MllpListener
 from fhirbridge.store import MemoryStore
-from tests.unit.test_hl7v2_source import FakeFhir, make_bridge
-from tests.wire.test_receiver_app import BASE, NOW, SECRET
+from tests._builders.hl7 import FakeFhir, make_bridge
+from tests._builders.receiver import BASE, NOW, SECRET
 
 
 class _Server(ReceiverServer):

@@ -5,15 +5,16 @@ requests (method, path, credentials, media type) around them."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from hypothesis import strategies as st
 
-from tests.wire.test_receiver_app import AUTH, BASE, encounter
-from tests.wire.test_receiver_recovery import notification
+from tests._builders.receiver import AUTH, BASE, encounter, notification
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FHIR_KEYS = [
@@ -193,3 +194,34 @@ def hostile_requests(draw: st.DrawFn) -> Hostile:
         path = "/notify/" + draw(st.text(alphabet="Ea./%-_ 1", min_size=1, max_size=12))
         method = "PUT"
     return Hostile(method, path, headers, body)
+
+
+_ids = itertools.count()
+
+
+def is_outcome(answer: httpx.Response) -> bool:
+    """Whether the answer is an OperationOutcome in FHIR JSON."""
+    if not answer.headers.get("content-type", "").startswith("application/fhir+json"):
+        return False
+    try:
+        return bool(answer.json().get("resourceType") == "OperationOutcome")
+    except ValueError:
+        return False
+
+
+# -- valid notifications interleaved with garbage ------------------------------------------
+def valid(kind: str) -> tuple[str, str, bytes, str]:
+    """``(method, path, body, encounter id)`` of a valid notification for a fresh Encounter."""
+    rid = f"f{next(_ids)}"
+    enc = encounter(1, rid=rid)
+    if kind == "put":
+        return "PUT", f"/notify/Encounter/{rid}", json.dumps(enc).encode(), rid
+    if kind == "post":
+        return "POST", "/notify", json.dumps(enc).encode(), rid
+    if kind == "topic":
+        note = notification("event-notification", None, resources=(enc,))
+        return "POST", "/notify", json.dumps(note).encode(), rid
+    message = davinci("discharge")
+    focus = next(e for e in message["entry"] if e["resource"]["resourceType"] == "Encounter")
+    focus["resource"]["id"] = rid
+    return "POST", "/notify/$process-message", json.dumps(message).encode(), rid

@@ -35,9 +35,8 @@ from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.receiver import Receiver, create_app
 from fhirbridge.store import SqliteStore
-from tests.fuzz._strategies import FHIR_KEYS, POISON, templates
-from tests.fuzz.test_fuzz_receiver import is_outcome, valid
-from tests.wire.test_receiver_app import AUTH, BASE, NOW, SECRET
+from tests._builders.receiver import AUTH, BASE, NOW, SECRET
+from tests.fuzz._strategies import FHIR_KEYS, POISON, is_outcome, templates, valid
 
 SCALARS: list[Any] = [None, True, False, 0, -1, 2**70, 1.5, "", "x", "Encounter", "../x", [], {}]
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from fhirbridge.config import load_config
 from fhirbridge.errors import ConfigError, RuleError
 from fhirbridge.rules import load_rules
+from tests._builders.rules import GOOD
 from tests.fuzz._strategies import json_values, mutated
 from tests.fuzz._tally import TALLY, examples
-from tests.unit.test_rules_loader import GOOD
 
 CONFIG: dict[str, Any] = {
     "fhir": {

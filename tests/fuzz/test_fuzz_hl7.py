@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 from fhirbridge.sources._v2map import V2Error, V2Limits, check_frame, read_adt
 from fhirbridge.sources.hl7v2 import END, START, MllpListener, build_ack, split_messages
 from fhirbridge.store import MemoryStore
+from tests._builders.hl7 import FakeFhir, adt, fake_server, make_bridge, msa
 from tests.fuzz._tally import TALLY, examples
-from tests.unit.test_hl7v2_map import adt
-from tests.unit.test_hl7v2_source import FakeFhir, fake_server, make_bridge, msa
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hl7v2"
 NOW = datetime(2026, 12, 24, 20, tzinfo=UTC)

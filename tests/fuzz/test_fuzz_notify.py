@@ -17,9 +17,9 @@ from fhirbridge.receiver._notify import (
     parse_topic_notification,
 )
 from fhirbridge.receiver._receiver import same_server
+from tests._builders.receiver import BASE
 from tests.fuzz._strategies import hostile_bodies
 from tests.fuzz._tally import TALLY, examples
-from tests.wire.test_receiver_app import BASE
 
 owns = same_server(BASE)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 import json
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -23,12 +22,16 @@ from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.receiver import Receiver, create_app
 from fhirbridge.store import SqliteStore
-from tests.fuzz._strategies import Hostile, davinci, deep, hostile_requests, poisoned_text
+from tests._builders.receiver import AUTH, BASE, NOW, SECRET, encounter, notification
+from tests.fuzz._strategies import (
+    Hostile,
+    deep,
+    hostile_requests,
+    is_outcome,
+    poisoned_text,
+    valid,
+)
 from tests.fuzz._tally import TALLY, examples
-from tests.wire.test_receiver_app import AUTH, BASE, NOW, SECRET, encounter
-from tests.wire.test_receiver_recovery import notification
-
-_ids = itertools.count()
 
 
 class Driver:
@@ -84,16 +87,6 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     app.close()
 
 
-def is_outcome(answer: httpx.Response) -> bool:
-    """Whether the answer is an OperationOutcome in FHIR JSON."""
-    if not answer.headers.get("content-type", "").startswith("application/fhir+json"):
-        return False
-    try:
-        return bool(answer.json().get("resourceType") == "OperationOutcome")
-    except ValueError:
-        return False
-
-
 def check(answer: httpx.Response, label: str) -> None:
     """Never 5xx; every refusal an OperationOutcome; counted in the tally."""
     TALLY["receiver: hostile requests"] += 1
@@ -115,24 +108,6 @@ def test_hostile_requests_never_5xx_and_refusals_are_outcomes(
     check(
         driver.send(request.method, request.path, request.body, request.headers), request.describe()
     )
-
-
-# -- valid notifications interleaved with garbage ------------------------------------------
-def valid(kind: str) -> tuple[str, str, bytes, str]:
-    """``(method, path, body, encounter id)`` of a valid notification for a fresh Encounter."""
-    rid = f"f{next(_ids)}"
-    enc = encounter(1, rid=rid)
-    if kind == "put":
-        return "PUT", f"/notify/Encounter/{rid}", json.dumps(enc).encode(), rid
-    if kind == "post":
-        return "POST", "/notify", json.dumps(enc).encode(), rid
-    if kind == "topic":
-        note = notification("event-notification", None, resources=(enc,))
-        return "POST", "/notify", json.dumps(note).encode(), rid
-    message = davinci("discharge")
-    focus = next(e for e in message["entry"] if e["resource"]["resourceType"] == "Encounter")
-    focus["resource"]["id"] = rid
-    return "POST", "/notify/$process-message", json.dumps(message).encode(), rid
 
 
 TYPE_ERRORS = [

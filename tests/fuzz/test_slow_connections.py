@@ -16,11 +16,9 @@ import time
 import httpx
 
 from fhirbridge.sources.hl7v2 import END, START
+from tests._builders.hl7 import FakeFhir, adt, msa
+from tests._builders.receiver import AUTH, encounter
 from tests.fuzz._harness import http_receiver, mllp_listener
-from tests.unit.test_hl7v2_map import adt
-from tests.unit.test_hl7v2_source import FakeFhir, msa
-from tests.unit.test_hl7v2_source import fhir as fhir  # the fake server fixture
-from tests.wire.test_receiver_app import AUTH, encounter
 
 SLOW = int(os.environ.get("FHIRBRIDGE_SLOW_CONNECTIONS", "200"))
 WITHIN = 1.0  # seconds: the bound on each good request's answer

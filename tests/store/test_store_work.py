@@ -251,6 +251,87 @@ def test_outbox_leases_renew_and_release(
     assert second.claim_outbox(10) != []  # the unleased claim still sees pending items
 
 
+def test_renewing_lanes_takes_none_and_gives_none_up(
+    backend: Backend, store: Store, clock: TickingClock
+) -> None:
+    """``renew_lanes`` extends the lanes a worker holds and nothing else: a newcomer does not
+    make it shed lanes mid-work, and a lane lost after a stall is not renewed."""
+    a, b = holder("a", clock), holder("b", clock)
+    second = other_store(backend, store)
+    assert store.lease_lanes(a, lanes=4) == frozenset(range(4))
+    assert second.lease_lanes(b, lanes=4) == frozenset()  # b is alive, a holds everything
+
+    assert store.renew_lanes(a) == frozenset(range(4))  # no shedding while renewing
+    clock.now += timedelta(seconds=25)
+    assert store.renew_lanes(a) == frozenset(range(4))
+    clock.now += timedelta(seconds=25)  # within the renewed lease
+    assert second.lease_lanes(b, lanes=4) == frozenset()
+
+    clock.now += timedelta(seconds=40)  # a stalled past its lease: b takes its share over
+    taken = second.lease_lanes(b, lanes=4)
+    assert taken == frozenset(range(4))
+    assert store.renew_lanes(a) == frozenset()  # what b took is not a's to renew
+
+
+def patient_items(*pairs: tuple[str, str]) -> list[OutboxItem]:
+    """Create-task items ``(key, patient)`` planned by a transition about that patient."""
+    return [
+        OutboxItem(
+            key=key,
+            kind="create-task",
+            payload={"transition": {"key": f"discharge|{key}", "patient": patient}},
+        )
+        for key, patient in pairs
+    ]
+
+
+def test_outbox_items_are_claimed_by_the_lanes_of_their_patient(
+    backend: Backend, store: Store, clock: TickingClock
+) -> None:
+    """With ``lanes``, a worker leases only the items of its lanes' patients, oldest first;
+    each item is in the lane of its transition's patient, as that patient's versions are."""
+    a, b = holder("a", clock), holder("b", clock)
+    second = other_store(backend, store)
+    patients = [f"Patient/p{n}" for n in range(8)]
+    pairs = [(f"t{n}-{k}", p) for k in range(2) for n, p in enumerate(patients)]
+    store.enqueue(patient_items(*pairs))
+    lane_of = {p: lane_key(version({"resourceType": "Patient", "id": p[8:]})) % 2 for p in patients}
+
+    mine = store.claim_outbox(100, holder=a, lanes=[0], lane_count=2)
+    theirs = second.claim_outbox(100, holder=b, lanes=[1], lane_count=2)
+
+    def lanes_of(claimed: list[OutboxItem]) -> set[int]:
+        return {lane_of[str(i.payload["transition"]["patient"])] for i in claimed}
+
+    assert lanes_of(mine) <= {0} and lanes_of(theirs) <= {1}
+    assert len(mine) + len(theirs) == 16
+    assert [i.id for i in mine] == sorted(i.id for i in mine)
+    assert store.claim_outbox(100, holder=a, lanes=[], lane_count=2) == []
+    assert store.claim_outbox(100, holder=a, lanes=[0, 1], lane_count=2) == []  # all leased
+
+
+def test_finishing_or_failing_an_item_ends_its_lease(
+    backend: Backend, store: Store, clock: TickingClock
+) -> None:
+    """A finished item leaves the leased count; a failed one is at once claimable by the next
+    worker, with its attempts counted once per claim."""
+    a, b = holder("a", clock), holder("b", clock)
+    second = other_store(backend, store)
+    store.enqueue(items("t1", "t2"))
+    first, other = store.claim_outbox(10, holder=a)
+
+    store.finish_outbox(first.id, {"id": "Task/1"})
+    assert store.leased_outbox() == 1
+    assert store.renew_outbox(a) == 1
+    store.fail_outbox(other.id, "timeout", dead=False)
+    assert store.leased_outbox() == 0
+    assert store.renew_outbox(a) == 0
+    (again,) = second.claim_outbox(10, holder=b)
+    assert (again.key, again.attempts) == ("t2", 2)
+    store.finish_outbox(again.id, {"id": "Task/2"})
+    assert store.leased_outbox() == 0 and store.outbox_depth() == 0
+
+
 # -- subscription event numbers --------------------------------------------------------------
 
 

@@ -5,35 +5,27 @@ Encounters, revised versions, codings and the transition pickers.
 
 from __future__ import annotations
 
-import copy
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from fhirbridge.detect import EncounterContext
 from fhirbridge.detect.projection import resolve_references
 from fhirbridge.rules.dispositions import disposition_group
+from fhirbridge.testing import builders
+from fhirbridge.testing.builders import ACT_CODE
+from fhirbridge.testing.builders import DISCHARGE_DISPOSITION as DISPOSITION
 from fhirbridge.values import Transition, TransitionKind
+from tests.unit._data import load
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 SERVER = "https://ehr.example.org/fhir"
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 CTX = EncounterContext(server=SERVER, disposition_group=disposition_group, now=NOW)
 
-DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
 NUBC = "http://terminology.hl7.org/CodeSystem/nubc-UB92"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 # Encounter.period of a stay under way and of the same stay once discharged
 ADMITTED = {"start": "2024-04-28T14:05:00-04:00"}
 DISCHARGED = {"start": "2024-04-28T14:05:00-04:00", "end": "2024-05-01T11:30:00-04:00"}
-
-
-def load(name: str) -> dict[str, Any]:
-    """A JSON fixture from tests/data."""
-    data: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
-    return data
 
 
 def davinci(event: str) -> dict[str, Any]:
@@ -57,20 +49,8 @@ def revise(resource: dict[str, Any], version: int | None = None, **changes: Any)
     """A copy of ``resource`` with top-level fields replaced (``None`` removes one; a trailing
     underscore is dropped, so ``class_`` sets ``class``) and, given ``version``, a new
     ``meta.versionId`` with a ``lastUpdated`` that many minutes after 2024-05-01T08:00Z."""
-    out = copy.deepcopy(resource)
-    for name, value in changes.items():
-        key = name.rstrip("_")
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    if version is not None:
-        out["meta"] = {
-            **out.get("meta", {}),
-            "versionId": str(version),
-            "lastUpdated": f"2024-05-01T08:{version:02d}:00Z",
-        }
-    return out
+    updated = f"2024-05-01T08:{version:02d}:00Z" if version is not None else None
+    return builders.revise(resource, version=version, updated=updated, **changes)
 
 
 def coding(code: str, system: str = ACT_CODE) -> dict[str, str]:

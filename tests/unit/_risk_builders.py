@@ -8,13 +8,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+from fhirbridge.testing.builders import encounter, fhir_instant
+
 PRIORITY = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"
 
-
-def stamp(moment: datetime) -> str:
-    """A FHIR dateTime."""
-    return moment.isoformat().replace("+00:00", "Z")
+#: A FHIR dateTime.
+stamp = fhir_instant
 
 
 def build_encounter(
@@ -29,20 +28,9 @@ def build_encounter(
     **extra: Any,
 ) -> dict[str, Any]:
     """An Encounter of ``patient``; ``days`` sets the end that many days (and 2 hours) after a
-    ``start`` given as a datetime, unless ``end`` is given."""
+    ``start`` given as a datetime, unless ``end`` is given. The period has only what is set."""
     if end is None and days is not None and isinstance(start, datetime):
         end = start + timedelta(days=days, hours=2)
-    period: dict[str, str] = {}
-    if start is not None:
-        period["start"] = start if isinstance(start, str) else stamp(start)
-    if end is not None:
-        period["end"] = end if isinstance(end, str) else stamp(end)
-    return {
-        "resourceType": "Encounter",
-        "id": eid,
-        "status": status,
-        "class": {"system": ACT_CODE, "code": cls},
-        "subject": {"reference": patient},
-        "period": period,
-        **extra,
-    }
+    ends = (("start", start), ("end", end))
+    period = {key: fhir_instant(value) for key, value in ends if value is not None}
+    return encounter(eid, patient=patient, cls=cls, status=status, period=period, **extra)

@@ -11,7 +11,7 @@ import structlog
 from fhirbridge.config import load_config
 from fhirbridge.errors import ConfigError, RuleError
 from fhirbridge.rules import load_rules
-from tests.unit.test_rules_loader import GOOD
+from tests._builders.rules import GOOD
 
 BASE = "fhir: {base_url: 'https://ehr.example.org/fhir'}\n"
 

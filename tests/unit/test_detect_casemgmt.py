@@ -18,10 +18,7 @@ Codes pinned here, with their sources:
 
 from __future__ import annotations
 
-import copy
-import json
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,25 +35,19 @@ from fhirbridge.detect import (
     review_transition,
 )
 from fhirbridge.detect.review import review_interval
+from fhirbridge.testing.builders import care_plan, revise
+from fhirbridge.testing.builders import task as build_task
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, TransitionKind
+from tests.unit._data import load
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 LOINC = "http://loinc.org"
 
 
-def load(name: str) -> dict[str, Any]:
-    """A JSON fixture from tests/data."""
-    data: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
-    return data
-
-
 def changed(resource: dict[str, Any], version: str, **fields: Any) -> dict[str, Any]:
-    """A later version of ``resource`` with top-level ``fields`` replaced."""
-    out = copy.deepcopy(resource)
-    out.update(fields)
-    out["meta"] = {"versionId": version, "lastUpdated": "2026-03-06T10:00:00Z"}
-    return out
+    """A later version of ``resource`` (updated 6 March 2026) with top-level ``fields``
+    replaced."""
+    return revise(resource, version=version, updated="2026-03-06T10:00:00Z", **fields)
 
 
 # -- coverage ---------------------------------------------------------------------------------
@@ -311,29 +302,18 @@ def test_day_90_is_inside_the_window() -> None:
 
 
 def careplan(status: str = "active", activity: list[str] | None = None) -> dict[str, Any]:
-    """The engine's transitional-care CarePlan, created 2026-03-02."""
-    return {
-        "resourceType": "CarePlan",
-        "id": "cp1",
-        "meta": {"versionId": "4"},
-        "status": status,
-        "intent": "plan",
-        "subject": {"reference": "Patient/p1"},
-        "created": "2026-03-02T09:00:00+00:00",
-        "activity": [{"reference": {"reference": ref}} for ref in activity or []],
-    }
+    """The engine's transitional-care CarePlan, created 2026-03-02, at version 4."""
+    return care_plan(
+        status=status,
+        created="2026-03-02T09:00:00+00:00",
+        activities=activity or (),
+        meta={"versionId": "4"},
+    )
 
 
 def task(task_id: str, code: str, status: str, due: str = "2026-03-09") -> dict[str, Any]:
     """An engine Task of the CarePlan."""
-    return {
-        "resourceType": "Task",
-        "id": task_id,
-        "status": status,
-        "code": {"coding": [{"code": code}]},
-        "basedOn": [{"reference": "CarePlan/cp1"}],
-        "restriction": {"period": {"end": due}},
-    }
+    return build_task(task_id, code=code, status=status, due=due, based_on="cp1")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from fhirbridge.detect import (
 )
 from fhirbridge.detect.projection import version_key
 from fhirbridge.rules.dispositions import disposition_group
+from fhirbridge.testing.builders import REFERRAL, revise
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, TransitionKind
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -46,11 +47,7 @@ def versioned(
     resource: dict[str, Any], version: str | None, updated: str | None, **changes: Any
 ) -> dict[str, Any]:
     """A copy with ``meta.versionId`` / ``meta.lastUpdated`` (None leaves one out)."""
-    out = copy.deepcopy(resource)
-    out.update(changes)
-    meta = {"versionId": version, "lastUpdated": updated}
-    out["meta"] = {key: value for key, value in meta.items() if value is not None}
-    return out
+    return revise(resource, version=version, updated=updated, **changes)
 
 
 def discharged_encounter() -> dict[str, Any]:
@@ -68,7 +65,7 @@ def discharged_encounter() -> dict[str, Any]:
 def referral(status: str) -> dict[str, Any]:
     """ServiceRequest-myringotomy marked with SNOMED 3457005 (a referral)."""
     request = load("ServiceRequest-myringotomy.json")
-    category = [{"coding": [{"system": SNOMED, "code": "3457005"}]}, *request["category"]]
+    category = [REFERRAL, *request["category"]]
     return versioned(request, "1", "2024-05-01T08:00:00Z", status=status, category=category)
 
 

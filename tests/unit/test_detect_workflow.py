@@ -8,7 +8,6 @@ Task whose focus is ServiceRequest/lipid).
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +22,12 @@ from fhirbridge.detect import (
     detect_service_request,
     detect_task,
 )
+from fhirbridge.testing.builders import REFERRAL, SNOMED
+from fhirbridge.testing.builders import revise as next_version
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM, Transition
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SERVER = "https://ehr.example.org/fhir"
-SNOMED = "http://snomed.info/sct"
-REFERRAL = {"coding": [{"system": SNOMED, "code": "3457005", "display": "Patient referral"}]}
 UPDATED = "2024-05-01T08:30:00Z"
 
 
@@ -40,17 +39,9 @@ def load(name: str) -> dict[str, Any]:
 
 def revise(resource: dict[str, Any], version: int | None = None, **changes: Any) -> dict[str, Any]:
     """A copy with top-level fields replaced (``None`` removes one; ``for_`` sets ``for``)
-    and, given ``version``, a new ``meta.versionId`` and ``lastUpdated``."""
-    out = copy.deepcopy(resource)
-    for name, value in changes.items():
-        key = name.rstrip("_")
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    if version is not None:
-        out["meta"] = {**out.get("meta", {}), "versionId": str(version), "lastUpdated": UPDATED}
-    return out
+    and, given ``version``, a new ``meta.versionId`` and ``lastUpdated`` (UPDATED)."""
+    updated = UPDATED if version is not None else None
+    return next_version(resource, version=version, updated=updated, **changes)
 
 
 def kinds(transitions: list[Transition]) -> list[str]:

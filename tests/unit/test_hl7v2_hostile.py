@@ -12,9 +12,7 @@ import pytest
 from fhirbridge.sources._v2map import V2Error, V2Limits, check_header, read_adt
 from fhirbridge.sources.hl7v2 import MllpListener, RawMessage, build_ack
 from fhirbridge.store import MemoryStore
-from tests.unit.test_hl7v2_map import adt
-from tests.unit.test_hl7v2_source import FakeFhir, exchange, make_bridge, msa, reasons
-from tests.unit.test_hl7v2_source import fhir as fhir  # the fake server fixture
+from tests._builders.hl7 import FakeFhir, adt, exchange, make_bridge, msa, reasons
 
 CR = "\r"
 

@@ -23,10 +23,10 @@ from fhirbridge.sources._v2map import (
     read_adt,
 )
 from fhirbridge.sources.hl7v2 import split_messages
+from fhirbridge.testing.builders import ACT_CODE, encounter
+from tests._builders.hl7 import DATA, adt
 
-DATA = Path(__file__).parents[1] / "data" / "hl7v2"
 V2_0112 = "http://terminology.hl7.org/CodeSystem/v2-0112"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 VISIT = "urn:oid:1.2.3.4.5.2"
 
 
@@ -35,42 +35,18 @@ def sample(name: str) -> str:
     return split_messages((DATA / name).read_bytes())[0].text
 
 
-def segment(name: str, fields: dict[int, str]) -> str:
-    """One segment from its numbered fields (gaps are empty fields)."""
-    return name + "|" + "|".join(fields.get(i, "") for i in range(1, max(fields) + 1))
-
-
-def adt(
-    event: str = "A03",
-    *,
-    sent: str = "20261224150000-0500",
-    control: str = "CTRL1",
-    pid: dict[int, str] | None = None,
-    pv1: dict[int, str] | None = None,
-) -> str:
-    """A small ADT message: MRN M001 (type MR), visit V001, inpatient, plus the given fields."""
-    msh = f"MSH|^~\\&|ADT|HOSP|FHIRBRIDGE|HOSP|{sent}||ADT^{event}^ADT_A01|{control}|P|2.5"
-    pid_fields = {3: "M001^^^HOSP^MR", 5: "DOE^JANE"} | (pid or {})
-    pv1_fields = {2: "I", 19: "V001"} | (pv1 or {})
-    parts = [msh, f"EVN|{event}|{sent}", segment("PID", pid_fields), segment("PV1", pv1_fields)]
-    return "\r".join(parts) + "\r"
-
-
 def server_encounter(**extra: Any) -> dict[str, Any]:
     """The Encounter the FHIR server holds for visit V001."""
-    return {
-        "resourceType": "Encounter",
-        "id": "enc-1",
-        "meta": {"versionId": "3", "lastUpdated": "2026-12-20T14:00:00Z", "tag": [{"code": "x"}]},
+    built: dict[str, Any] = {
+        "patient": "pat-1",
         "status": "in-progress",
-        "class": {"system": ACT_CODE, "code": "IMP"},
-        "subject": {"reference": "Patient/pat-1"},
+        "start": "2026-12-20T09:00:00-05:00",
+        "locations": ["bed-1"],
+        "meta": {"versionId": "3", "lastUpdated": "2026-12-20T14:00:00Z", "tag": [{"code": "x"}]},
         "identifier": [{"system": VISIT, "value": "V001"}],
-        "period": {"start": "2026-12-20T09:00:00-05:00"},
-        "location": [{"location": {"reference": "Location/bed-1"}, "status": "active"}],
         "serviceProvider": {"reference": "Organization/hosp"},
-        **extra,
     }
+    return encounter("enc-1", **{**built, **extra})
 
 
 @pytest.mark.parametrize(

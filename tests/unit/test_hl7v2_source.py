@@ -4,20 +4,14 @@ MLLP listener acknowledging only what is durable (a temporary SQLite journal).""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import ServerError, StoreError
-from fhirbridge.fhir.client import FhirClient
-from fhirbridge.fhir.retry import RetryPolicy
 from fhirbridge.sources.hl7v2 import (
     MllpListener,
     RawMessage,
@@ -26,88 +20,20 @@ from fhirbridge.sources.hl7v2 import (
     ingest_hl7,
     split_messages,
 )
-from fhirbridge.store import MemoryStore, SqliteStore, Store
+from fhirbridge.store import MemoryStore, SqliteStore
 from fhirbridge.values import ResourceVersion
-from tests.unit.test_hl7v2_map import DATA, adt
-
-BASE = "https://ehr.example.org/fhir"
-VISIT, MRN = "urn:oid:1.2.3.4.5.2", "urn:oid:1.2.3.4.5.1"
-CR = "\r"
-
-
-class FakeFhir:
-    """A FHIR server in a dict: reads, and searches by ``identifier`` or ``patient``."""
-
-    def __init__(self) -> None:
-        self.resources: list[dict[str, Any]] = []
-        self.queries: list[str] = []
-        self.status = 200
-
-    def add(self, resource: dict[str, Any]) -> dict[str, Any]:
-        self.resources.append(resource)
-        return resource
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if self.status != 200:
-            return httpx.Response(self.status, json={"resourceType": "OperationOutcome"})
-        kind, _, rid = request.url.path.removeprefix("/fhir/").partition("/")
-        found = [r for r in self.resources if r["resourceType"] == kind]
-        if rid:
-            match = next((r for r in found if r["id"] == rid), None)
-            return httpx.Response(200 if match else 404, json=match or {})
-        params = request.url.params
-        self.queries.append(f"{kind}?{params}")
-        if "identifier" in params:
-            system, _, value = params["identifier"].partition("|")
-            value = value.replace("\\|", "|").replace("\\,", ",")
-            found = [r for r in found if {"system": system, "value": value} in r["identifier"]]
-        if "patient" in params:
-            found = [r for r in found if r.get("subject", {}).get("reference") == params["patient"]]
-        entries = [{"resource": r} for r in found]
-        return httpx.Response(
-            200, json={"resourceType": "Bundle", "type": "searchset", "entry": entries}
-        )
-
-
-@pytest.fixture
-def fhir() -> FakeFhir:
-    """The fake server with patient pat-1 (MRN M001) and its in-progress stay enc-1 (V001)."""
-    return fake_server()
-
-
-def fake_server() -> FakeFhir:
-    """A FakeFhir holding patient pat-1 (MRN M001) and its in-progress stay enc-1 (V001)."""
-    fake = FakeFhir()
-    fake.add(
-        {
-            "resourceType": "Patient",
-            "id": "pat-1",
-            "meta": {"versionId": "1", "lastUpdated": "2026-12-20T14:00:00Z"},
-            "identifier": [{"system": MRN, "value": "M001"}],
-        }
-    )
-    fake.add(
-        {
-            "resourceType": "Encounter",
-            "id": "enc-1",
-            "meta": {"versionId": "2", "lastUpdated": "2026-12-20T14:00:00Z"},
-            "status": "in-progress",
-            "class": {"code": "IMP"},
-            "subject": {"reference": "Patient/pat-1"},
-            "identifier": [{"system": VISIT, "value": "V001"}],
-            "period": {"start": "2026-12-20T09:00:00-05:00"},
-        }
-    )
-    return fake
-
-
-def make_bridge(fhir: FakeFhir, store: Store) -> Bridge:
-    """An engine on the fake server (no retries, no risk scores) over ``store``."""
-    config = load_config(data={"fhir": {"base_url": BASE}, "engine": {"risk": False}})
-    client = FhirClient(
-        BASE, transport=httpx.MockTransport(fhir), retry=RetryPolicy(attempts=1, jitter=0.0)
-    )
-    return Bridge(config, client=client, store=store)
+from tests._builders.hl7 import (
+    CR,
+    DATA,
+    MRN,
+    VISIT,
+    FakeFhir,
+    adt,
+    exchange,
+    make_bridge,
+    msa,
+    reasons,
+)
 
 
 @pytest.fixture
@@ -121,11 +47,6 @@ async def bridge(fhir: FakeFhir) -> AsyncIterator[Bridge]:
 def raw(text: str) -> RawMessage:
     """A message as the splitter hands it over."""
     return split_messages(text.encode())[0]
-
-
-def reasons(store: Store) -> list[str]:
-    """The dead letters' reasons, oldest first."""
-    return [letter.reason for letter in store.dead_letters()]
 
 
 @pytest.mark.parametrize(
@@ -319,23 +240,6 @@ class RecordingStore(SqliteStore):
         new = super().append(versions)
         self.log.append("appended")
         return new
-
-
-async def exchange(port: int, payload: bytes) -> str:
-    """Send one MLLP frame and return the ACK text."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"\x0b" + payload + b"\x1c\r")
-    await writer.drain()
-    frame = await reader.readuntil(b"\x1c\r")
-    writer.close()
-    await writer.wait_closed()
-    assert frame.startswith(b"\x0b")
-    return frame[1:-2].decode()
-
-
-def msa(ack: str) -> list[str]:
-    """The MSA segment's fields."""
-    return next(s for s in ack.split(CR) if s.startswith("MSA|")).split("|")
 
 
 async def test_mllp_acks_only_what_is_durable(fhir: FakeFhir, tmp_path: Path) -> None:

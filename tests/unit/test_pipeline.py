@@ -27,26 +27,22 @@ from fhirbridge.pipeline import (
 from fhirbridge.rules.dispositions import DispositionTable
 from fhirbridge.store import MemoryStore, SqliteStore
 from fhirbridge.store.base import DeadLetter
+from fhirbridge.testing.builders import encounter
 from fhirbridge.values import CloseActivity, ResourceVersion, Stay, Transition, TransitionKind
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
-ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
 def stay(rid: str, patient: str, version: int, status: str) -> dict[str, Any]:
     """An inpatient Encounter of ``patient`` at ``version`` (finished: discharged home)."""
-    period = {"start": "2026-11-15T10:00:00Z"}
-    if status == "finished":
-        period["end"] = "2026-11-20T10:00:00Z"
-    return {
-        "resourceType": "Encounter",
-        "id": rid,
-        "meta": {"versionId": str(version), "lastUpdated": f"2026-11-20T10:0{version}:00Z"},
-        "status": status,
-        "class": {"system": ACT, "code": "IMP"},
-        "subject": {"reference": f"Patient/{patient}"},
-        "period": period,
-    }
+    return encounter(
+        rid,
+        patient=patient,
+        status=status,
+        start="2026-11-15T10:00:00Z",
+        end="2026-11-20T10:00:00Z" if status == "finished" else None,
+        meta={"versionId": str(version), "lastUpdated": f"2026-11-20T10:0{version}:00Z"},
+    )
 
 
 def version(resource: dict[str, Any]) -> ResourceVersion:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from pathlib import Path
@@ -27,23 +28,54 @@ def test_all_is_sorted_and_complete() -> None:
     assert public <= set(names)
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "fhirbridge.fhir",
-        "fhirbridge.store",
-        "fhirbridge.detect",
-        "fhirbridge.rules",
-        "fhirbridge.risk",
-    ],
-)
+def _stage_packages() -> list[str]:
+    """Every subpackage of fhirbridge, found on disk (a new one is covered without a list)."""
+    package = ROOT / "fhirbridge"
+    return sorted(
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in package.rglob("__init__.py")
+        if init.parent != package
+    )
+
+
+def test_every_stage_package_is_covered() -> None:
+    """The package list is read from disk, and finds the stages users import from."""
+    packages = _stage_packages()
+    assert {"fhirbridge.fhir", "fhirbridge.receiver", "fhirbridge.testing"} <= set(packages)
+
+
+@pytest.mark.parametrize("module", _stage_packages())
 def test_subpackage_all_is_sorted_and_resolves(module: str) -> None:
-    """Each stage package exports a sorted `__all__` whose names all exist."""
+    """Each stage package declares a sorted `__all__` whose names all exist."""
     mod = importlib.import_module(module)
     names = list(mod.__all__)
     assert names == sorted(names)
     for name in names:
         assert hasattr(mod, name), f"{module}.{name}"
+
+
+def _imported_modules(tree: ast.AST) -> list[str]:
+    """Every module an AST imports, ``from a import b`` counted as ``a`` and ``a.b``."""
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return out
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/_builders, a folder's ``_`` modules and conftest
+    fixtures: no file under tests/ imports a test module or a conftest."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for module in _imported_modules(tree):
+            last = module.rsplit(".", 1)[-1]
+            if module.startswith("tests.") and (last.startswith("test_") or last == "conftest"):
+                found.append(f"{path.relative_to(ROOT)}: {module}")
+    assert found == []
 
 
 def _readme_commands() -> list[str]:

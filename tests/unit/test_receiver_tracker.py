@@ -38,13 +38,32 @@ def beat(since: int, kind: str = "heartbeat", status: str = "active") -> Subscri
 
 
 def test_events_in_order_leave_no_gap_and_persist_the_number() -> None:
-    """1, 2, 3 in order: no gap, and the store keeps 3 under subscription:s1."""
+    """1, 2, 3 in order: no gap, and the store's counter of s1 says 3 arrived."""
     store = MemoryStore()
     tracker = EventTracker(store, "ehr")
     assert tracker.observe(beat(0, "handshake")).gap is False
     for n in (1, 2, 3):
         assert tracker.observe(event(n)).gap is False
-    assert store.watermark("ehr", watermark_key("s1")) == "3"
+    assert store.record_events("ehr", "s1", ()).contiguous == 3
+
+
+def test_receivers_sharing_a_store_count_one_subscription_together() -> None:
+    """Two receivers each get some of s1's events (a load balancer): neither sees a gap once
+    the other's have arrived, and a number one of them saw is a duplicate at the other."""
+    store = MemoryStore()
+    first, second = EventTracker(store, "ehr"), EventTracker(store, "ehr")
+    assert first.observe(event(1)).gap is False
+    assert second.observe(event(3)).gap is True  # 2 has not arrived anywhere yet
+    assert first.observe(event(2)).gap is False
+    assert second.observe(event(4)).gap is False
+    assert second.observe(event(1)).duplicates == 1
+
+
+def test_a_journal_of_the_watermark_era_carries_its_number_over() -> None:
+    """A journal that kept s1's number as the watermark subscription:s1 resumes from it."""
+    store = MemoryStore()
+    store.set_watermark("ehr", watermark_key("s1"), "7")
+    assert EventTracker(store, "ehr").observe(event(8)).gap is False
 
 
 def test_a_repeated_event_is_a_duplicate() -> None:

@@ -6,25 +6,14 @@ from datetime import date
 from typing import Any
 
 from fhirbridge.report import build_report
-
-SYSTEM = "https://fhirbridge.dev/fhir/CodeSystem/task-code"
+from fhirbridge.testing.builders import task as build_task
 
 
 def task(
     code: str, status: str, due: str, owner: str | None = None, done: str | None = None
 ) -> dict[str, Any]:
     """An engine Task with a code, status, due date, owner and completion time."""
-    out: dict[str, Any] = {
-        "resourceType": "Task",
-        "status": status,
-        "code": {"coding": [{"system": SYSTEM, "code": code}]},
-        "restriction": {"period": {"end": due}},
-    }
-    if owner:
-        out["owner"] = {"reference": owner}
-    if done:
-        out["lastModified"] = done
-    return out
+    return build_task(None, code=code, status=status, due=due, owner=owner, last_modified=done)
 
 
 def test_completion_on_time_and_overdue_per_owner() -> None:

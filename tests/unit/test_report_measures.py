@@ -15,7 +15,9 @@ from fhirbridge.report import Period, ReportData, Scope, compute
 from fhirbridge.report.html import render_html
 from fhirbridge.report.tables import measure_csv, write_csv
 from fhirbridge.rules.calendar import BusinessCalendar
-from fhirbridge.values import TASK_CODE_SYSTEM
+from fhirbridge.testing.builders import appointment as build_appointment
+from fhirbridge.testing.builders import encounter as build_encounter
+from fhirbridge.testing.builders import task as build_task
 
 PERIOD = Period(date(2026, 11, 1), date(2026, 11, 30))
 AS_OF = date(2026, 12, 1)
@@ -36,33 +38,24 @@ def task(
     display: str | None = None,
 ) -> dict[str, Any]:
     """An engine Task as a server returns it (lastModified moves when it is worked)."""
-    out: dict[str, Any] = {
-        "resourceType": "Task",
-        "id": tid,
-        "status": status,
-        "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": code, "display": display}]},
-        "for": {"reference": f"Patient/{patient}"},
-        "authoredOn": authored,
-        "lastModified": done or authored,
-        "restriction": {"period": {"end": due}},
-    }
-    if encounter:
-        out["encounter"] = {"reference": f"Encounter/{encounter}"}
-    if owner:
-        out["owner"] = {"reference": owner}
-    return out
+    return build_task(
+        tid,
+        code=code,
+        status=status,
+        patient=patient,
+        encounter=encounter,
+        authored=authored,
+        due=due,
+        last_modified=done or authored,
+        owner=owner,
+        display=display,
+    )
 
 
 def stay(eid: str, patient: str, start: str, end: str | None, klass: str = "IMP") -> dict[str, Any]:
-    """An Encounter with its period."""
-    return {
-        "resourceType": "Encounter",
-        "id": eid,
-        "status": "finished" if end else "in-progress",
-        "class": {"code": klass},
-        "subject": {"reference": f"Patient/{patient}"},
-        "period": {"start": start, **({"end": end} if end else {})},
-    }
+    """An Encounter with its period: finished when it has an end, in progress otherwise."""
+    status = "finished" if end else "in-progress"
+    return build_encounter(eid, patient=patient, cls=klass, status=status, start=start, end=end)
 
 
 def encounters(*items: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -305,13 +298,7 @@ def test_no_shows_compare_high_risk_patients_with_others() -> None:
     others 0 of 1; a booked future one and a cancelled one are not counted."""
 
     def appointment(aid: str, patient: str, status: str, start: str) -> dict[str, Any]:
-        return {
-            "resourceType": "Appointment",
-            "id": aid,
-            "status": status,
-            "start": start,
-            "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"}],
-        }
+        return build_appointment(aid, patient=patient, status=status, start=start, end=None)
 
     appointments = [
         appointment("a1", "p1", "noshow", "2026-11-10T09:00:00Z"),

@@ -12,7 +12,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 from fhirbridge.errors import ProfileError
 from fhirbridge.fhir.invariants import check_invariants, violations
 from fhirbridge.risk import ScoreResult, risk_assessment
-from fhirbridge.risk.resources import expected_risk
+from fhirbridge.risk.assessment import expected_risk
 
 NOW = datetime(2024, 3, 18, 12, 0, tzinfo=UTC)
 

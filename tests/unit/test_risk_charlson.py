@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from fhirbridge.risk import charlson
 from fhirbridge.risk.codes import charlson_table
+from fhirbridge.testing.builders import SNOMED as SCT
+from fhirbridge.testing.builders import condition
 
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
-SCT = "http://snomed.info/sct"
-CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-
-
-def condition(
-    code: str,
-    system: str = ICD10CM,
-    *,
-    cid: str = "c1",
-    clinical: str | None = None,
-    verification: str | None = None,
-) -> dict[str, Any]:
-    """A Condition of Patient/p1 coded with one coding."""
-    resource: dict[str, Any] = {
-        "resourceType": "Condition",
-        "id": cid,
-        "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": system, "code": code}]},
-    }
-    if clinical:
-        resource["clinicalStatus"] = {"coding": [{"system": CLINICAL, "code": clinical}]}
-    if verification:
-        resource["verificationStatus"] = {
-            "coding": [{"system": VERIFICATION, "code": verification}]
-        }
-    return resource
 
 
 # (category, an ICD-10-CM code in it, a SNOMED CT code in it, Charlson weight, LACE weight)
@@ -182,13 +154,13 @@ def test_no_conditions_scores_zero() -> None:
 
 def test_a_category_counts_once() -> None:
     """Several Conditions in one category give its weight once."""
-    conditions = [condition("I50.9", cid="a"), condition("84114007", SCT, cid="b")]
+    conditions = [condition("I50.9", rid="a"), condition("84114007", SCT, rid="b")]
     assert charlson(conditions, weights="lace") == (2, ("chf",))
 
 
 def test_categories_add_up_in_table_order() -> None:
     """Different categories add their weights; categories come back in table order."""
-    conditions = [condition("N18.4", cid="a"), condition("I21.4", cid="b")]
+    conditions = [condition("N18.4", rid="a"), condition("I21.4", rid="b")]
     assert charlson(conditions) == (3, ("mi", "renal"))
 
 
@@ -215,7 +187,7 @@ def test_hierarchy_counts_the_higher_category_only(
     codes: list[str], kept: tuple[str, ...], charlson_points: int, lace_points: int
 ) -> None:
     """When a category and one it supersedes are both present, only the higher counts."""
-    conditions = [condition(code, cid=str(i)) for i, code in enumerate(codes)]
+    conditions = [condition(code, rid=str(i)) for i, code in enumerate(codes)]
     assert charlson(conditions) == (charlson_points, kept)
     assert charlson(conditions, weights="lace") == (lace_points, kept)
 

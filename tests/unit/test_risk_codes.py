@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fhirbridge.errors import ConfigError
-from fhirbridge.risk import codes
 from fhirbridge.risk.codes import (
     CHARLSON_FILE,
-    CHARLSON_SNOMED_FILE,
     RISK_INPUTS_FILE,
     charlson_table,
     mappings_dir,
     normalise_icd10,
     risk_inputs,
 )
-
-REPO_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
-
-
-@pytest.fixture
-def tmp_mappings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy of the shipped mappings that the loaders read instead; caches cleared around."""
-    for name in (CHARLSON_FILE, CHARLSON_SNOMED_FILE, RISK_INPUTS_FILE):
-        shutil.copy(REPO_MAPPINGS / name, tmp_path / name)
-    monkeypatch.setattr(codes, "mappings_dir", lambda: tmp_path)
-    charlson_table.cache_clear()
-    risk_inputs.cache_clear()
-    yield tmp_path
-    charlson_table.cache_clear()
-    risk_inputs.cache_clear()
+from tests.unit._data import REPO_MAPPINGS
 
 
 def test_mappings_dir_is_the_source_checkout_folder() -> None:

@@ -21,7 +21,7 @@ from fhirbridge.risk.zone import (
     timezone_warning,
     warn_timezone_unset,
 )
-from fhirbridge.riskcontext import score, score_actions
+from fhirbridge.riskplan import score, score_actions
 from fhirbridge.values import Transition, TransitionKind
 from tests.unit._risk_builders import build_encounter
 
@@ -34,16 +34,11 @@ START = datetime(2024, 3, 1, 10, tzinfo=UTC)
 
 def stay(disposition: tuple[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """A finished four-day stay of Patient/p1, 1-5 March 2024."""
-    if disposition:
-        system, code = disposition
-        extra["hospitalization"] = {
-            "dischargeDisposition": {"coding": [{"system": system, "code": code}]}
-        }
-    return build_encounter(start=START, days=4, **extra)
+    return build_encounter(start=START, days=4, disposition=disposition, **extra)
 
 
 def inputs(conditions: list[dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """What riskcontext.fetch_inputs returns, without a server."""
+    """What riskplan.fetch_inputs returns, without a server."""
     return {"conditions": conditions or [], "encounters": [], "observations": [], "procedures": []}
 
 
@@ -78,7 +73,7 @@ def test_deaths_in_hospital_are_not_scored(
 
 
 def test_no_risk_work_is_planned_for_a_death() -> None:
-    """riskcontext.score gives no scores (so no Observation, no RiskAssessment) for a death."""
+    """riskplan.score gives no scores (so no Observation, no RiskAssessment) for a death."""
     assert score(stay((DISPOSITION, "exp")), inputs(), UTC) == {}
     assert set(score(stay((DISPOSITION, "home")), inputs(), UTC)) == {"lace", "hospital"}
     died = {"resourceType": "Patient", "id": "p1", "deceasedDateTime": "2024-03-04"}
@@ -201,7 +196,7 @@ def test_oncology_units_are_configurable(
 
 
 def test_risk_oncology_configuration_reaches_the_score() -> None:
-    """`risk.oncology` in the configuration file is what riskcontext.score passes on."""
+    """`risk.oncology` in the configuration file is what riskplan.score passes on."""
     config = load_config(
         data={
             "fhir": {"base_url": "http://localhost"},

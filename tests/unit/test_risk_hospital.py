@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from fhirbridge.risk import hospital
+from fhirbridge.testing.builders import SNOMED as SCT
+from fhirbridge.testing.builders import observation
 from tests.unit._risk_builders import PRIORITY, build_encounter, stamp
 
-LOINC = "http://loinc.org"
-SCT = "http://snomed.info/sct"
 ADMIT = datetime(2024, 3, 15, 10, 0, tzinfo=UTC)
 DISCHARGE = ADMIT + timedelta(days=3, hours=2)
 
@@ -30,20 +30,8 @@ def lab(
     at: datetime = DISCHARGE - timedelta(hours=6),
     **extra: Any,
 ) -> dict[str, Any]:
-    """A final laboratory Observation of Patient/p1 with a UCUM valueQuantity."""
-    quantity: dict[str, Any] = {"value": value}
-    if unit is not None:
-        quantity.update(unit=unit, system="http://unitsofmeasure.org", code=unit)
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "code": {"coding": [{"system": LOINC, "code": code}]},
-        "subject": {"reference": "Patient/p1"},
-        "effectiveDateTime": stamp(at),
-        "valueQuantity": quantity,
-        **extra,
-    }
+    """A final laboratory Observation of Patient/p1 with a UCUM valueQuantity, taken ``at``."""
+    return observation(code, rid=oid, value=value, unit=unit, effective=at, **extra)
 
 
 def procedure(

@@ -12,11 +12,9 @@ import pytest
 
 from fhirbridge.risk import hospital, lace
 from fhirbridge.risk.comorbidity import active_during
+from fhirbridge.testing.builders import SNOMED, condition
 from tests.unit._risk_builders import build_encounter
 
-CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-SCT = "http://snomed.info/sct"
 #: An old stay, scored years later in a backfill: 2021-03-10 to 2021-03-14.
 ADMIT = datetime(2021, 3, 10, 15, 0, tzinfo=UTC)
 old_stay = partial(build_encounter, start=ADMIT, days=4)
@@ -24,14 +22,9 @@ old_stay = partial(build_encounter, start=ADMIT, days=4)
 
 def heart_failure(status: str = "active", **extra: Any) -> dict[str, Any]:
     """A SNOMED CT coded heart failure Condition of Patient/p1 (LACE weight 2)."""
-    return {
-        "resourceType": "Condition",
-        "id": "hf",
-        "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": SCT, "code": "84114007", "display": "Heart failure"}]},
-        "clinicalStatus": {"coding": [{"system": CLINICAL, "code": status}]},
-        **extra,
-    }
+    return condition(
+        "84114007", SNOMED, rid="hf", clinical=status, display="Heart failure", **extra
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,7 +86,7 @@ def heart_failure(status: str = "active", **extra: Any) -> dict[str, Any]:
         pytest.param(
             {
                 "onsetDateTime": "2019-05-01",
-                "verificationStatus": {"coding": [{"system": VERIFICATION, "code": "refuted"}]},
+                "verification": "refuted",
             },
             "active",
             False,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from fhirbridge.risk import lace
+from fhirbridge.testing.builders import condition
 from tests.unit._risk_builders import PRIORITY, build_encounter, stamp
 
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ADMIT_SOURCE = "http://terminology.hl7.org/CodeSystem/admit-source"
 ADMIT = datetime(2024, 9, 15, 10, 0, tzinfo=UTC)
 
@@ -26,17 +26,6 @@ def ed_visit(eid: str, start: datetime, *, hours: float = 3, **extra: Any) -> di
     return encounter(
         eid, cls="EMER", start=start, end=start + timedelta(hours=hours), days=None, **extra
     )
-
-
-def condition(code: str, cid: str, **extra: Any) -> dict[str, Any]:
-    """An ICD-10-CM coded Condition of Patient/p1."""
-    return {
-        "resourceType": "Condition",
-        "id": cid,
-        "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": ICD10CM, "code": code}]},
-        **extra,
-    }
 
 
 # --- L: length of stay -----------------------------------------------------------------
@@ -358,7 +347,7 @@ def test_elective_admission_is_found_not_missing() -> None:
 )
 def test_comorbidity_points(codes: list[str], points: int, categories: tuple[str, ...]) -> None:
     """C is the Charlson score with LACE weights, 0-3 the same and 4 or more 5."""
-    conditions = [condition(code, f"c{i}") for i, code in enumerate(codes)]
+    conditions = [condition(code, rid=f"c{i}") for i, code in enumerate(codes)]
     result = lace(encounter(), conditions=conditions)
     assert result.components["C"] == points
     assert result.charlson_categories == categories
@@ -366,14 +355,14 @@ def test_comorbidity_points(codes: list[str], points: int, categories: tuple[str
 
 def test_conditions_of_another_patient_are_ignored() -> None:
     """A Condition whose subject is not the encounter's patient never counts."""
-    other = condition("I50.9", "c1", subject={"reference": "Patient/p2"})
+    other = condition("I50.9", patient="p2")
     assert lace(encounter(), conditions=[other]).components["C"] == 0
 
 
 def test_conditions_recorded_after_discharge_are_ignored() -> None:
     """A Condition recorded after the discharge was not known at discharge."""
-    later = condition("I50.9", "c1", recordedDate="2024-12-01")
-    during = condition("I21.4", "c2", recordedDate=stamp(ADMIT + timedelta(hours=5)))
+    later = condition("I50.9", recorded="2024-12-01")
+    during = condition("I21.4", rid="c2", recorded=ADMIT + timedelta(hours=5))
     result = lace(encounter(), conditions=[later, during])
     assert result.charlson_categories == ("mi",)
     assert result.inputs == ("Encounter/idx", "Condition/c2")
@@ -531,7 +520,7 @@ def test_tiers(days: int, acute: bool, codes: list[str], total: int, tier: str) 
     extra: dict[str, Any] = (
         {"priority": {"coding": [{"system": PRIORITY, "code": "EM"}]}} if acute else {}
     )
-    conditions = [condition(code, f"c{i}") for i, code in enumerate(codes)]
+    conditions = [condition(code, rid=f"c{i}") for i, code in enumerate(codes)]
     result = lace(encounter(days=days, **extra), conditions=conditions)
     assert (result.total, result.tier) == (total, tier)
     assert result.total == sum(result.components.values())
@@ -541,7 +530,7 @@ def test_maximum_is_19() -> None:
     """L 7 + A 3 + C 5 + E 4 = 19, high, with every input found."""
     history = [ed_visit(f"ed{i}", ADMIT - timedelta(days=10 * (i + 1))) for i in range(4)]
     history.append(ed_visit("index-ed", ADMIT - timedelta(hours=4)))
-    result = lace(encounter(days=20), conditions=[condition("C78.7", "c1")], encounters=history)
+    result = lace(encounter(days=20), conditions=[condition("C78.7")], encounters=history)
     assert result.components == {"L": 7, "A": 3, "C": 5, "E": 4}
     assert (result.total, result.tier) == (19, "high")
     assert result.missing == ()

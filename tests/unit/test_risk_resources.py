@@ -14,7 +14,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 
 import fhirbridge.risk
 from fhirbridge.risk import ScoreResult, risk_assessment, score_observation
-from fhirbridge.risk.resources import COMPONENT_DISPLAYS, SCORE_DISPLAYS, SCORE_SYSTEM
+from fhirbridge.risk.assessment import COMPONENT_DISPLAYS, SCORE_DISPLAYS, SCORE_SYSTEM
 
 CODESYSTEM = Path(__file__).resolve().parents[2] / "profiles" / "CodeSystem-fhirbridge-risk.json"
 NOW = datetime(2024, 3, 18, 12, 0, tzinfo=UTC)

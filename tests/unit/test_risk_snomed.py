@@ -20,13 +20,10 @@ from fhirbridge.risk.codes import (
     charlson_table,
 )
 from fhirbridge.risk.comorbidity import charlson_detail, classify_condition
-from tests.unit import test_risk_codes
 
 SCT = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 LOCAL = "https://hospital.example/problem-list"
-#: The mappings copy of test_risk_codes.py, which the loaders read instead of the shipped files.
-tmp_mappings = test_risk_codes.tmp_mappings
 
 
 def coded(

@@ -24,7 +24,7 @@ from fhirbridge.values import (
     Transition,
     TransitionKind,
 )
-from tests.unit.test_detect_casemgmt import load
+from tests.unit._data import load
 
 K = TransitionKind
 FRIDAY_3PM = datetime(2026, 3, 6, 15, 0, tzinfo=UTC)  # Friday 6 March 2026

@@ -10,19 +10,7 @@ import pytest
 from fhirbridge.errors import ConfigError, RuleError
 from fhirbridge.rules import load_rules, mappings_dir
 from fhirbridge.rules.model import OwnerSource
-
-GOOD = """\
-version: 1
-codes:
-  c1: {display: One}
-rules:
-  - id: discharge-home
-    when:
-      kind: discharge
-      disposition_group: community
-    then:
-      - create-task: {id: a, code: c1, due: {days: 1}}
-"""
+from tests._builders.rules import GOOD
 
 
 @pytest.fixture

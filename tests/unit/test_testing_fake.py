@@ -13,6 +13,7 @@ from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import InvalidResource, MultipleMatches, ResourceNotFound, VersionConflict
 from fhirbridge.store import MemoryStore
+from fhirbridge.testing.builders import task as build_task
 from fhirbridge.testing.fhirfake import FakeFhirServer
 from fhirbridge.values import ENGINE_TAG_CODE, ENGINE_TAG_SYSTEM
 
@@ -21,14 +22,10 @@ TAG = f"{ENGINE_TAG_SYSTEM}|{ENGINE_TAG_CODE}"
 
 
 def task(identifier: str, patient: str = "Patient/p1") -> dict[str, object]:
-    """A minimal Task with one identifier."""
-    return {
-        "resourceType": "Task",
-        "status": "requested",
-        "intent": "order",
-        "for": {"reference": patient},
-        "identifier": [{"system": "urn:test", "value": identifier}],
-    }
+    """A Task with one identifier, for the server to give an id."""
+    return build_task(
+        None, patient=patient, identifier=[{"system": "urn:test", "value": identifier}]
+    )
 
 
 async def test_conditional_create_and_versioned_update() -> None:

@@ -8,25 +8,15 @@ from typing import Any
 import pytest
 
 from fhirbridge.detect import overdue_transition
+from fhirbridge.testing.builders import task as build_task
 from fhirbridge.values import TransitionKind
 
 TODAY = date(2026, 12, 1)
 
 
 def task(**changes: Any) -> dict[str, Any]:
-    """An open engine Task due on 30 Nov 2026."""
-    base: dict[str, Any] = {
-        "resourceType": "Task",
-        "id": "t1",
-        "status": "requested",
-        "code": {"coding": [{"code": "tcm-contact"}]},
-        "for": {"reference": "Patient/p1"},
-        "focus": {"reference": "Encounter/e1"},
-        "owner": {"reference": "Practitioner/cm"},
-        "restriction": {"period": {"end": "2026-11-30"}},
-    }
-    base.update(changes)
-    return base
+    """An open engine Task of Encounter/e1 owned by Practitioner/cm, due on 30 Nov 2026."""
+    return build_task(**{"focus": "e1", "owner": "cm", "due": "2026-11-30", **changes})
 
 
 def test_a_task_past_its_due_date_is_task_overdue() -> None:
@@ -57,8 +47,8 @@ def test_an_overdue_referral_tracking_task_is_referral_overdue() -> None:
     """A referral's tracking Task past due raises referral-overdue on the ServiceRequest."""
     transition = overdue_transition(
         task(
-            code={"coding": [{"code": "referral-tracking"}]},
-            focus={"reference": "ServiceRequest/s1"},
+            code="referral-tracking",
+            focus="ServiceRequest/s1",
         ),
         TODAY,
     )

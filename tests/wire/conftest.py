@@ -6,7 +6,7 @@ waits through ``sleep``, which records the delay in ``waits`` and returns at onc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,11 +15,7 @@ import respx
 
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.fhir.retry import RetryPolicy
-
-BASE = "https://ehr.example.org/fhir"
-
-Sleep = Callable[[float], Awaitable[None]]
-ClientFactory = Callable[..., FhirClient]
+from tests.wire._client import BASE, ClientFactory, Sleep
 
 
 @pytest.fixture

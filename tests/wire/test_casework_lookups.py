@@ -15,7 +15,7 @@ from fhirbridge.fhir.client import FhirClient
 from fhirbridge.rules import load_rules
 from fhirbridge.rules.calendar import BusinessCalendar
 from fhirbridge.values import Transition, TransitionKind
-from tests.wire.conftest import BASE
+from tests.wire._client import BASE
 
 DISCHARGE = Transition(
     kind=TransitionKind.DISCHARGE,

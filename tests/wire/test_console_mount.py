@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.wire.test_receiver_app import AUTH, running
+from tests._builders.receiver import AUTH, running
 
 
 async def test_the_receiver_serves_the_console_behind_its_secret() -> None:

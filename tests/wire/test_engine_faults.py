@@ -14,30 +14,20 @@ from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.errors import RateLimited
 from fhirbridge.store import SqliteStore
-from tests.wire.conftest import BASE, ClientFactory
+from fhirbridge.testing.builders import encounter as build_encounter
+from tests.wire._client import BASE, ClientFactory
 
 
 def encounter(n: int) -> dict[str, object]:
-    """A finished inpatient stay, discharged home."""
-    return {
-        "resourceType": "Encounter",
-        "id": f"e{n}",
-        "meta": {"versionId": "1", "lastUpdated": "2026-11-20T10:00:00Z"},
-        "status": "finished",
-        "class": {"code": "IMP"},
-        "subject": {"reference": f"Patient/p{n}"},
-        "period": {"start": "2026-11-15T08:00:00Z", "end": "2026-11-20T10:00:00Z"},
-        "hospitalization": {
-            "dischargeDisposition": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/discharge-disposition",
-                        "code": "home",
-                    }
-                ]
-            }
-        },
-    }
+    """Stay ``n`` (Encounter/e``n`` of Patient/p``n``): finished inpatient, discharged home."""
+    return build_encounter(
+        f"e{n}",
+        patient=f"p{n}",
+        start="2026-11-15T08:00:00Z",
+        end="2026-11-20T10:00:00Z",
+        disposition="home",
+        meta={"versionId": "1", "lastUpdated": "2026-11-20T10:00:00Z"},
+    )
 
 
 def page(entries: list[dict[str, object]], next_url: str | None) -> httpx.Response:

@@ -24,10 +24,18 @@ from fhirbridge.fhir.client import FhirClient
 from fhirbridge.fhir.retry import RetryPolicy
 from fhirbridge.sources.hl7v2 import ingest_hl7
 from fhirbridge.store import SqliteStore
-from tests.unit.test_hl7v2_map import adt
-from tests.unit.test_hl7v2_source import MRN, VISIT, FakeFhir, make_bridge
-from tests.wire.test_receiver_app import AUTH, BASE, DATA, NOW, encounter, put, running
-from tests.wire.test_receiver_recovery import notification, notify
+from tests._builders.hl7 import MRN, VISIT, FakeFhir, adt, make_bridge
+from tests._builders.receiver import (
+    AUTH,
+    BASE,
+    DATA,
+    NOW,
+    encounter,
+    notification,
+    notify,
+    put,
+    running,
+)
 
 OVERFLOW = "0001-01-01T00:00:00+14:00"
 

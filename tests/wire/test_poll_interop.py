@@ -11,8 +11,9 @@ import respx
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.sources.poll import Poller, format_instant
 from fhirbridge.store import MemoryStore
+from fhirbridge.testing.builders import encounter
+from tests.wire._client import ClientFactory
 from tests.wire._medplum import BASE, MedplumLike
-from tests.wire.conftest import ClientFactory
 
 
 @pytest.fixture
@@ -27,11 +28,6 @@ def medplum(router: respx.MockRouter) -> MedplumLike:
 def client(make_client: ClientFactory, medplum: MedplumLike) -> FhirClient:
     """A client on the stand-in."""
     return make_client(BASE)
-
-
-def encounter(rid: str) -> dict[str, object]:
-    """A minimal finished Encounter."""
-    return {"resourceType": "Encounter", "id": rid, "status": "finished", "class": {"code": "IMP"}}
 
 
 @pytest.mark.parametrize(

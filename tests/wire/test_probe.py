@@ -17,8 +17,8 @@ from fhirbridge.fhir.auth import SmartBackendAuth, missing_scopes, scope_covers
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.fhir.probe import PROBE_TAG, discover, server_profile
 from fhirbridge.preflight import preflight
+from tests.wire._client import ClientFactory
 from tests.wire._medplum import BASE, MedplumLike
-from tests.wire.conftest import ClientFactory
 
 
 @pytest.fixture

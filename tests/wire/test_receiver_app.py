@@ -1,133 +1,32 @@
 """The receiver over HTTP (ASGI, in memory): authentication, size bounds, refusals kept as
-dead letters, each notification style journalled, duplicates harmless, operations endpoints.
-
-``running()`` is the harness the other receiver wire tests import: an app on a MemoryStore
-bridge (no write-back: planned work stays in the outbox) with its lifespan entered.
+dead letters, each notification style journalled, duplicates harmless, operations endpoints,
+through the harness of :mod:`tests._builders.receiver`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import respx
-from starlette.applications import Starlette
 
-from fhirbridge.clock import FixedClock
-from fhirbridge.config import load_config
-from fhirbridge.engine import Bridge
 from fhirbridge.errors import StoreError
 from fhirbridge.fhir.client import FhirClient
-from fhirbridge.receiver import Receiver, create_app
 from fhirbridge.receiver._journal import GroupCommit
-from fhirbridge.store import MemoryStore
 from fhirbridge.values import ResourceVersion
-
-BASE = "https://ehr.example.org/fhir"
-SECRET = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {SECRET}"}
-NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
-DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-@dataclass
-class Running:
-    """A receiver app with its lifespan entered, an HTTP client on it, and its bridge."""
-
-    app: Starlette
-    http: httpx.AsyncClient
-    bridge: Bridge
-    new: list[ResourceVersion]
-    commits: list[int]
-
-    @property
-    def receiver(self) -> Receiver:
-        """The app's receiver."""
-        receiver: Receiver = self.app.state.receiver
-        return receiver
-
-
-class RecordingStore(MemoryStore):
-    """A MemoryStore that notes each append's size and the versions it took as new."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.new: list[ResourceVersion] = []
-        self.commits: list[int] = []
-
-    def append(self, versions: Iterable[ResourceVersion]) -> list[ResourceVersion]:
-        """Append, then note what happened."""
-        batch = list(versions)
-        added = super().append(batch)
-        self.commits.append(len(batch))
-        self.new.extend(added)
-        return added
-
-
-@asynccontextmanager
-async def running(
-    fhir: FhirClient | None = None, *, max_body: int = 64_000, **options: Any
-) -> AsyncIterator[Running]:
-    """A receiver on a MemoryStore bridge for ``BASE`` (gap grace 0 unless given)."""
-    config = load_config(
-        data={"fhir": {"base_url": BASE, "name": "ehr"}, "store": {"url": "memory://"}}
-    )
-    store = RecordingStore()
-    bridge = Bridge(config, client=fhir, store=store, clock=FixedClock(NOW))
-    bridge.writer = None  # plan into the outbox, write nothing back
-    options.setdefault("gap_grace", 0)
-    app = create_app(bridge, secret=SECRET, max_body=max_body, **options)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://receiver") as http,
-    ):
-        yield Running(app, http, bridge, store.new, store.commits)
-
-
-def encounter(version: int, status: str = "finished", rid: str = "e1") -> dict[str, Any]:
-    """An inpatient stay of Patient/p1, discharged home, at ``meta.versionId`` ``version``."""
-    return {
-        "resourceType": "Encounter",
-        "id": rid,
-        "meta": {"versionId": str(version), "lastUpdated": f"2026-11-20T10:0{version}:00Z"},
-        "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-        "subject": {"reference": "Patient/p1"},
-        "period": {"start": "2026-11-15T10:00:00Z", "end": "2026-11-20T10:00:00Z"}
-        if status == "finished"
-        else {"start": "2026-11-15T10:00:00Z"},
-        "hospitalization": {
-            "dischargeDisposition": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/discharge-disposition",
-                        "code": "home",
-                    }
-                ]
-            }
-        },
-    }
-
-
-def put(r: Running, resource: dict[str, Any], **headers: str) -> Any:
-    """PUT a resource to the receiver as a rest-hook notification (with the secret)."""
-    url = f"/notify/{resource['resourceType']}/{resource['id']}"
-    return r.http.put(url, content=json.dumps(resource), headers={**AUTH, **headers})
-
-
-def journalled(r: Running) -> list[tuple[str, str]]:
-    """``(reference, version)`` of every version the journal took as new, sorted."""
-    return sorted((v.reference, v.version_id) for v in r.new)
-
+from tests._builders.receiver import (
+    AUTH,
+    BASE,
+    DATA,
+    SECRET,
+    encounter,
+    journalled,
+    put,
+    running,
+)
 
 # -- authentication and bounds --------------------------------------------------------------
 

@@ -19,15 +19,8 @@ from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.receiver import create_app
-from tests.wire.conftest import ClientFactory
-from tests.wire.test_receiver_app import (
-    AUTH,
-    NOW,
-    SECRET,
-    RecordingStore,
-    Running,
-    journalled,
-)
+from tests._builders.receiver import AUTH, NOW, SECRET, RecordingStore, Running, journalled
+from tests.wire._client import ClientFactory
 
 AZURE = "https://contoso-fhir.fhir.azurehealthcareapis.com"
 STORE = "projects/my-project/locations/us-central1/datasets/my-dataset/fhirStores/my-store"

@@ -17,7 +17,7 @@ from fhirbridge.receiver._bounds import JsonLimits, load_json
 from fhirbridge.receiver._notify import NotificationError
 from fhirbridge.receiver._tracker import EventTracker
 from fhirbridge.store import MemoryStore, SqliteStore
-from tests.wire.test_receiver_app import AUTH, BASE, SECRET, encounter, journalled, put, running
+from tests._builders.receiver import AUTH, BASE, SECRET, encounter, journalled, put, running
 
 MESSAGE_HEADER = {
     "resourceType": "MessageHeader",

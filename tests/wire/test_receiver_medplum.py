@@ -18,7 +18,7 @@ from fhirbridge.config import load_config
 from fhirbridge.engine import Bridge
 from fhirbridge.receiver import create_app
 from fhirbridge.receiver._medplum import signature_matches
-from tests.wire.test_receiver_app import (
+from tests._builders.receiver import (
     AUTH,
     BASE,
     NOW,

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from tests._builders.receiver import AUTH, encounter
 from tests.fuzz._harness import http_receiver
-from tests.wire.test_receiver_app import AUTH, encounter
 
 
 async def raw_exchange(port: int, data: bytes, within: float = 5.0) -> bytes:

@@ -11,9 +11,18 @@ import pytest
 import respx
 
 from fhirbridge.fhir.client import FhirClient
-from tests.wire.test_receiver_app import AUTH, BASE, Running, encounter, journalled, running
+from tests._builders.receiver import (
+    AUTH,
+    BASE,
+    TOPIC,
+    Running,
+    encounter,
+    journalled,
+    notification,
+    notify,
+    running,
+)
 
-TOPIC = "http://sekmet.dev/fhir/SubscriptionTopic/encounter-complete"
 FOREIGN = "https://evil.example.net/fhir"
 
 
@@ -25,47 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def notification(
-    kind: str,
-    number: int | None = None,
-    *,
-    since: int | None = None,
-    focus: str | None = None,
-    resources: tuple[dict[str, Any], ...] = (),
-    status: str = "active",
-) -> dict[str, Any]:
-    """A Backport notification Bundle shaped as sekmet sends it, for Subscription/s1."""
-    params: list[dict[str, Any]] = [
-        {"name": "subscription", "valueReference": {"reference": f"{BASE}/Subscription/s1"}},
-        {"name": "topic", "valueCanonical": TOPIC},
-        {"name": "status", "valueCode": status},
-        {"name": "type", "valueCode": kind},
-        {
-            "name": "events-since-subscription-start",
-            "valueString": str(since if since is not None else number or 0),
-        },
-    ]
-    if resources and focus is None:
-        focus = f"{BASE}/{resources[0]['resourceType']}/{resources[0]['id']}"
-    if number is not None:
-        parts: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(number)}]
-        if focus:
-            parts.append({"name": "focus", "valueReference": {"reference": focus}})
-        params.append({"name": "notification-event", "part": parts})
-    entries: list[dict[str, Any]] = [
-        {"fullUrl": "urn:uuid:s", "resource": {"resourceType": "Parameters", "parameter": params}}
-    ]
-    entries += [
-        {
-            "fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}",
-            "resource": r,
-            "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-        }
-        for r in resources
-    ]
-    return {"resourceType": "Bundle", "type": "history", "entry": entries}
 
 
 def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
@@ -106,13 +74,6 @@ def tcm_codes(r: Running) -> set[str]:
     """The codes of the Tasks the outbox holds."""
     items = r.bridge.store.outbox_items()
     return {i.payload["action"]["code"] for i in items if i.kind == "create-task"}
-
-
-async def notify(r: Running, bundle: dict[str, Any]) -> httpx.Response:
-    """POST a notification to the receiver and wait until its effects are done."""
-    answer = await r.http.post("/notify", json=bundle, headers=AUTH)
-    await r.receiver.settle()
-    return answer
 
 
 async def test_handshake_and_full_resource_event_need_no_fetch(

@@ -14,9 +14,12 @@ import httpx
 import pytest
 import respx
 
+from fhirbridge.clock import FixedClock
 from fhirbridge.errors import FhirTimeoutError, RateLimited, ServerError, TransportError
 from fhirbridge.fhir.client import FhirClient
 from fhirbridge.fhir.retry import RetryPolicy
+from fhirbridge.sources.bulk import BulkExport
+from fhirbridge.testing import MemoryStore
 
 BASE = "https://ehr.example.org/fhir"
 PATIENT = {"resourceType": "Patient", "id": "1"}
@@ -42,10 +45,13 @@ async def test_429_waits_retry_after_seconds(
 
 
 async def test_429_waits_until_retry_after_http_date(
-    client: FhirClient, router: respx.MockRouter, waits: list[float]
+    make_client: Callable[..., FhirClient], router: respx.MockRouter, waits: list[float]
 ) -> None:
-    """A ``Retry-After`` HTTP-date 20 s ahead waits about 20 s (the header has 1 s grain)."""
-    when = datetime.now(UTC) + timedelta(seconds=20)
+    """A ``Retry-After`` HTTP-date 20 s after the client's clock waits exactly 20 s (the
+    client measures the date from its own clock, not the machine's)."""
+    now = datetime(2026, 3, 5, 12, 0, 0, tzinfo=UTC)
+    client = make_client(clock=FixedClock(now))
+    when = now + timedelta(seconds=20)
     router.get(f"{BASE}/Patient/1").mock(
         side_effect=[
             httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)}),
@@ -55,8 +61,7 @@ async def test_429_waits_until_retry_after_http_date(
 
     await client.read("Patient", "1")
 
-    assert len(waits) == 1
-    assert 18.0 < waits[0] <= 20.0
+    assert waits == [20.0]
 
 
 async def test_retry_after_is_capped(
@@ -318,3 +323,31 @@ async def test_public_request_raises_fhirbridge_errors_after_retries(
 
     with pytest.raises(RateLimited):
         await client.request("GET", "Patient/1")
+
+
+async def test_bulk_status_retry_after_http_date_is_measured_from_the_client_clock(
+    make_client: Callable[..., FhirClient], router: respx.MockRouter
+) -> None:
+    """A bulk export status poll answering 202 with a ``Retry-After`` HTTP-date 12 s after
+    the client's clock waits exactly 12 s before asking again."""
+    now = datetime(2026, 3, 5, 12, 0, 0, tzinfo=UTC)
+    client = make_client(clock=FixedClock(now))
+    status = f"{BASE}/$export-status/1"
+    router.get(f"{BASE}/$export").mock(
+        return_value=httpx.Response(202, headers={"Content-Location": status})
+    )
+    when = format_datetime(now + timedelta(seconds=12), usegmt=True)
+    router.get(status).mock(
+        side_effect=[
+            httpx.Response(202, headers={"Retry-After": when}),
+            httpx.Response(200, json={"transactionTime": "2026-03-05T12:00:00Z", "output": []}),
+        ]
+    )
+    pauses: list[float] = []
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+
+    store = MemoryStore()
+    await BulkExport(client, store, server="ehr", types=["Encounter"], sleep=record).run()
+    assert pauses == [12.0]

@@ -149,3 +149,30 @@ class RestCalls:
             headers=headers,
         )
         return self._expect(response, 200, 201)
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        """``DELETE [base]/{type}/{id}``; raises :class:`SekmetError` unless 200 or 204."""
+        response = self.request("DELETE", f"{resource_type}/{resource_id}")
+        if response.status_code not in (200, 204):
+            raise SekmetError(
+                f"DELETE {resource_type}/{resource_id}: HTTP {response.status_code}: "
+                f"{response.text[:800]}"
+            )
+
+    def changed_since(self, mark: str, *, page: int = 1000) -> list[tuple[str, str]]:
+        """``(type, id)`` of every resource that exists now and was created or changed at or
+        after ``mark`` (a FHIR instant), newest change first, from the system history."""
+        latest: dict[tuple[str, str], str] = {}  # the newest history entry's method wins
+        offset = 0
+        while True:
+            params = {"_since": mark, "_count": str(page), "_offset": str(offset)}
+            bundle = self._expect(self.request("GET", "_history", params=params), 200)
+            entries = bundle.get("entry", [])
+            for entry in entries:
+                kind, _, rid = (
+                    str(entry["fullUrl"]).removeprefix(self.base_url + "/").partition("/")
+                )
+                latest.setdefault((kind, rid), str(entry.get("request", {}).get("method", "PUT")))
+            offset += page
+            if not entries or offset >= int(bundle.get("total", 0)):
+                return [key for key, method in latest.items() if method != "DELETE"]

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -309,6 +310,29 @@ class SekmetServer(EncounterWorkflows, OrderWorkflows):
     ) -> None:
         """Stop the server."""
         self.stop()
+
+    # ------------------------------------------------------------------ sharing
+
+    def mark(self) -> str:
+        """The current instant, as sekmet stamps ``meta.lastUpdated``: give it to
+        :meth:`clear_since` to take back everything written after this call."""
+        now = datetime.now(UTC)
+        return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+    def clear_since(self, mark: str) -> int:
+        """Delete every resource created or changed since ``mark`` (from :meth:`mark`), so one
+        server can serve many tests, each seeing none of the others' data; returns how many.
+
+        Subscriptions go first, so no deletion is notified to a test's receiver that is
+        gone. Resources that existed before ``mark`` and changed since are deleted too; the
+        cached :meth:`facility` data is fetched again on next use.
+        """
+        changed = self.changed_since(mark)
+        changed.sort(key=lambda key: key[0] != "Subscription")
+        for resource_type, resource_id in changed:
+            self.delete(resource_type, resource_id)
+        self._facility = None
+        return len(changed)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log."""

@@ -112,8 +112,8 @@ ON CONFLICT (server, resource_type) DO UPDATE SET
     updated_at = excluded.updated_at;
 
 -- name: insert_outbox
-INSERT INTO outbox (key, kind, payload, created_at, updated_at)
-VALUES (%(key)s, %(kind)s, %(payload)s::jsonb, %(now)s, %(now)s)
+INSERT INTO outbox (key, kind, payload, created_at, updated_at, lane_key)
+VALUES (%(key)s, %(kind)s, %(payload)s::jsonb, %(now)s, %(now)s, %(lane_key)s)
 ON CONFLICT (key) DO NOTHING
 RETURNING id;
 
@@ -243,6 +243,12 @@ SELECT name FROM lease
 WHERE holder = %(holder)s AND starts_with(name, %(prefix)s) AND expires_at >= %(now)s
 ORDER BY name COLLATE "C";
 
+-- name: renew_leases
+-- Extends the worker's leases that still run (a lease that ran out may have a new holder).
+UPDATE lease SET expires_at = %(until)s
+WHERE holder = %(holder)s AND starts_with(name, %(prefix)s) AND expires_at >= %(now)s
+RETURNING name;
+
 -- name: leases_of_others
 SELECT name FROM lease
 WHERE holder NOT IN ('', %(holder)s) AND starts_with(name, %(prefix)s) AND expires_at >= %(now)s;
@@ -275,6 +281,7 @@ LIMIT %(limit)s;
 
 -- name: lease_outbox
 -- Leases pending items nobody holds (or whose lease ran out) to one worker; counts the attempt.
+-- With lanes, only the items of the patients in those lanes (lane_key % lane_count).
 -- SKIP LOCKED: two workers leasing at once get different items.
 UPDATE outbox
 SET claimed_by = %(holder)s, lease_until = %(until)s, attempts = attempts + 1,
@@ -282,6 +289,7 @@ SET claimed_by = %(holder)s, lease_until = %(until)s, attempts = attempts + 1,
 WHERE id IN (
     SELECT id FROM outbox
     WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < %(now)s)
+      AND (%(lanes)s::bigint[] IS NULL OR mod(lane_key, %(lane_count)s) = ANY(%(lanes)s::bigint[]))
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -111,8 +111,8 @@ ON CONFLICT (server, resource_type) DO UPDATE SET
     updated_at = excluded.updated_at;
 
 -- name: insert_outbox
-INSERT OR IGNORE INTO outbox (key, kind, payload, created_at, updated_at)
-VALUES (:key, :kind, :payload, :now, :now);
+INSERT OR IGNORE INTO outbox (key, kind, payload, created_at, updated_at, lane_key)
+VALUES (:key, :kind, :payload, :now, :now, :lane_key);
 
 -- name: claim_outbox
 SELECT id, key, kind, payload, state, attempts, last_error, result
@@ -228,6 +228,12 @@ WHERE holder = :holder AND substr(name, 1, length(:prefix)) = :prefix
   AND expires_at >= :now
 ORDER BY name;
 
+-- name: renew_leases
+-- Extends the worker's leases that still run (a lease that ran out may have a new holder).
+UPDATE lease SET expires_at = :until
+WHERE holder = :holder AND substr(name, 1, length(:prefix)) = :prefix AND expires_at >= :now
+RETURNING name;
+
 -- name: leases_of_others
 SELECT name FROM lease
 WHERE holder NOT IN ('', :holder) AND substr(name, 1, length(:prefix)) = :prefix
@@ -261,11 +267,13 @@ LIMIT :limit;
 
 -- name: lease_outbox
 -- Leases pending items nobody holds (or whose lease ran out) to one worker; counts the attempt.
+-- With lanes, only the items of the patients in those lanes (lane_key % lane_count).
 UPDATE outbox
 SET claimed_by = :holder, lease_until = :until, attempts = attempts + 1, updated_at = :now
 WHERE id IN (
     SELECT id FROM outbox
     WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < :now)
+      AND (:lanes IS NULL OR (lane_key % :lane_count) IN (SELECT value FROM json_each(:lanes)))
     ORDER BY id
     LIMIT :limit
 )

@@ -1,7 +1,8 @@
 """Small readers of plain FHIR R4 JSON: codings, references, times and dates.
 
-The risk scores read raw resource dicts (never ``fhir.resources`` models): these helpers
-tolerate missing or malformed elements and return ``None`` or nothing rather than raising.
+The risk scores and the rules read raw resource dicts and facts (never ``fhir.resources``
+models): these helpers tolerate missing or malformed elements and return ``None`` or nothing
+rather than raising.
 """
 
 from __future__ import annotations
