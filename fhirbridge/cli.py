@@ -681,10 +681,11 @@ def replay(as_json: bool, allow_dead_letters: bool) -> None:
     state = _state()
     config = state.config()
     _journal_guard(config, False)
+    shared = shares_journal(config.store.url)
     from fhirbridge.engine import Bridge
 
     async def work() -> tuple[dict[str, int], int]:
-        async with Bridge.from_config(config) as bridge:
+        async with Bridge.from_config(config, worker=shared) as bridge:
             before = _last_dead_letter(bridge.store)
             count = bridge.replay()
             stats = await bridge.process()
@@ -697,7 +698,7 @@ def replay(as_json: bool, allow_dead_letters: bool) -> None:
             }
             return figures, _new_dead_letters(bridge.store, before)
 
-    with sole_writer(config):
+    with journal_writer(config, shared):
         figures, dead = _run(state, work)
     if as_json:
         _echo_json({**figures, "new_dead_letters": dead})
@@ -725,14 +726,15 @@ def backfill(
     _journal_guard(config, new_journal)
     start = _instant(since, "--since")
     progress = _Progress()
+    shared = shares_journal(config.store.url)
     from fhirbridge.engine import Bridge
 
     async def work() -> tuple[Any, int]:
-        async with Bridge.from_config(config, clock=_clock(now)) as bridge:
+        async with Bridge.from_config(config, clock=_clock(now), worker=shared) as bridge:
             exported = bridge.backfill(since=start, progress=progress.message)
             return await _counting_dead_letters(bridge, exported)
 
-    with sole_writer(config):
+    with journal_writer(config, shared):
         stats, dead = _run(state, work)
     progress.done()
     _finish(stats, dead, as_json=as_json, allow_dead_letters=allow_dead_letters)
@@ -1081,11 +1083,12 @@ def hl7_command(
     _journal_guard(config, new_journal)
     visit_system = visit_system or config.hl7.visit_system
     mrn_system = mrn_system or config.hl7.mrn_system
+    shared = shares_journal(config.store.url)
     from fhirbridge.engine import Bridge
     from fhirbridge.sources.hl7v2 import MllpListener, ingest_hl7
 
     async def work() -> int:
-        async with Bridge.from_config(config) as bridge:
+        async with Bridge.from_config(config, worker=shared) as bridge:
             before = _last_dead_letter(bridge.store)
             for path in files:
                 stats = await ingest_hl7(
@@ -1111,7 +1114,7 @@ def hl7_command(
                     click.echo(f"mllp: {listener.stats.summary()}")
             return _new_dead_letters(bridge.store, before)
 
-    with sole_writer(config):
+    with journal_writer(config, shared):
         dead = _run(state, work)
     if not listen:  # a listener is a service: its dead letters are watched by metrics
         _fail_on_dead_letters(dead, allow_dead_letters)

@@ -129,3 +129,38 @@ def test_fhirbridge_run_refuses_a_second_writer(
     assert len(lines) == 1
     assert "already being written for server 'default'" in lines[0]
     assert f"pid {holder_process.pid} on " in lines[0]
+
+
+@pytest.mark.parametrize(
+    "journal", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_replay_is_a_worker_on_a_shared_journal_and_the_one_writer_on_sqlite(
+    journal: tuple[str, str, str],
+    holder_process: subprocess.Popen[str],
+    tmp_path: Path,
+) -> None:
+    """``replay`` (like ``hl7`` and ``backfill``) on a SQLite journal another process writes
+    is refused (exit 4); on PostgreSQL it is one more worker of the shared journal (its
+    leases keep it off the lanes others hold), so the writer lock does not stop it: it goes
+    on to the FHIR server (unreachable here)."""
+    kind, where, schema = journal
+    url = f"sqlite:///{where}" if kind == "sqlite" else f"{where}?options=-csearch_path%3D{schema}"
+    config = tmp_path / "fhirbridge.yaml"
+    config.write_text(
+        f"fhir:\n  base_url: http://127.0.0.1:1/fhir\nstore:\n  url: {url}\n", encoding="utf-8"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "fhirbridge", "--config", str(config), "replay"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    if kind == "sqlite":
+        assert done.returncode == 4, done.stderr
+        assert "already being written" in done.stderr
+    else:  # past the journal, on to the (unreachable) FHIR server
+        assert "already being written" not in done.stderr
+        assert done.returncode == 3, done.stderr
+        assert "cannot reach the FHIR server" in done.stderr
