@@ -460,9 +460,7 @@ def _with_rule_files(raw: dict[str, Any], source: str, folder: Path | None) -> d
         raise ConfigError(
             f"{source}: rules.replace_shipped: true needs at least one file in rules.files"
         )
-    resolved = [
-        Path(f) if Path(f).is_absolute() or folder is None else folder / f for f in files
-    ]
+    resolved = [Path(f) if Path(f).is_absolute() or folder is None else folder / f for f in files]
     if not replace:
         from fhirbridge._shipped import mappings_dir
         from fhirbridge.rules.loader import SHIPPED_PACK

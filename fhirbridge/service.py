@@ -240,9 +240,7 @@ class PollingService:
             except FhirBridgeError as exc:
                 self.failures += 1
                 self.metrics.passes.labels("failed").inc()
-                log.warning(
-                    "run_pass_failed", error=type(exc).__name__, message=str(exc)[:300]
-                )
+                log.warning("run_pass_failed", error=type(exc).__name__, message=str(exc)[:300])
                 return
             finally:
                 stopper.cancel()
@@ -327,7 +325,11 @@ class PollingService:
         import uvicorn
 
         config = uvicorn.Config(
-            self.app(), host=host, port=port, log_level="warning", access_log=False,
+            self.app(),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
             lifespan="off",
         )
         server = _quiet_server(config)
@@ -355,4 +357,3 @@ def _quiet_server_class() -> type[Any]:
 
 def _quiet_server(config: Any) -> Any:
     return _quiet_server_class()(config)
-

@@ -109,8 +109,9 @@ class WorkerLeases:
         """Renew the lanes and take this worker's fair share (call it between passes, with
         nothing in flight); returns the lanes held."""
         before = self.store.takeovers("")
-        previous, self.held = self.held, self.store.lease_lanes(
-            self.holder, lanes=self.lanes, seconds=self.seconds
+        previous, self.held = (
+            self.held,
+            self.store.lease_lanes(self.holder, lanes=self.lanes, seconds=self.seconds),
         )
         self._counting(before)
         if self.held != previous:

@@ -343,4 +343,3 @@ class Store(Protocol):
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest audit records, newest first."""
-
