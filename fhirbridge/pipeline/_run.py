@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -136,16 +137,7 @@ class Pipeline:
                 await running  # the page before is processed (its failure stops the feed)
             running = asyncio.ensure_future(self.process(page, stats, pause=pause, batch=batch))
 
-        try:
-            await feed(sink, stats)
-        except BaseException:
-            if running is not None:  # what it leaves unprocessed stays pending
-                running.cancel()
-                with contextlib.suppress(BaseException):
-                    await running
-            raise
-        if running is not None:
-            await running
+        await _feed_then_settle(feed, sink, stats, lambda: running)
 
     async def _fed_beside(
         self,
@@ -177,16 +169,7 @@ class Pipeline:
             else:
                 again = True
 
-        try:
-            await feed(sink, stats)
-        except BaseException:
-            if worker is not None:  # what it leaves unprocessed stays pending
-                worker.cancel()
-                with contextlib.suppress(BaseException):
-                    await worker
-            raise
-        if worker is not None:
-            await worker
+        await _feed_then_settle(feed, sink, stats, lambda: worker)
 
     async def process(
         self,
@@ -247,3 +230,26 @@ class Pipeline:
         for index in sorted(again):
             outcome = await self.evaluator.evaluate_one(versions[index])
             self.committer.commit([outcome], stats)
+
+
+async def _feed_then_settle(
+    feed: Feed,
+    sink: Sink,
+    stats: RunStats,
+    in_flight: Callable[[], asyncio.Future[Any] | None],
+) -> None:
+    """Run ``feed`` into ``sink``, then wait for the processing ``in_flight`` (at that
+    moment); if the feed fails, cancel that processing instead (what it leaves unprocessed
+    stays pending) and raise."""
+    try:
+        await feed(sink, stats)
+    except BaseException:
+        running = in_flight()
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(BaseException):
+                await running
+        raise
+    running = in_flight()
+    if running is not None:
+        await running
