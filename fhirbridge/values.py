@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 import orjson
@@ -42,6 +42,7 @@ __all__ = [
     "TransitionKind",
     "is_engine_resource",
     "lazy_resource",
+    "narrow_decode",
     "parse_instant",
     "parse_json",
 ]
@@ -204,13 +205,31 @@ class LazyResource(Mapping[str, Any]):
         return f"LazyResource({self._dict()!r})"
 
 
+_Decoded = TypeVar("_Decoded")
+
+
+def narrow_decode(decoder: msgspec.json.Decoder[_Decoded], raw: bytes) -> _Decoded | None:
+    """``decoder.decode(raw)``: the few members a typed struct names, the rest skipped; None
+    where the caller must parse ``raw`` whole to judge it as the full parse does. That is when
+    msgspec refuses it (not an object, a member of an unusual type, not JSON), when ``raw``
+    is not UTF-8 throughout (msgspec does not check the members it skips), and when it nests
+    deeper than msgspec can follow from this call's stack (its limit is the recursion limit
+    left, the full parse's a fixed depth)."""
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
 def _head(raw: bytes) -> _Head | None:
     """The narrow decode of ``raw``; None when it is not a plain object of the usual types
     (the caller then parses it whole and judges it as before)."""
-    try:
-        return _HEAD.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    return narrow_decode(_HEAD, raw)
 
 
 def lazy_resource(raw: bytes) -> Mapping[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from fhirbridge.values import parse_instant, parse_json
+from fhirbridge.values import narrow_decode, parse_instant, parse_json
 
 __all__ = ["EncounterView", "LocationStay", "local_reference", "resolve_references", "version_key"]
 
@@ -155,9 +155,8 @@ class EncounterView:
         read (a member of an unusual type, invalid JSON) is projected from the parsed dict,
         which then answers (or raises) as :meth:`of` does.
         """
-        try:
-            found = _ENCOUNTER.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        found = narrow_decode(_ENCOUNTER, raw)
+        if found is None:
             resource = parse_json(raw)
             if not isinstance(resource, Mapping):
                 raise ValueError("not a JSON object") from None

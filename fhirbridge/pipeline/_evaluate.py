@@ -132,10 +132,10 @@ class Evaluator:
                         raise
                     broken[index] = exc
         named = [p for v in versions for p in lane_marks(v)[1:]]  # the patients they name
-        await self._prefetch(versions, views, named)
-        reads = self._read_ahead(versions, views)
-        self.lookups.read_ahead(named)
+        self.lookups.read_ahead(named)  # before the prefetch, which reads these Patients too
         try:
+            await self._prefetch(versions, views, named)
+            reads = self._read_ahead(versions, views)
             return await self._evaluated(versions, groups, views, broken, reads)
         finally:
             self.lookups.forget_read_ahead()

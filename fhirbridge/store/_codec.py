@@ -23,6 +23,7 @@ from fhirbridge.values import (
     Transition,
     TransitionKind,
     lazy_resource,
+    narrow_decode,
     parse_instant,
 )
 
@@ -263,9 +264,8 @@ def _index_members(version: ResourceVersion) -> Mapping[str, Any]:
     has not been parsed (the rest of it is skipped), else the parsed resource."""
     resource = version.resource
     if isinstance(resource, LazyResource) and not resource.parsed:
-        try:
-            found = _INDEX_MEMBERS.decode(version.raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        found = narrow_decode(_INDEX_MEMBERS, version.raw)
+        if found is None:
             return resource
         return {
             "subject": found.subject,

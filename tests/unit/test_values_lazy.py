@@ -110,3 +110,62 @@ def test_stored_rows_come_back_lazy_or_parsed() -> None:
     assert lazy_resource(b"[1]") == [1]
     nan = lazy_resource(b'{"resourceType":"Patient","id":"p","x":NaN}')
     assert isinstance(nan, dict) and nan["x"] != nan["x"]
+
+
+ENCOUNTER_LATIN1 = (
+    b'{"resourceType":"Encounter","id":"e1","status":"finished","class":{"code":"IMP"},'
+    b'"subject":{"reference":"Patient/1"},"text":{"status":"generated","div":"caf\xe9"}}'
+)
+
+
+def test_invalid_utf8_in_a_skipped_member_is_refused_as_the_whole_parse_refuses_it() -> None:
+    """A Latin-1 byte in a member the narrow decode skips (a narrative from an old export)
+    is refused when the version is built, the Encounter view and the index row too, exactly
+    as parsing the whole document refuses it: nothing half-read reaches the journal."""
+    from fhirbridge.detect.projection import EncounterView
+
+    with pytest.raises(ValueError):
+        json.loads(ENCOUNTER_LATIN1)
+    with pytest.raises(ValueError):
+        ResourceVersion.from_json("s", ENCOUNTER_LATIN1)
+    with pytest.raises(ValueError):
+        EncounterView.from_raw(ENCOUNTER_LATIN1)
+    with pytest.raises(ValueError):
+        lazy_resource(ENCOUNTER_LATIN1)
+
+
+def test_valid_non_ascii_text_still_takes_the_narrow_path() -> None:
+    """Accented names and narratives in UTF-8 are read lazily like any other version."""
+    raw = ENCOUNTER_LATIN1.replace(b"caf\xe9", "café Zoë".encode())
+    version = ResourceVersion.from_json("s", raw)
+    assert isinstance(version.resource, LazyResource)
+    assert not version.resource.parsed
+    assert version.resource["text"]["div"] == "café Zoë"
+
+
+def _nested(depth: int) -> bytes:
+    return (
+        b'{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/1"},"x":'
+        + b"[" * depth
+        + b"]" * depth
+        + b"}"
+    )
+
+
+def test_deep_nesting_is_judged_by_the_fixed_limit_of_the_whole_parse_at_any_stack_depth() -> None:
+    """msgspec's nesting limit is what is left of the recursion limit; a version the full
+    parse accepts is built (and read back) however deep the caller's stack already is."""
+    import sys
+
+    raw = _nested(900)
+    json.loads(raw)  # the whole parse accepts it
+
+    def deep(frames: int) -> ResourceVersion:
+        if frames:
+            return deep(frames - 1)
+        return ResourceVersion.from_json("s", raw)
+
+    frames = sys.getrecursionlimit() - 150
+    version = deep(frames)
+    assert version.reference == "Observation/o1"
+    assert lazy_resource(raw)["id"] == "o1"
