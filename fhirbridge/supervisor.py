@@ -9,7 +9,9 @@ each a worker that leases its share of the journal's patient lanes
   cleanly. A worker still running ``grace`` seconds after the signal is killed.
 - A worker that exits by itself (a crash, a ``SIGKILL``) is started again after
   ``restart_delay`` seconds, doubling while it keeps crashing soon after starting (up to a
-  minute); its leases run out meanwhile and the other workers take its lanes over.
+  minute); its leases run out meanwhile and the other workers take its lanes over. A worker
+  that exits 2 (a configuration error) or 4 (the journal refused) needs a person, not a
+  restart: the supervisor stops the others and exits with that code.
 
 Worker ``i`` (from 0) gets ``FHIRBRIDGE_WORKER_INDEX=i`` in its environment and, when the
 command has a metrics port, that port plus ``i``.
@@ -33,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 #: A worker that ran this long before exiting was not crashing on start.
 _STEADY = 60.0
+#: A worker's exit codes that a restart cannot mend (the CLI's: 2 configuration, 4 journal).
+FATAL_EXITS = frozenset({2, 4})
 _MAX_DELAY = 60.0
 
 
@@ -75,6 +79,7 @@ class Supervisor:
         self._stopping = False
         self._children: dict[int, _Child] = {}
         self._due: dict[int, tuple[float, float]] = {}  # index -> (start at, next delay)
+        self._fatal: int | None = None  # a worker's exit code that stops them all
 
     def stop(self, *_: object) -> None:
         """Stop every worker (what SIGTERM and SIGINT do; safe from a signal handler)."""
@@ -86,11 +91,16 @@ class Supervisor:
                 child.process.send_signal(signal.SIGTERM)
 
     def _start(self, index: int, delay: float) -> None:
-        env = {**os.environ, "FHIRBRIDGE_WORKER_INDEX": str(index)}
+        if self._stopping:
+            return
+        # a worker is one process: a worker count set in the environment is not inherited
+        env = {**os.environ, "FHIRBRIDGE_WORKER_INDEX": str(index), "FHIRBRIDGE_RUN_WORKERS": "1"}
         argv = list(self.command(index))
         process = subprocess.Popen(argv, env=env)  # noqa: S603 - the command line of a worker
         self._children[index] = _Child(index, process, self.monotonic(), delay)
         log.info("worker_started", index=index, pid=process.pid)
+        if self._stopping:  # the stop came while this one was starting
+            process.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         """Start the workers and supervise them until stopped; the exit code (0: clean)."""
@@ -103,7 +113,8 @@ class Supervisor:
             while not self._stopping:
                 self._watch()
                 self.sleep(self.poll)
-            return self._wind_down()
+            code = self._wind_down()
+            return self._fatal if self._fatal is not None else code
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -119,6 +130,11 @@ class Supervisor:
             if code is None or self._stopping:
                 continue
             del self._children[index]
+            if code in FATAL_EXITS:  # the configuration or the journal needs a person
+                log.error("worker_cannot_run", index=index, pid=child.process.pid, code=code)
+                self._fatal = code
+                self.stop()
+                return
             ran = now - child.started
             wait = self.restart_delay if ran >= _STEADY else child.delay
             log.warning("worker_exited", index=index, pid=child.process.pid, code=code)

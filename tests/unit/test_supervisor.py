@@ -3,6 +3,7 @@ one again, forwards SIGTERM to all and exits 0 once they stopped cleanly."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,8 +19,9 @@ CHILD = textwrap.dedent(
     folder, index = sys.argv[1], os.environ["FHIRBRIDGE_WORKER_INDEX"]
     starts = len([n for n in os.listdir(folder) if n.startswith(index + ".")])
     open(os.path.join(folder, f"{index}.{starts}"), "w").close()
+    open(os.path.join(folder, f"env.{index}"), "w").write(os.environ["FHIRBRIDGE_RUN_WORKERS"])
     if index == "0" and starts == 0:
-        os._exit(3)
+        os._exit(int(os.environ.get("CRASH_CODE", "3")))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         time.sleep(0.05)
@@ -60,7 +62,27 @@ def test_the_supervisor_restarts_a_crash_and_stops_cleanly(tmp_path: Path) -> No
         finally:
             if sup.poll() is None:
                 sup.kill()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.0", "0.1", "1.0", "2.0"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("env.")) == [
+        "0.0",
+        "0.1",
+        "1.0",
+        "2.0",
+    ]
+    # a worker count in the supervisor's environment is not inherited: a worker is one process
+    assert {(tmp_path / f"env.{i}").read_text() for i in range(3)} == {"1"}
+
+
+def test_a_worker_that_needs_a_person_stops_them_all_with_its_code(tmp_path: Path) -> None:
+    """Worker 0 exits 2 (a configuration error): no restart storm; the others are stopped
+    and the supervisor exits 2, so systemd's RestartPreventExitStatus holds."""
+    env = {**os.environ, "CRASH_CODE": "2", "FHIRBRIDGE_RUN_WORKERS": "3"}
+    with subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(tmp_path), CHILD], env=env) as sup:
+        try:
+            assert sup.wait(30) == 2
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+    assert "0.1" not in {p.name for p in tmp_path.iterdir()}
 
 
 def test_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
