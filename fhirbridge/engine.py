@@ -308,13 +308,19 @@ class Bridge:
         """The one pass loop (:meth:`fhirbridge.pipeline.Pipeline.run_pass`): process
         ``fresh`` and whatever is pending, run ``feed``, sweep when asked, write. A worker
         first leases its share of the lanes (nothing of it is in flight between passes)."""
-        if self.leases is not None:
-            if self._keeper is None:  # renewed from now on, between passes too, until aclose
-                self._keeper = asyncio.ensure_future(self.leases.keep(self._closing))
-            self.leases.rebalance()
+        self._hold_leases()
         return await self.pipeline.run_pass(
             fresh=fresh, feed=feed, sweep=sweep, write=write, stats=stats, pause=pause, batch=batch
         )
+
+    def _hold_leases(self) -> None:
+        """A worker: renew its leases from now on (between passes too, until :meth:`aclose`)
+        and take its share of the lanes (nothing of them is in flight between passes)."""
+        if self.leases is None:
+            return
+        if self._keeper is None:
+            self._keeper = asyncio.ensure_future(self.leases.keep(self._closing))
+        self.leases.rebalance()
 
     async def process(
         self,
@@ -326,6 +332,7 @@ class Bridge:
         """Detect, plan and enqueue for ``fresh`` and then every pending version, in
         arrival order; writes nothing."""
         stats = stats if stats is not None else RunStats()
+        self._hold_leases()
         await self.pipeline.process(fresh, stats, batch=batch)
         return await self.pipeline.process(stats=stats, batch=batch)
 
@@ -339,10 +346,12 @@ class Bridge:
         return self.pipeline.sweeper.due()
 
     async def drain(self) -> WriteStats:
-        """Perform every pending outbox item."""
+        """Perform every pending outbox item (a worker: of the lanes it leases, each item
+        leased while it is written, as a pass writes them)."""
         if self.writer is None:
             raise FhirError("writing needs a FHIR client")
-        return await self.writer.drain()
+        self._hold_leases()
+        return await self.pipeline.write.write(RunStats())
 
     # -- whole passes ------------------------------------------------------------------
     def default_since(self) -> datetime:

@@ -199,3 +199,31 @@ async def test_the_metrics_name_the_worker(
     assert 'fhirbridge_worker_outbox_leased{worker="a"} 0.0' in text
     assert 'fhirbridge_worker_lease_takeovers{worker="a"} 0.0' in text
     assert 'fhirbridge_worker_leadership{lease="poll:default:Encounter",worker="a"} 1.0' in text
+
+
+async def test_a_drain_by_one_worker_leaves_the_items_another_is_writing(
+    pair: tuple[FakeFhirServer, MemoryStore, Bridge, Bridge],
+) -> None:
+    """``replay``'s drain (``Bridge.drain``) on a worker writes only its lanes' items and
+    never one another worker has leased and is writing: no item is written twice at once."""
+    fake, store, a, b = pair
+    assert a.leases is not None and b.leases is not None
+    for _ in range(2):
+        a.leases.rebalance()
+        b.leases.rebalance()
+    mine, theirs = a.leases.held, b.leases.held
+    await a.run_pass(feed=a.poll_feed(since=SINCE), write=False)
+    await b.process()
+    leased = a.leases.claim(1000)  # a is writing these now
+    assert leased and {item_lane(i, LANES) for i in leased} <= mine
+
+    await b.drain()
+    assert {lane_of_task(t) for t in fake.resources("Task")} <= theirs
+    assert store.leased_outbox() == len(leased)  # a's leases stand
+
+    a.leases.done_writing()
+    await a.drain()
+    tasks = fake.resources("Task")
+    assert {lane_of_task(t) for t in tasks} == mine | theirs
+    assert len(tasks) == len({t["identifier"][0]["value"] for t in tasks})
+    assert store.outbox_depth() == 0 and store.leased_outbox() == 0
