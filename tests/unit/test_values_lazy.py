@@ -124,13 +124,13 @@ def test_invalid_utf8_in_a_skipped_member_is_refused_as_the_whole_parse_refuses_
     as parsing the whole document refuses it: nothing half-read reaches the journal."""
     from fhirbridge.detect.projection import EncounterView
 
-    with pytest.raises(ValueError):
+    with pytest.raises(UnicodeDecodeError):
         json.loads(ENCOUNTER_LATIN1)
-    with pytest.raises(ValueError):
+    with pytest.raises(UnicodeDecodeError):
         ResourceVersion.from_json("s", ENCOUNTER_LATIN1)
-    with pytest.raises(ValueError):
+    with pytest.raises(UnicodeDecodeError):
         EncounterView.from_raw(ENCOUNTER_LATIN1)
-    with pytest.raises(ValueError):
+    with pytest.raises(UnicodeDecodeError):
         lazy_resource(ENCOUNTER_LATIN1)
 
 
