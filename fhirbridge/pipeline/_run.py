@@ -180,17 +180,20 @@ class Pipeline:
         batch: int | None = None,
     ) -> RunStats:
         """Evaluate and commit ``versions`` (None: every pending version), ``batch`` at a
-        time (default: the pipeline's)."""
+        time (default: the pipeline's).
+
+        A worker among several evaluates its lanes' pending versions instead, in arrival
+        order: ``versions`` just journalled are among them, after the older versions of the
+        same patients that another worker journalled (a poll, a notification) and nobody has
+        evaluated yet; the others' lanes wait, pending, for their holders."""
         stats = stats if stats is not None else RunStats()
         size = batch or self.batch
         leases = self.leases
-        if versions is not None:
+        if versions is not None and (leases is not None and not versions):
+            return stats
+        if versions is not None and leases is None:
             for start in range(0, len(versions), size):
-                chunk = versions[start : start + size]
-                if leases is not None:  # the others' lanes wait, pending, for their holders
-                    leases.rebalance()
-                    chunk = leases.mine(chunk)
-                await self._batch(chunk, stats)
+                await self._batch(versions[start : start + size], stats)
             return stats
         while pending := (self.store.pending(size) if leases is None else self._leased(size)):
             await self._batch(pending, stats)

@@ -20,6 +20,7 @@ from fhirbridge.pipeline import WorkerLeases, poll_lease_name
 from fhirbridge.service import PollingService
 from fhirbridge.store import Holder, MemoryStore
 from fhirbridge.store.lanes import item_lane, version_lane
+from fhirbridge.testing import builders
 from fhirbridge.testing.fhirfake import FakeFhirServer
 from fhirbridge.values import ResourceVersion
 
@@ -227,3 +228,32 @@ async def test_a_drain_by_one_worker_leaves_the_items_another_is_writing(
     assert {lane_of_task(t) for t in tasks} == mine | theirs
     assert len(tasks) == len({t["identifier"][0]["value"] for t in tasks})
     assert store.outbox_depth() == 0 and store.leased_outbox() == 0
+
+
+async def test_a_worker_evaluates_its_lanes_in_arrival_order_not_what_it_journalled_first() -> None:
+    """A stay's admission journalled (by another worker's poll) and not yet evaluated, then
+    its discharge journalled by this worker (an HL7 v2 file, a notification): the worker
+    evaluates both in arrival order, so the admission is seen, not skipped as a late version."""
+    fake, store = FakeFhirServer(), MemoryStore()
+    w = worker("a", fake, store)
+    assert w.leases is not None
+    w.leases.rebalance()
+    now = datetime.now(UTC)
+    start = (now - timedelta(days=3)).isoformat()
+    admitted = builders.encounter(status="in-progress", period={"start": start})
+    admitted["meta"] = {"versionId": "1", "lastUpdated": start}
+    ended = (now - timedelta(hours=2)).isoformat()
+    discharged_v2 = builders.revise(
+        admitted,
+        version="2",
+        updated=ended,
+        status="finished",
+        period={"start": start, "end": ended},
+    )
+    w.ingest([json.dumps(admitted).encode()])  # pending, journalled by another worker
+    fresh = w.ingest([json.dumps(discharged_v2).encode()])
+    try:
+        await w.process(fresh=fresh)
+        assert [t.transition.kind.value for t in store.transitions()] == ["admission", "discharge"]
+    finally:
+        await w.aclose()
