@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from fhirbridge.errors import ConfigError, StoreError
 from fhirbridge.store import _codec
 from fhirbridge.store._sql import queries
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["PostgresStore"]
+
+log = structlog.get_logger(__name__)
 
 _INSTALL = "PostgreSQL support is not installed: pip install 'fhirbridge[postgres]'"
 
@@ -81,23 +85,11 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
         self.schema = schema
         self._clock = clock
         self._in_batch = False
-        try:
-            conn: psycopg.Connection[tuple[Any, ...]] = psycopg_module.connect(
-                dsn, autocommit=True, connect_timeout=connect_timeout
-            )
-        except psycopg_module.Error as exc:
-            # The message names host and port; the DSN itself (and its password) is not shown.
-            raise StoreError(f"cannot connect to the PostgreSQL journal: {exc}") from exc
-        self._conn = conn
-        if schema is not None:
-            try:
-                path = self._sql.SQL("SET search_path TO {}").format(self._sql.Identifier(schema))
-                conn.execute(path)
-            except psycopg_module.Error as exc:
-                conn.close()
-                raise StoreError(f"cannot use the schema {schema!r}: {exc}") from exc
+        self._dsn, self._connect_timeout = dsn, connect_timeout
+        self._locked: set[str] = set()  # servers whose writer lock this session holds
+        self._conn = self._connect()
         if not create and self.schema_version() == 0:
-            conn.close()
+            self._conn.close()
             where = f"the schema {schema!r}" if schema else "this database"
             raise ConfigError(
                 f"store.url: {where} holds no journal (a typo in the URL?); create a new one "
@@ -107,6 +99,42 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
 
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        psycopg_module = _import_psycopg()
+        try:
+            conn: psycopg.Connection[tuple[Any, ...]] = psycopg_module.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        except psycopg_module.Error as exc:
+            # The message names host and port; the DSN itself (and its password) is not shown.
+            raise StoreError(f"cannot connect to the PostgreSQL journal: {exc}") from exc
+        if self.schema is not None:
+            try:
+                path = self._sql.SQL("SET search_path TO {}").format(
+                    self._sql.Identifier(self.schema)
+                )
+                conn.execute(path)
+            except psycopg_module.Error as exc:
+                conn.close()
+                raise StoreError(f"cannot use the schema {self.schema!r}: {exc}") from exc
+        return conn
+
+    def _live(self) -> None:
+        """Connect again when the connection was lost (a database restart, a failover, a
+        dropped network): the call that met the loss failed, the next one goes on. Leases
+        and counters are rows and survive; a writer lock is the lost session's and does not,
+        so a store that held one stays failed (its holder must start again)."""
+        if not self._conn.broken or self._in_batch:
+            return
+        if self._locked:
+            raise StoreError(
+                "the connection to the PostgreSQL journal was lost, and with it the writer "
+                f"lock for {', '.join(sorted(self._locked))}; start the command again"
+            )
+        self._conn.close()
+        self._conn = self._connect()
+        log.warning("journal_reconnected", schema=self.schema)
+
     @contextmanager
     def _write(self, *, durable: bool = False) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
         """One transaction (committed when the block ends, rolled back if it raises).
@@ -115,6 +143,7 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
         every commit is flushed before it returns. Inside :meth:`batch` it is a savepoint of
         the batch's transaction.
         """
+        self._live()
         if self._deferred:
             with self._conn.cursor() as cur:
                 self._flush(cur)
@@ -133,6 +162,7 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
         if self._in_batch:
             yield
             return
+        self._live()
         try:
             with self._conn.transaction():
                 self._in_batch, self._deferred = True, _Deferred()
@@ -146,6 +176,7 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
             raise self._failure(exc) from exc
 
     def _read(self, name: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        self._live()
         with self._conn.cursor() as cur:
             if self._deferred:
                 self._flush(cur)
@@ -202,13 +233,18 @@ class PostgresStore(SqlWork["psycopg.Cursor[tuple[Any, ...]]"]):
 
     # -- the writer lock -------------------------------------------------------------------
     def _lock_writer(self, server: str) -> bool:
+        self._live()
         with self._conn.cursor() as cur:
             cur.execute(self._queries["writer_lock"], {"server": server})
             row = cur.fetchone()
-        return bool(row and row[0])
+        locked = bool(row and row[0])
+        if locked:
+            self._locked.add(server)
+        return locked
 
     def _unlock_writer(self, server: str) -> None:
-        if not self._conn.closed:
+        self._locked.discard(server)
+        if not self._conn.closed and not self._conn.broken:
             with self._conn.cursor() as cur:
                 cur.execute(self._queries["writer_unlock"], {"server": server})
 

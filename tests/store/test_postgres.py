@@ -98,3 +98,57 @@ def test_receivers_recording_at_once_count_every_event(
     finally:
         for store in stores:
             store.close()
+
+
+def _terminate(postgres_url: str, store: PostgresStore) -> None:
+    """End the store's database session from outside (what a restart or failover does)."""
+    pid = store._conn.info.backend_pid
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_lost_connection_is_opened_again_on_the_next_call(
+    postgres_url: str, postgres_schema: str
+) -> None:
+    """After the database ends the session, the call that meets the loss fails with a
+    StoreError and the next one connects again, in the same schema: a worker's next pass goes
+    on instead of failing forever."""
+    from fhirbridge.errors import StoreError
+
+    store = PostgresStore(postgres_url, schema=postgres_schema)
+    store.migrate()
+    store.enqueue([OutboxItem(key="t0", kind="create-task", payload={})])
+    try:
+        _terminate(postgres_url, store)
+        with pytest.raises(StoreError):
+            store.outbox_depth()
+        assert store.outbox_depth() == 1  # connected again, still in its schema
+        store.enqueue([OutboxItem(key="t1", kind="create-task", payload={})])
+        assert [i.key for i in store.claim_outbox()] == ["t0", "t1"]
+    finally:
+        store.close()
+
+
+def test_a_lost_writer_lock_is_said_not_reconnected_over(
+    postgres_url: str, postgres_schema: str
+) -> None:
+    """A session that held the writer lock does not connect again silently while the lock
+    is still thought held: the lock went with the session, so the store says so (releasing
+    it, too) until the block that held it has ended."""
+    from fhirbridge.errors import StoreError
+
+    store = PostgresStore(postgres_url, schema=postgres_schema)
+    store.migrate()
+    try:
+        held = store.acquire_writer("default")
+        held.__enter__()
+        _terminate(postgres_url, store)
+        with pytest.raises(StoreError):
+            store.outbox_depth()
+        with pytest.raises(StoreError, match="writer lock"):
+            store.outbox_depth()
+        with pytest.raises(StoreError, match="writer lock"):
+            held.__exit__(None, None, None)
+        assert store.outbox_depth() == 0  # the lock is given up: connected again
+    finally:
+        store.close()
