@@ -1102,6 +1102,8 @@ def hl7_command(
                 listener = MllpListener.from_config(
                     bridge, config.hl7, visit_system=visit_system, mrn_system=mrn_system
                 )
+                if shared:  # a worker: its lanes' versions journalled by others wait for it
+                    listener.idle_pass = config.engine.poll_interval
                 bound = await listener.start(host, port)
                 click.echo(f"listening for HL7 v2 over MLLP on {host}:{bound}", err=True)
                 stop = asyncio.Event()

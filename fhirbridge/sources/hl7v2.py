@@ -443,6 +443,10 @@ class MllpListener:
         self._peers: dict[asyncio.StreamWriter, _Peer] = {}
         self._closing = False
         self.retry_after = 30.0
+        #: Seconds after which a listener that received nothing runs a pass anyway (None:
+        #: never). For a worker among several on a shared journal: the versions of its
+        #: lanes that the other workers journalled are its to evaluate and write.
+        self.idle_pass: float | None = None
 
     @classmethod
     def from_config(
@@ -608,7 +612,11 @@ class MllpListener:
 
     async def _work(self) -> None:
         while not self._closing:
-            await self._wake.wait()
+            if self.idle_pass is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.idle_pass)
             self._wake.clear()
             await self._flush()
 

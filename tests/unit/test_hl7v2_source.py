@@ -4,6 +4,7 @@ MLLP listener acknowledging only what is durable (a temporary SQLite journal).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -315,3 +316,34 @@ async def test_mllp_worker_processes_what_was_acknowledged(fhir: FakeFhir, tmp_p
     assert listener.stats.transitions == 1
     await engine.aclose()
     assert json.loads(json.dumps(listener.stats.summary()))
+
+
+async def test_an_idle_worker_listener_processes_what_others_journalled(
+    fhir: FakeFhir, tmp_path: Path
+) -> None:
+    """A listener that is a worker among several (``idle_pass`` set) runs a pass when nothing
+    arrives, so the versions of its lanes that another process journalled are processed
+    without waiting for the next ADT message."""
+    store = SqliteStore(tmp_path / "journal.db")
+    store.migrate()
+    engine = make_bridge(fhir, store)
+    other = MllpListener(engine, process=False)  # journals and acknowledges, nothing more
+    port = await other.start("127.0.0.1", 0)
+    try:
+        assert msa(await exchange(port, adt("A01").encode()))[1] == "AA"
+    finally:
+        await other.aclose()
+    assert store.pending() != []
+    listener = MllpListener(engine)
+    listener.idle_pass = 0.05
+    await listener.start("127.0.0.1", 0)
+    try:
+        for _ in range(400):
+            if not store.pending():
+                break
+            await asyncio.sleep(0.05)
+        assert store.pending() == []  # before closing (which finishes the work anyway)
+    finally:
+        await listener.aclose()
+    assert store.snapshot(engine.server, "Encounter", "enc-1") is not None
+    await engine.aclose()
