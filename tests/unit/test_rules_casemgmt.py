@@ -5,7 +5,7 @@ the med-reconciliation option; plus the format's new conditions and actions."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ from fhirbridge.values import (
     TransitionKind,
 )
 from tests.unit._data import load
+from tests.unit._plans import FRIDAY_3PM, plan_on_friday
 
 K = TransitionKind
-FRIDAY_3PM = datetime(2026, 3, 6, 15, 0, tzinfo=UTC)  # Friday 6 March 2026
 NEXT_MONDAY = date(2026, 3, 9)
 CARE_TEAM = (
     ("case-manager", "Practitioner/cm"),
@@ -62,14 +62,7 @@ def plan(
     care_team: tuple[tuple[str, str], ...] = CARE_TEAM,
 ) -> Plan:
     """The pack's plan with the given looked-up case facts."""
-    ctx = PlanContext(
-        now=FRIDAY_3PM + timedelta(hours=1),
-        care_team=care_team,
-        default_owner="Organization/cc",
-        risk=risk or {},
-        case=case or {},
-    )
-    return pack.plan(t, ctx)
+    return plan_on_friday(pack, t, care_team=care_team, case=case, risk=risk)
 
 
 def tasks(p: Plan) -> dict[str, CreateTask]:

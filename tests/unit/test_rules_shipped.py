@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
-from fhirbridge.rules import PlanContext, RulePack, load_rules
+from fhirbridge.rules import RulePack, load_rules
 from fhirbridge.values import (
     CancelTasks,
     CompleteTasks,
@@ -17,11 +17,11 @@ from fhirbridge.values import (
     Transition,
     TransitionKind,
 )
+from tests.unit._plans import FRIDAY_3PM, plan_on_friday
 
 K = TransitionKind
 BASE = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
 NUBC = "http://terminology.hl7.org/CodeSystem/nubc-UB92"
-FRIDAY_3PM = datetime(2026, 3, 6, 15, 0, tzinfo=UTC)  # Friday 6 March 2026
 NEXT_MONDAY = date(2026, 3, 9)
 NEXT_TUESDAY = date(2026, 3, 10)
 CARE_TEAM = (
@@ -63,13 +63,7 @@ def _plan(
     risk: Mapping[str, str] | None = None,
     care_team: tuple[tuple[str, str], ...] = CARE_TEAM,
 ) -> Plan:
-    ctx = PlanContext(
-        now=FRIDAY_3PM + timedelta(hours=1),
-        care_team=care_team,
-        default_owner="Organization/cc",
-        risk=risk or {},
-    )
-    return pack.plan(transition, ctx)
+    return plan_on_friday(pack, transition, care_team=care_team, risk=risk)
 
 
 def _tasks(plan: Plan) -> dict[str, CreateTask]:
