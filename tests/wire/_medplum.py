@@ -24,6 +24,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from fhirbridge.config import WATCHED_TYPES
+
 BASE = "https://medplum.example.org/fhir/R4"
 STATEMENT = {
     "resourceType": "CapabilityStatement",
@@ -41,18 +43,7 @@ STATEMENT = {
                     ],
                     "searchParam": [{"name": "_lastUpdated"}],
                 }
-                for t in (
-                    "Encounter",
-                    "ServiceRequest",
-                    "Task",
-                    "CarePlan",
-                    "Patient",
-                    "Coverage",
-                    "Appointment",
-                    "Condition",
-                    "Observation",
-                    "Basic",
-                )
+                for t in (*WATCHED_TYPES, "Basic")
             ],
         }
     ],
